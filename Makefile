@@ -1,0 +1,51 @@
+# maskpipe: `make demo` runs the whole pipeline on generated data; `make test` runs the tests.
+# Both create .venv (Python 3.11) and install the pinned environment first.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
+DEMO_PERSONS ?= 150
+DEMO_EVAL    ?= 120
+PYTEST_ARGS  ?=
+
+# Snakemake and DVC run `maskpipe ...` commands: the venv's bin must come first on PATH.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install demo test lint dvc.yaml clean-demo help
+
+help:
+	@echo "make demo    install, generate demo data, run the pipeline to results/demo/"
+	@echo "make test    install, run the test suite"
+	@echo "make lint    snakefmt --check and snakemake --lint"
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "maskpipe needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -r requirements/lock.txt
+	# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2, yet its MTCNN runs on today's torch.
+	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/maskpipe demo-data --out data/demo --persons $(DEMO_PERSONS) --eval-images $(DEMO_EVAL) --seed 0
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 submission
+	@$(BIN)/maskpipe summary
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint
+
+dvc.yaml: $(STAMP)
+	$(BIN)/maskpipe dvc-yaml --config config.yaml --out dvc.yaml
+
+clean-demo:
+	rm -rf results/demo .snakemake

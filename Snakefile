@@ -1,0 +1,36 @@
+# maskpipe: the face-mask-status competition as one cached, re-runnable DAG.
+#
+#   snakemake --cores 8 --resources gpu=1 submission
+#
+# raw data -> validate -> crop -> labels -> folds -> train (model x fold) -> predict
+#          -> ensemble -> submit -> report.   Each rule runs one `maskpipe` subcommand.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/results.smk"
+
+
+localrules:
+    all,
+    submission,
+
+
+rule all:
+    default_target: True
+    input:
+        L.submission(),
+        L.report(),
+
+
+rule submission:
+    input:
+        L.submission(),
+        L.report(),

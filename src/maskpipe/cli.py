@@ -1,0 +1,168 @@
+"""The ``maskpipe`` command: one subcommand per pipeline step.
+
+Snakemake rules and DVC stages run exactly these commands. Every step takes its input and output
+paths as arguments and reads only its own config sections (``maskpipe.config.STEP_SECTIONS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from maskpipe.io import MaskpipeError
+
+log = logging.getLogger("maskpipe")
+
+DESCRIPTION = """\
+maskpipe: face crops -> label fixes -> person-grouped folds -> timm models -> OOF + TTA ->
+soft-vote ensemble -> submission.csv and an HTML report, for the face-mask-status competition.
+
+Normally you do not call the steps yourself: `snakemake --cores 8 --resources gpu=1 submission`
+(or `dvc repro`) runs each one when, and only when, its inputs or config sections changed.
+"""
+
+EPILOG = "Run `maskpipe STEP --help` for a step's options. Docs: README.md."
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", type=Path, metavar="FILE",
+                   help="config file(s), later ones override earlier ones (default: config.yaml)")
+
+
+def _common(p: argparse.ArgumentParser, threads: bool = False) -> None:
+    p.add_argument("--log", type=Path, metavar="FILE", help="also write the log to FILE")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    if threads:
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def _paths(p: argparse.ArgumentParser, *names: str, nargs: str | None = None) -> None:
+    for name in names:
+        p.add_argument(f"--{name}", type=Path, required=True, nargs=nargs, metavar="PATH")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskpipe", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+
+    p = sub.add_parser("demo-data", help="generate a small, learnable demo dataset in the real layout")
+    p.add_argument("--out", type=Path, default=Path("data/demo"), help="folder to create")
+    p.add_argument("--persons", type=int, default=None, help="training persons (7 photos each)")
+    p.add_argument("--eval-images", type=int, default=None, help="eval images")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+
+    p = sub.add_parser("validate", help="check the data layout; write the image manifests [data]")
+    p.add_argument("--root", type=Path, help="data folder (default: data.root from the config)")
+    _paths(p, "out-train", "out-eval")
+    _config_arg(p)
+    _common(p, threads=True)
+
+    p = sub.add_parser("crop", help="detect faces (MTCNN, batched) and store face crops [crop]")
+    p.add_argument("--root", type=Path, required=True, help="data folder the manifest paths start from")
+    _paths(p, "train-manifest", "eval-manifest", "out-dir", "cache")
+    _config_arg(p)
+    _common(p, threads=True)
+
+    p = sub.add_parser("labels", help="apply person-level label corrections [labels]")
+    _paths(p, "manifest", "out", "out-applied")
+    _config_arg(p)
+    _common(p)
+
+    p = sub.add_parser("folds", help="person-grouped, stratified K folds [folds]")
+    _paths(p, "labels", "out")
+    _config_arg(p)
+    _common(p)
+
+    p = sub.add_parser("train", help="train one model on one fold [train, models.MODEL]")
+    p.add_argument("--model", required=True, help="a name under models: in the config")
+    p.add_argument("--fold", type=int, required=True, help="the validation fold")
+    _paths(p, "crops", "crop-index", "labels", "folds", "out-checkpoint", "out-metrics",
+           "out-tensorboard")
+    _config_arg(p)
+    _common(p, threads=True)
+
+    p = sub.add_parser("predict", help="out-of-fold and test probabilities with TTA [predict]")
+    p.add_argument("--model", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    _paths(p, "checkpoint", "train-crops", "train-index", "eval-crops", "eval-index", "labels",
+           "folds", "out-oof", "out-test")
+    _config_arg(p)
+    _common(p, threads=True)
+
+    p = sub.add_parser("ensemble", help="soft vote over models and folds, scored OOF [ensemble]")
+    _paths(p, "oof", "test", nargs="+")
+    _paths(p, "labels", "out-oof", "out-test", "out-scores", "out-metrics")
+    _config_arg(p)
+    _common(p)
+
+    p = sub.add_parser("submit", help="write the checked ImageID,ans file")
+    _paths(p, "probs", "eval-manifest", "out")
+    _common(p)
+
+    p = sub.add_parser("report", help="one self-contained HTML report [report]")
+    _paths(p, "train-manifest", "labels", "corrections", "crop-index-train", "crop-index-eval",
+           "folds", "scores", "ensemble-oof", "metrics", "submission", "out")
+    _paths(p, "train-metrics", nargs="+")
+    _config_arg(p)
+    _common(p)
+
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml (the DVC twin of the Snakemake rules)")
+    p.add_argument("--out", type=Path, default=Path("dvc.yaml"))
+    p.add_argument("--check", action="store_true", help="fail if the file is not up to date")
+    _config_arg(p)
+    _common(p)
+
+    p = sub.add_parser("summary", help="print where a run's submission and report are, and its score")
+    p.add_argument("--results", type=Path, default=None, help="results folder (default: from config)")
+    _config_arg(p)
+    _common(p)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if getattr(args, "log", None):
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(args.log, mode="w"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _config(args: argparse.Namespace):
+    from maskpipe.config import Config
+
+    return Config.load(args.config or [Path("config.yaml")])
+
+
+def _torch_setup(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``maskpipe`` console script."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        _torch_setup(args)
+        from maskpipe import steps
+
+        getattr(steps, args.command.replace("-", "_"))(args, _config)
+    except MaskpipeError as e:
+        message = f"maskpipe {args.command}: error: {e}"
+        print(message, file=sys.stderr)
+        if getattr(args, "log", None):
+            logging.shutdown()
+            with open(args.log, "a") as f:
+                f.write(message + "\n")
+        return 1
+    except KeyboardInterrupt:
+        print(f"maskpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,183 @@
+"""One schema, one loader, one typed config object.
+
+The schema (``schemas/config.schema.yaml``, linked from ``workflow/schemas/``) is the one
+Snakemake's ``validate()`` uses; :func:`load` validates with it too and fills the same defaults,
+so Snakemake's ``config`` and maskpipe's :class:`Config` always agree (``common.smk`` checks it).
+
+Each step reads only the sections listed in :data:`STEP_SECTIONS`. The Snakemake rules and the
+DVC stages declare exactly those sections as ``params``; that is what makes "after a config edit,
+only the steps that read the edited keys run again" true.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from maskpipe.io import MaskpipeError
+
+#: The config sections each step reads. ``{model}`` stands for the model a job trains.
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "validate": ("data",),
+    "crop": ("crop",),
+    "labels": ("labels",),
+    "folds": ("folds",),
+    "train": ("train", "models.{model}"),
+    "predict": ("predict",),
+    "ensemble": ("ensemble",),
+    "submit": (),
+    "report": ("report",),
+}
+
+
+def schema_path() -> Path:
+    """Path of the config schema shipped inside the package."""
+    return Path(str(resources.files("maskpipe") / "schemas" / "config.schema.yaml"))
+
+
+def _schema() -> dict:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def _validator_with_defaults(schema: dict) -> jsonschema.protocols.Validator:
+    """A JSON Schema 2020-12 validator that fills ``default`` values, as Snakemake's ``validate`` does."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    return cls(schema)
+
+
+def _error_line(source: str, err: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list(err.schema.get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        where = f"{key}." if err.absolute_path else ""
+        return f"{source}: unknown key {where}{', '.join(hints)}; allowed: {', '.join(allowed)}"
+    return f"{source}: {key}: {err.message}"
+
+
+def validate(raw: dict, source: str = "config") -> dict:
+    """Validate a raw config dict against the schema and fill its defaults (in place).
+
+    Raises:
+        MaskpipeError: one line naming the first offending key.
+    """
+    if not isinstance(raw, dict):
+        raise MaskpipeError(f"{source}: the config must be a mapping of sections")
+    validator = _validator_with_defaults(_schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise MaskpipeError(_error_line(source, best))
+    return raw
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (how Snakemake merges config files)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_raw(paths: str | Path | Iterable[str | Path]) -> dict:
+    """Read, merge (later files win), validate and default one or more YAML config files."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    raw: dict = {}
+    names = []
+    for path in map(Path, paths):
+        names.append(str(path))
+        if not path.is_file():
+            raise MaskpipeError(f"{path}: config file not found")
+        try:
+            part = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise MaskpipeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        if not isinstance(part, dict):
+            raise MaskpipeError(f"{path}: the config must be a mapping of sections")
+        raw = merge(raw, part)
+    return validate(raw, source=" + ".join(names))
+
+
+def section(raw: dict, name: str) -> Any:
+    """A dotted section of a validated config, e.g. ``models.effb0``."""
+    node: Any = raw
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise MaskpipeError(f"config: no section {name!r}")
+        node = node[part]
+    return node
+
+
+def step_params(raw: dict, step: str, **wildcards: str) -> dict[str, Any]:
+    """The sections one step reads, keyed by dotted name: what its rule and stage declare."""
+    names = [s.format(**wildcards) for s in STEP_SECTIONS[step]]
+    return {name: copy.deepcopy(section(raw, name)) for name in names}
+
+
+def as_hw(size: int | list[int]) -> tuple[int, int]:
+    """``[height, width]`` from a size that may be a single number."""
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config: the raw dict plus typed access to what every step needs."""
+
+    raw: dict
+
+    @classmethod
+    def load(cls, paths: str | Path | Iterable[str | Path]) -> Config:
+        return cls(load_raw(paths))
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.raw["data"]["root"])
+
+    @property
+    def results(self) -> Path:
+        return Path(self.raw["results"])
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.raw["models"])
+
+    @property
+    def folds(self) -> list[int]:
+        return list(range(self.raw["folds"]["k"]))
+
+    def model(self, name: str) -> dict:
+        if name not in self.raw["models"]:
+            known = ", ".join(self.raw["models"])
+            raise MaskpipeError(f"config: no model {name!r} under models (known: {known})")
+        return self.raw["models"][name]
+
+    def params(self, step: str, **wildcards: str) -> dict[str, Any]:
+        return step_params(self.raw, step, **wildcards)

@@ -1,0 +1,1 @@
+"""Competition data: layout checks, the manifest, the demo generator."""

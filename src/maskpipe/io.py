@@ -1,0 +1,142 @@
+"""File helpers shared by every step: atomic writes, content hashes, image reading."""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+
+class MaskpipeError(Exception):
+    """An error a user can fix; the CLI prints its message as one line and exits 1."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    A failed or killed writer leaves the previous file intact and at most a stray ``.tmp`` file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def replace_if_changed(tmp: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Move a finished temporary file over ``path`` unless ``path`` already has its bytes.
+
+    Leaving an identical file untouched keeps its mtime, so neither engine schedules the steps
+    downstream of it again. The temporary file is removed either way. Returns whether ``path``
+    changed.
+    """
+    tmp, path = Path(tmp), Path(path)
+    if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+        tmp.unlink()
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+def write_bytes_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """Atomically write ``data`` unless ``path`` already holds exactly it (see above)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return True
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> bool:
+    """Write a table as CSV (atomically, only if its content changed)."""
+    return write_bytes_if_changed(path, df.to_csv(index=False, lineterminator="\n").encode())
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> bool:
+    """Write JSON with sorted keys (atomically, only if its content changed)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return write_bytes_if_changed(path, text.encode())
+
+
+@contextlib.contextmanager
+def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.uint8) -> Iterator[np.ndarray]:
+    """Yield a writable memmap of ``shape``; on success it replaces ``path`` if its bytes differ.
+
+    The array is filled on disk, never held whole in memory (31,500 crops at 256x192 are 4.6 GB).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield array
+        array.flush()
+        del array
+        replace_if_changed(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def read_csv(path: str | os.PathLike, required: list[str] | None = None, **kwargs) -> pd.DataFrame:
+    """Read a CSV, failing with one line that names the file and the missing columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise MaskpipeError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise MaskpipeError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from e
+    if required:
+        missing = [c for c in required if c not in df.columns]
+        if missing:
+            raise MaskpipeError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image as RGB, honouring EXIF orientation (RGBA, grayscale and CMYK converted).
+
+    Raises:
+        MaskpipeError: the file is missing, empty or not a decodable image.
+    """
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                # Flatten transparency onto white rather than letting convert() drop it to black.
+                im = im.convert("RGBA")
+                background = Image.new("RGB", im.size, (255, 255, 255))
+                background.paste(im, mask=im.getchannel("A"))
+                return background
+            return im.convert("RGB")
+    except FileNotFoundError as e:
+        raise MaskpipeError(f"{path}: image not found") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MaskpipeError(f"{path}: unreadable image ({e})") from e

@@ -1,0 +1,93 @@
+"""Where every step writes, under the configured results folder.
+
+The Snakemake rules and the DVC stage generator both take their paths from here, so the two
+engines cannot disagree about a file's name. Methods called without arguments return Snakemake
+wildcard patterns (``{model}``, ``{fold}``); with arguments, concrete paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Output paths below ``results``."""
+
+    results: str
+
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.results.rstrip("/"), *parts])
+
+    # validate
+    def manifest(self, split: str = "{split}") -> str:
+        return self._p("manifest", f"{split}.csv")
+
+    # crop
+    def crop_dir(self) -> str:
+        return self._p("crops")
+
+    def crops(self, split: str = "{split}") -> str:
+        return f"{self.crop_dir()}/{split}.npy"
+
+    def crop_index(self, split: str = "{split}") -> str:
+        return f"{self.crop_dir()}/{split}.csv"
+
+    def crop_cache(self) -> str:
+        """Detection cache; deliberately not a declared output, so no engine deletes it."""
+        return self._p("cache", "boxes")
+
+    # labels
+    def labels(self) -> str:
+        return self._p("labels", "train.csv")
+
+    def corrections_applied(self) -> str:
+        return self._p("labels", "corrections_applied.csv")
+
+    # folds
+    def folds(self) -> str:
+        return self._p("folds", "folds.csv")
+
+    # train
+    def model_dir(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
+        return self._p("models", model, f"fold{fold}")
+
+    def checkpoint(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
+        return f"{self.model_dir(model, fold)}/checkpoint.pt"
+
+    def train_metrics(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
+        return f"{self.model_dir(model, fold)}/metrics.json"
+
+    def tensorboard(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
+        return f"{self.model_dir(model, fold)}/tensorboard"
+
+    # predict
+    def oof(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
+        return self._p("predictions", model, f"fold{fold}", "oof.csv")
+
+    def test_probs(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
+        return self._p("predictions", model, f"fold{fold}", "test.csv")
+
+    # ensemble
+    def ensemble_oof(self) -> str:
+        return self._p("ensemble", "oof.csv")
+
+    def ensemble_test(self) -> str:
+        return self._p("ensemble", "test.csv")
+
+    def ensemble_scores(self) -> str:
+        return self._p("ensemble", "scores.csv")
+
+    def metrics(self) -> str:
+        return self._p("ensemble", "metrics.json")
+
+    # submission, report
+    def submission(self) -> str:
+        return self._p("submission.csv")
+
+    def report(self) -> str:
+        return self._p("report.html")
+
+    def log(self, step: str, *wildcards: str | int) -> str:
+        name = "-".join([step, *map(str, wildcards)]) if wildcards else step
+        return self._p("logs", f"{name}.log")

@@ -1,0 +1,445 @@
+"""The ``report`` step: one self-contained HTML page that summarises a whole run.
+
+Figures are embedded as base64 PNGs and the CSS is inline, so the file opens offline and can be
+mailed on its own. Nothing in it depends on the clock, the machine or the input paths, so an
+unchanged rerun (with the same matplotlib) leaves the file and its mtime untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, f1_score
+
+from maskpipe import classes
+from maskpipe.io import MaskpipeError, read_csv, write_bytes_if_changed
+from maskpipe.report import figures
+
+log = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ["key", "person", "id", "gender", "age", "stem", "path", "mask", "age_group", "label",
+                 "sha256"]
+CROP_COLUMNS = ["key", "row", "sha256", "source", "prob", "x1", "y1", "x2", "y2"]
+SCORE_COLUMNS = ["model", "fold", "tta", "n", "macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
+#: Stratum s = gender * 3 + age group, as written by the folds step.
+STRATUM_NAMES = [f"{g}/{a}" for g in classes.GENDER_NAMES for a in classes.AGE_NAMES]
+_STR = {"key": str, "person": str, "id": str}
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """The files a report is built from; see the module of the step that writes each one."""
+
+    train_manifest: Path
+    labels: Path
+    corrections: Path
+    crop_index_train: Path
+    crop_index_eval: Path
+    folds: Path
+    train_metrics: tuple[Path, ...]
+    scores: Path
+    ensemble_oof: Path
+    metrics: Path
+    submission: Path
+
+    def __post_init__(self) -> None:
+        # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
+        for name, value in list(vars(self).items()):
+            if name == "train_metrics":
+                paths = [value] if isinstance(value, str | Path) else value
+                object.__setattr__(self, name, tuple(Path(p) for p in paths))
+            else:
+                object.__setattr__(self, name, Path(value))
+
+
+@dataclass
+class _Run:
+    """Everything read from a run's files, plus consistency warnings shown in the summary."""
+
+    manifest: pd.DataFrame
+    labels: pd.DataFrame
+    corrections: pd.DataFrame
+    crops_train: pd.DataFrame
+    crops_eval: pd.DataFrame
+    folds: pd.DataFrame
+    train: list[dict]
+    scores: pd.DataFrame
+    oof: pd.DataFrame
+    metrics: dict
+    submission: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_report(inputs: ReportInputs, title: str, out: Path) -> None:
+    """Write the run's HTML report to ``out``, leaving ``out`` untouched if its content is unchanged.
+
+    Args:
+        inputs: the run's files (see :class:`ReportInputs`).
+        title: the page title and heading, e.g. the run's name.
+        out: where the HTML goes; its folder is created.
+
+    Raises:
+        MaskpipeError: an input file is missing or unreadable, lacks a column or key, or holds a
+            class outside 0..17.
+    """
+    run = _load(inputs)
+    body = "\n".join(f'<section id="{anchor}"><h2>{_esc(heading)}</h2>\n{content(run)}\n</section>'
+                     for anchor, heading, content in _SECTIONS)
+    page = _page(title, body)
+    changed = write_bytes_if_changed(out, page.encode())
+    log.info("%s %s (%d KiB)", "wrote" if changed else "unchanged:", out, len(page) // 1024)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, required: Sequence[str]) -> dict:
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise MaskpipeError(f"{path}: file not found") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MaskpipeError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise MaskpipeError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise MaskpipeError(f"{path}: missing key(s) {', '.join(missing)}")
+    return obj
+
+
+def _read_train_metrics(path: Path) -> dict:
+    """One model x fold's training metrics, its history as a table."""
+    obj = _read_json(path, ["model", "fold", "best_epoch", "best_val_f1", "history"])
+    obj["history"] = pd.DataFrame(obj["history"])
+    missing = {"epoch", "train_loss", "val_loss", "val_f1"} - set(obj["history"].columns)
+    if missing:
+        raise MaskpipeError(f"{path}: history lacks {', '.join(sorted(missing))}")
+    return obj
+
+
+def _load(inputs: ReportInputs) -> _Run:
+    i = inputs
+    run = _Run(
+        manifest=read_csv(i.train_manifest, IMAGE_COLUMNS, dtype=_STR),
+        labels=read_csv(i.labels, IMAGE_COLUMNS + ["orig_label"], dtype=_STR),
+        corrections=read_csv(i.corrections, ["line", "person", "fix", "old", "new", "reason"],
+                             dtype={c: str for c in ("person", "fix", "old", "new", "reason")},
+                             keep_default_na=False),
+        crops_train=read_csv(i.crop_index_train, CROP_COLUMNS, dtype=_STR),
+        crops_eval=read_csv(i.crop_index_eval, CROP_COLUMNS, dtype=_STR),
+        folds=read_csv(i.folds, ["person", "fold", "stratum"], dtype=_STR),
+        train=[_read_train_metrics(p) for p in i.train_metrics],
+        scores=read_csv(i.scores, SCORE_COLUMNS, dtype={"model": str, "fold": str, "tta": str}),
+        oof=read_csv(i.ensemble_oof, ["key", "person", "label", "pred"], dtype=_STR),
+        metrics=_read_json(i.metrics, ["oof_macro_f1", "oof_accuracy", "f1_definition", "per_class_f1",
+                                       "tasks"]),
+        submission=read_csv(i.submission, ["ImageID", "ans"], dtype={"ImageID": str}),
+    )
+    unknown = ~run.crops_train["key"].isin(run.manifest["key"])
+    if unknown.any():
+        raise MaskpipeError(f"{i.crop_index_train}: key {run.crops_train['key'][unknown].iloc[0]!r} "
+                            f"is not in {i.train_manifest}")
+    if len(run.metrics["per_class_f1"]) != classes.NUM_CLASSES:
+        raise MaskpipeError(f"{i.metrics}: per_class_f1 has {len(run.metrics['per_class_f1'])} values, "
+                            f"expected {classes.NUM_CLASSES}")
+    for path, df, col in ((i.labels, run.labels, "label"), (i.ensemble_oof, run.oof, "label"),
+                          (i.ensemble_oof, run.oof, "pred"), (i.submission, run.submission, "ans")):
+        bad = ~df[col].isin(range(classes.NUM_CLASSES))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise MaskpipeError(f"{path}: line {row + 2}: {col} {df[col].iloc[row]} is not a class 0..17")
+    recomputed = f1_score(run.oof["label"], run.oof["pred"], labels=range(classes.NUM_CLASSES),
+                          average="macro", zero_division=0)
+    if abs(recomputed - run.metrics["oof_macro_f1"]) > 5e-4:
+        run.warnings.append(f"{i.metrics.name} says OOF macro F1 {run.metrics['oof_macro_f1']:.4f}, "
+                            f"but {i.ensemble_oof.name} gives {recomputed:.4f}.")
+    if len(run.crops_eval) != len(run.submission):
+        run.warnings.append(f"{len(run.submission)} submission rows but {len(run.crops_eval)} eval crops.")
+    unfolded = set(run.labels["person"]) - set(run.folds["person"])
+    if unfolded:
+        run.warnings.append(f"{len(unfolded)} labelled person(s) have no fold, e.g. {min(unfolded)!r}.")
+    for w in run.warnings:
+        log.warning("report: %s", w)
+    return run
+
+
+# --- HTML primitives -----------------------------------------------------------------------
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _f3(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.3f}"
+
+
+def _pct(value: float) -> str:
+    return "–" if pd.isna(value) else f"{100 * value:.1f}%"
+
+
+def _fixed(decimals: int) -> Callable[[float], str]:
+    return lambda value: "–" if pd.isna(value) else f"{value:.{decimals}f}"
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _table(df: pd.DataFrame, formats: dict[str, Callable[[object], str]] | None = None,
+           highlight: Sequence[bool] | None = None) -> str:
+    """An HTML table; numbers right-aligned, floats with 3 decimals unless ``formats`` says else."""
+    formats = formats or {}
+    numeric = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) or c in formats}
+    attr = {c: ' class="num"' if c in numeric else "" for c in df.columns}
+    head = "".join(f"<th{attr[c]}>{_esc(c)}</th>" for c in df.columns)
+    rows = []
+    for i, rec in enumerate(df.itertuples(index=False)):
+        cells = []
+        for c, v in zip(df.columns, rec, strict=True):
+            if c in formats:
+                text = formats[c](v)
+            elif pd.api.types.is_float_dtype(df[c]):
+                text = _f3(v)
+            else:
+                text = str(v)
+            cells.append(f"<td{attr[c]}>{_esc(text)}</td>")
+        cls = ' class="hl"' if highlight is not None and highlight[i] else ""
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _join(*parts: str) -> str:
+    return "\n".join(p for p in parts if p)
+
+
+def _card(label: str, value: str, note: str = "", big: bool = False) -> str:
+    cls = "card big" if big else "card"
+    note_html = f'<div class="note">{_esc(note)}</div>' if note else ""
+    return (f'<div class="{cls}"><div class="label">{_esc(label)}</div>'
+            f'<div class="value">{_esc(value)}</div>{note_html}</div>')
+
+
+def _counts(labels: pd.Series | np.ndarray) -> np.ndarray:
+    return np.bincount(np.asarray(labels, dtype=int), minlength=classes.NUM_CLASSES)
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def _summary(r: _Run) -> str:
+    m = r.metrics
+    persons, manifest_persons = r.labels["person"].nunique(), r.manifest["person"].nunique()
+    images, manifest_images = len(r.labels), len(r.manifest)
+    n_models = len({t["model"] for t in r.train})
+    cards = [
+        _card("Ensemble OOF macro F1", _f3(m["oof_macro_f1"]), "out of fold, all training images", big=True),
+        _card("Ensemble OOF accuracy", _f3(m["oof_accuracy"]), big=True),
+        _card("Persons", f"{persons:,}", f"{manifest_persons - persons} dropped of {manifest_persons:,}"),
+        _card("Training images", f"{images:,}", f"{manifest_images - images} dropped of {manifest_images:,}"),
+        _card("Eval images", f"{len(r.submission):,}"),
+        _card("Models × folds", f"{n_models} × {r.folds['fold'].nunique()}", f"{len(r.train)} trained"),
+    ]
+    tasks = " · ".join(f"{_esc(name)} F1 <b>{_f3(v)}</b>" for name, v in m["tasks"].items())
+    return _join(
+        *(f'<p class="warn">⚠ {_esc(w)}</p>' for w in r.warnings),
+        f'<div class="cards">{"".join(cards)}</div>',
+        f"<p>Per task (labels decoded from the 18 classes): {tasks}</p>",
+        f'<p class="def"><b>How F1 is computed.</b> {_esc(m["f1_definition"])}</p>',
+    )
+
+
+def _data(r: _Run) -> str:
+    persons = r.labels.drop_duplicates("person")
+    table = pd.crosstab(persons["gender"], persons["age_group"])
+    table = table.reindex(index=list(classes.GENDER_NAMES), columns=range(3), fill_value=0)
+    table.columns = list(classes.AGE_NAMES)
+    table["total"] = table.sum(axis=1)
+    table.loc["total"] = table.sum(axis=0)
+    return _join(
+        f"<p>{len(r.labels):,} images of {len(persons):,} persons after label corrections.</p>",
+        _img(figures.class_balance(_counts(r.labels["label"])), "class balance"),
+        _img(figures.age_histogram(persons["age"].to_numpy()), "age histogram"),
+        "<h3>Persons by gender and age group</h3>",
+        _table(table.rename_axis("persons").reset_index()),
+    )
+
+
+def _corrections(r: _Run) -> str:
+    changed = int((r.labels["label"] != r.labels["orig_label"]).sum())
+    dropped = r.manifest["person"].nunique() - r.labels["person"].nunique()
+    return _join(
+        f"<p>{len(r.corrections)} correction(s) applied: {changed} image label(s) changed, "
+        f"{dropped} person(s) and {len(r.manifest) - len(r.labels)} image(s) dropped.</p>",
+        _table(r.corrections) if len(r.corrections) else "<p><i>none applied</i></p>",
+    )
+
+
+def _crop_row(name: str, df: pd.DataFrame) -> dict:
+    detected = df["source"] == "detected"
+    return {"images": name, "n": len(df), "detected": int(detected.sum()), "fallback": int((~detected).sum()),
+            "fallback rate": (~detected).mean() if len(df) else np.nan,
+            "mean detection prob": df.loc[detected, "prob"].astype(float).mean()}
+
+
+def _crops(r: _Run) -> str:
+    train = r.crops_train.merge(r.manifest[["key", "stem"]], on="key", how="left")
+    rows = [_crop_row(f"train / {stem}", train[train["stem"] == stem]) for stem in classes.IMAGE_STEMS]
+    rows += [_crop_row("train (all)", train), _crop_row("eval (all)", r.crops_eval)]
+    df = pd.DataFrame(rows)
+    total = pd.concat([r.crops_train, r.crops_eval])
+    rate = (total["source"] != "detected").mean() if len(total) else np.nan
+    return _join(
+        f"<p>Overall fallback rate <b>{_pct(rate)}</b>: images where no face was detected and the fixed "
+        "fallback region was cropped instead.</p>",
+        _table(df, {"fallback rate": _pct}, highlight=[n.endswith("(all)") for n in df["images"]]),
+    )
+
+
+def _folds(r: _Run) -> str:
+    folds = r.folds.assign(fold=r.folds["fold"].astype(int), stratum=r.folds["stratum"].astype(int))
+    counts = pd.crosstab(folds["fold"], folds["stratum"]).reindex(columns=range(6), fill_value=0)
+    counts.columns = STRATUM_NAMES
+    images = r.labels.merge(folds[["person", "fold"]], on="person").groupby("fold").size()
+    table = counts.assign(persons=counts.sum(axis=1), images=images.reindex(counts.index, fill_value=0))
+    return _join(
+        "<p>All images of a person share one fold; folds are balanced on gender × age group.</p>",
+        _img(figures.fold_strata(counts), "persons per fold by stratum"),
+        _table(table.rename_axis("fold").reset_index()),
+    )
+
+
+def _training(r: _Run) -> str:
+    if not r.train:
+        return "<p><i>no training metrics</i></p>"
+    runs = sorted(r.train, key=lambda t: (t["model"], int(t["fold"])))
+    parts = []
+    for model in dict.fromkeys(t["model"] for t in runs):
+        mine = [t for t in runs if t["model"] == model]
+        histories = {int(t["fold"]): t["history"] for t in mine}
+        best = {int(t["fold"]): int(t["best_epoch"]) for t in mine}
+        parts.append(_img(figures.learning_curves(model, histories, best), f"learning curves of {model}"))
+    table = pd.DataFrame([{
+        "model": t["model"], "fold": int(t["fold"]), "arch": t.get("arch", ""), "device": t.get("device", ""),
+        "epochs": len(h), "best epoch": int(t["best_epoch"]), "best val F1": float(t["best_val_f1"]),
+        "n train": t.get("n_train", ""), "n val": t.get("n_val", ""),
+        "minutes": h["seconds"].sum() / 60 if "seconds" in h else np.nan,
+        "images/s": h["images_per_second"].mean() if "images_per_second" in h else np.nan,
+    } for t in runs for h in [t["history"]]])
+    return _join(*parts, _table(table, {"minutes": _fixed(1), "images/s": _fixed(0)}))
+
+
+def _scores(r: _Run) -> str:
+    df = r.scores.assign(n=r.scores["n"].astype(int))
+    return _join(
+        "<p>Out-of-fold scores per model and fold; <code>all</code> is a model's whole OOF prediction. "
+        "The ensemble row is highlighted.</p>",
+        _table(df, highlight=list(df["model"] == "ensemble")),
+    )
+
+
+def _per_class(r: _Run) -> str:
+    f1 = np.asarray(r.metrics["per_class_f1"], dtype=float)
+    png = figures.per_class_f1(f1, _counts(r.oof["label"]), float(r.metrics["oof_macro_f1"]))
+    return _join("<p>n = true images of the class in the OOF predictions.</p>", _img(png, "per-class F1"))
+
+
+def _confusion(r: _Run) -> str:
+    truth, pred = r.oof["label"].to_numpy(), r.oof["pred"].to_numpy()
+    cm = confusion_matrix(truth, pred, labels=range(classes.NUM_CLASSES))
+    panels = []
+    tasks = zip(("mask", "gender", "age"), (classes.MASK_NAMES, classes.GENDER_NAMES, classes.AGE_NAMES),
+                classes.decode(truth), classes.decode(pred), strict=True)
+    for task, names, t, p in tasks:
+        f1 = r.metrics["tasks"].get(task, np.nan)
+        panels.append((f"{task} (F1 {_f3(f1)})", confusion_matrix(t, p, labels=range(len(names))), names))
+    return _join(
+        "<p>Ensemble out-of-fold predictions: rows are the true class, columns the prediction; cells show "
+        "counts, colour the share of the true class's row.</p>",
+        _img(figures.confusion(cm, classes.class_names(), "Ensemble OOF confusion (18 classes)"),
+             "confusion matrix"),
+        _img(figures.task_confusions(panels), "per-task confusion matrices"),
+    )
+
+
+def _submission(r: _Run) -> str:
+    sub, train = _counts(r.submission["ans"]), _counts(r.labels["label"])
+    sub_p, train_p = sub / max(sub.sum(), 1), train / max(train.sum(), 1)
+    table = pd.DataFrame({"class": range(classes.NUM_CLASSES), "name": classes.class_names(),
+                          "training": train_p, "submission": sub_p, "submission n": sub})
+    return _join(
+        f"<p>{len(r.submission):,} predictions. A large gap to the training shares can mean a shift in "
+        "the eval data or a systematic error (e.g. mask status mixed up).</p>",
+        _img(figures.class_proportions({"training labels": train_p, "submission": sub_p}),
+             "class proportions"),
+        "<details><summary>Shares as a table</summary>"
+        + _table(table, {"training": _pct, "submission": _pct}) + "</details>",
+    )
+
+
+#: (anchor, heading, content) of every section, in page order; the navigation bar follows it.
+_SECTIONS: tuple[tuple[str, str, Callable[[_Run], str]], ...] = (
+    ("summary", "Summary", _summary),
+    ("data", "Data", _data),
+    ("corrections", "Label corrections", _corrections),
+    ("crops", "Face crops", _crops),
+    ("folds", "Folds", _folds),
+    ("training", "Training", _training),
+    ("scores", "Scores", _scores),
+    ("per-class", "Per-class F1", _per_class),
+    ("confusion", "Confusion matrix", _confusion),
+    ("submission", "Submission", _submission),
+)
+
+_CSS = """
+body{margin:0;background:#f4f6f9;color:#1f2933;
+  font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+header{background:#1f2d3d;color:#fff;padding:1.2rem 2rem}
+header h1{margin:0;font-size:1.6rem}
+nav{position:sticky;top:0;z-index:1;background:#fff;border-bottom:1px solid #dde2e8;padding:.4rem 2rem}
+nav a{color:#3b5b8c;text-decoration:none;margin-right:1.1rem;font-size:.9rem}
+nav a:hover{text-decoration:underline}
+main{max-width:1100px;margin:0 auto;padding:1rem 1.5rem 3rem}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);
+  padding:.6rem 1.6rem 1.2rem;margin:1.2rem 0;scroll-margin-top:2.5rem}
+h2{font-size:1.3rem;border-bottom:2px solid #e4e7eb;padding-bottom:.3rem}
+h3{font-size:1.05rem;margin-top:1.4rem}
+.cards{display:flex;flex-wrap:wrap;gap:.8rem}
+.card{flex:1 1 150px;border:1px solid #e4e7eb;border-radius:8px;padding:.6rem .9rem}
+.card .label{font-size:.8rem;color:#616e7c;text-transform:uppercase;letter-spacing:.03em}
+.card .value{font-size:1.5rem;font-weight:600}
+.card .note{font-size:.8rem;color:#7b8794}
+.card.big{flex:1 1 260px;background:#eef4fb;border-color:#bcd3ee}
+.card.big .value{font-size:2.6rem;color:#1d4f91}
+.def{background:#f8f9fb;border-left:4px solid #9fb3c8;padding:.5rem .9rem}
+.warn{background:#fff4e5;border-left:4px solid #f0a030;padding:.4rem .9rem}
+table{border-collapse:collapse;font-size:.88rem;margin:.6rem 0;display:block;overflow-x:auto}
+th{background:#f0f3f7;text-align:left;font-weight:600}
+th,td{padding:.3rem .75rem;border-bottom:1px solid #e4e7eb}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tbody tr:nth-child(even){background:#fafbfc}
+tr.hl td{background:#fff3c4;font-weight:600}
+figure{margin:.8rem 0}
+img{max-width:100%;height:auto}
+details summary{cursor:pointer;color:#3b5b8c}
+@media print{nav{display:none}section{box-shadow:none;break-inside:avoid}}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    nav = "".join(f'<a href="#{anchor}">{_esc(heading)}</a>' for anchor, heading, _ in _SECTIONS)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            f"<header><h1>{_esc(title)}</h1></header>\n<nav>{nav}</nav>\n<main>\n{body}\n</main>\n"
+            f"</body>\n</html>\n")

@@ -1,0 +1,159 @@
+"""Thin shells between the CLI and the library: each reads its step's config sections only.
+
+Every function takes the parsed arguments and a ``load_config`` callable, fetches the sections
+listed for its step in :data:`maskpipe.config.STEP_SECTIONS` and passes plain values on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from maskpipe.config import Config
+from maskpipe.io import MaskpipeError, read_csv, write_csv
+
+log = logging.getLogger(__name__)
+Loader = Callable[[argparse.Namespace], Config]
+
+
+def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.data.demo import generate_demo
+
+    kwargs = {k: v for k, v in (("persons", args.persons), ("eval_images", args.eval_images))
+              if v is not None}
+    summary = generate_demo(args.out, seed=args.seed, **kwargs)
+    log.info("demo data in %s: %s", args.out, summary)
+
+
+def validate(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
+
+    root = args.root or Path(load_config(args).params("validate")["data"]["root"])
+    workers = max(2, (args.threads or 2) * 2)
+    train = build_train_manifest(root, workers)
+    evals = build_eval_manifest(root, workers)
+    write_csv(train, args.out_train)
+    write_csv(evals, args.out_eval)
+    log.info("manifest: %d persons, %d training images, %d eval images",
+             train["person"].nunique(), len(train), len(evals))
+
+
+def crop(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe import crop as crop_step
+    from maskpipe.train.model import resolve_device
+
+    cfg = load_config(args).params("crop")["crop"]
+    device = str(resolve_device(cfg["device"]))
+    crop_step.run(args.train_manifest, args.eval_manifest, args.root, args.out_dir, args.cache,
+                  cfg, device)
+
+
+def labels(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.labels import apply_corrections, read_corrections
+
+    cfg = load_config(args).params("labels")["labels"]
+    manifest = read_csv(args.manifest, dtype={"key": str, "id": str})
+    fixes, source = [], "no corrections"
+    if cfg["corrections"]:
+        source = cfg["corrections"]
+        fixes = read_corrections(Path(source))
+    corrected, applied = apply_corrections(manifest, fixes, source)
+    write_csv(corrected, args.out)
+    write_csv(applied, args.out_applied)
+    log.info("labels: %d fix(es) applied from %s; %d images kept", len(applied), source,
+             len(corrected))
+
+
+def folds(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.folds import assign_folds
+
+    cfg = load_config(args).params("folds")["folds"]
+    table = read_csv(args.labels, required=["person", "gender", "age_group"], dtype={"id": str})
+    out = assign_folds(table, cfg["k"], cfg["seed"])
+    write_csv(out, args.out)
+    log.info("folds: %d persons in %d folds of %s persons", len(out), cfg["k"],
+             "/".join(str(n) for n in out["fold"].value_counts().sort_index()))
+
+
+def train(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.train.loop import train_fold
+    from maskpipe.train.model import resolve_device
+
+    params = load_config(args).params("train", model=args.model)
+    if f"models.{args.model}" not in params:
+        raise MaskpipeError(f"config: no model {args.model!r} under models")
+    train_cfg, model_cfg = params["train"], params[f"models.{args.model}"]
+    train_fold(args.crops, args.crop_index, args.labels, args.folds, args.fold, args.model,
+               model_cfg, train_cfg, resolve_device(train_cfg["device"]), args.out_checkpoint,
+               args.out_metrics, args.out_tensorboard)
+
+
+def predict(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe import predict as predict_step
+    from maskpipe.train.model import resolve_device
+
+    cfg = load_config(args).params("predict")["predict"]
+    predict_step.run(args.checkpoint, args.fold, args.model, args.train_crops, args.train_index,
+                     args.eval_crops, args.eval_index, args.labels, args.folds, cfg["tta"],
+                     cfg["batch_size"], resolve_device(cfg["device"]), args.out_oof, args.out_test)
+
+
+def ensemble(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe import ensemble as ensemble_step
+
+    cfg = load_config(args).params("ensemble")["ensemble"]
+    ensemble_step.run(args.oof, args.test, args.labels, cfg["method"], cfg["weights"],
+                      args.out_oof, args.out_test, args.out_scores, args.out_metrics)
+
+
+def submit(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe import submission as submission_step
+
+    sub = submission_step.run(args.probs, args.eval_manifest, args.out)
+    log.info("submission: %d rows written to %s", len(sub), args.out)
+
+
+def report(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.report import ReportInputs, build_report
+
+    cfg = load_config(args).params("report")["report"]
+    inputs = ReportInputs(
+        train_manifest=args.train_manifest, labels=args.labels, corrections=args.corrections,
+        crop_index_train=args.crop_index_train, crop_index_eval=args.crop_index_eval,
+        folds=args.folds, train_metrics=list(args.train_metrics), scores=args.scores,
+        ensemble_oof=args.ensemble_oof, metrics=args.metrics, submission=args.submission)
+    build_report(inputs, cfg["title"], args.out)
+    log.info("report written to %s", args.out)
+
+
+def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.dvcgen import render_dvc_yaml
+    from maskpipe.io import write_bytes_if_changed
+
+    files = args.config or [Path("config.yaml")]
+    text = render_dvc_yaml(load_config(args), [str(f) for f in files])
+    if args.check:
+        current = args.out.read_text() if args.out.is_file() else ""
+        if current != text:
+            raise MaskpipeError(f"{args.out} is out of date with the config; run `maskpipe dvc-yaml`")
+        return
+    changed = write_bytes_if_changed(args.out, text.encode())
+    log.info("%s %s", args.out, "written" if changed else "already up to date")
+
+
+def summary(args: argparse.Namespace, load_config: Loader) -> None:
+    import json
+
+    from maskpipe.layout import Layout
+
+    layout = Layout(str(args.results or load_config(args).results))
+    metrics_path = Path(layout.metrics())
+    if not metrics_path.is_file():
+        raise MaskpipeError(f"{metrics_path}: no finished run here yet")
+    metrics = json.loads(metrics_path.read_text())
+    print(f"submission: {layout.submission()}")
+    print(f"report:     {layout.report()}")
+    print(f"ensemble out-of-fold macro F1: {metrics['oof_macro_f1']:.4f} "
+          f"(accuracy {metrics['oof_accuracy']:.4f})")

@@ -1,0 +1,52 @@
+"""Models by timm name, with a clear stop when pretrained weights cannot be had offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from maskpipe.classes import NUM_CLASSES
+from maskpipe.io import MaskpipeError
+
+
+def create_model(arch: str, pretrained: bool = False, pretrained_file: str | None = None,
+                 num_classes: int = NUM_CLASSES) -> nn.Module:
+    """A timm model with an 18-class head.
+
+    ``pretrained_file`` loads local weights (their classifier is dropped when its shape differs).
+
+    Raises:
+        MaskpipeError: unknown architecture, missing local file, or pretrained weights that are
+            neither cached nor downloadable (no network).
+    """
+    import timm
+
+    if not timm.is_model(arch):
+        raise MaskpipeError(f"models: arch {arch!r} is not a timm model (see timm.list_models())")
+    kwargs: dict = {"num_classes": num_classes}
+    if pretrained_file:
+        if not Path(pretrained_file).is_file():
+            raise MaskpipeError(f"models: pretrained_file {pretrained_file} not found")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+        pretrained = True
+    try:
+        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ValueError) as e:
+        if not pretrained:
+            raise
+        raise MaskpipeError(
+            f"models: cannot load pretrained weights for {arch!r} ({type(e).__name__}); no network? "
+            "Download them once where there is (they land in the Hugging Face cache), or set "
+            "pretrained_file: /path/to/weights.safetensors, or pretrained: false"
+        ) from e
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MaskpipeError("device: cuda was asked for but torch sees no CUDA device")
+    return torch.device(device)

@@ -1,0 +1,70 @@
+# Ensemble every model x fold, write the checked submission, build the report.
+
+
+rule ensemble:
+    input:
+        oof=expand(L.oof(), model=MODELS, fold=FOLDS),
+        test=expand(L.test_probs(), model=MODELS, fold=FOLDS),
+        labels=L.labels(),
+    output:
+        oof=L.ensemble_oof(),
+        test=L.ensemble_test(),
+        scores=L.ensemble_scores(),
+        metrics=L.metrics(),
+    params:
+        sections=sections("ensemble"),
+        config=CONFIG_ARGS,
+    log:
+        L.log("ensemble"),
+    conda:
+        "../../envs/maskpipe.yaml"
+    shell:
+        "maskpipe ensemble {params.config} --oof {input.oof} --test {input.test}"
+        " --labels {input.labels} --out-oof {output.oof} --out-test {output.test}"
+        " --out-scores {output.scores} --out-metrics {output.metrics} --log {log}"
+
+
+rule submit:
+    input:
+        probs=L.ensemble_test(),
+        eval_manifest=L.manifest("eval"),
+    output:
+        submission=L.submission(),
+    log:
+        L.log("submit"),
+    conda:
+        "../../envs/maskpipe.yaml"
+    shell:
+        "maskpipe submit --probs {input.probs} --eval-manifest {input.eval_manifest}"
+        " --out {output.submission} --log {log}"
+
+
+rule report:
+    input:
+        train_manifest=L.manifest("train"),
+        labels=L.labels(),
+        corrections=L.corrections_applied(),
+        crop_index_train=L.crop_index("train"),
+        crop_index_eval=L.crop_index("eval"),
+        folds=L.folds(),
+        train_metrics=expand(L.train_metrics(), model=MODELS, fold=FOLDS),
+        scores=L.ensemble_scores(),
+        ensemble_oof=L.ensemble_oof(),
+        metrics=L.metrics(),
+        submission=L.submission(),
+    output:
+        report=L.report(),
+    params:
+        sections=sections("report"),
+        config=CONFIG_ARGS,
+    log:
+        L.log("report"),
+    conda:
+        "../../envs/maskpipe.yaml"
+    shell:
+        "maskpipe report {params.config} --train-manifest {input.train_manifest}"
+        " --labels {input.labels} --corrections {input.corrections}"
+        " --crop-index-train {input.crop_index_train} --crop-index-eval {input.crop_index_eval}"
+        " --folds {input.folds} --train-metrics {input.train_metrics} --scores {input.scores}"
+        " --ensemble-oof {input.ensemble_oof} --metrics {input.metrics}"
+        " --submission {input.submission} --out {output.report} --log {log}"
