@@ -18,9 +18,16 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 
 
+# Cheap steps stay on the submitting machine when an executor (e.g. Slurm) sends jobs away.
 localrules:
     all,
     submission,
+    validate,
+    labels,
+    folds,
+    ensemble,
+    submit,
+    report,
 
 
 rule all:

@@ -133,9 +133,17 @@ def stages(cfg: Config, config_file: str) -> dict:
     return out
 
 
+class _Dumper(yaml.SafeDumper):
+    """No ``&id001`` anchors: the matrix lists are written out in every stage."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def render_dvc_yaml(cfg: Config, config_files: list[str]) -> str:
     """The text of dvc.yaml for a config read from exactly one file."""
     if len(config_files) != 1:
         raise MaskpipeError("dvc-yaml: DVC compares params in one file; merge the config files into one")
-    body = yaml.safe_dump({"stages": stages(cfg, config_files[0])}, sort_keys=False, width=100)
+    body = yaml.dump({"stages": stages(cfg, config_files[0])}, Dumper=_Dumper, sort_keys=False,
+                     width=float("inf"))
     return HEADER.format(config=config_files[0]) + body

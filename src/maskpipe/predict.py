@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
     """Rebuild the model of a checkpoint (``weights_only=True``: no code runs from the file)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise MaskpipeError(f"{path}: cannot load checkpoint ({e})") from e
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MaskpipeError(f"{path}: cannot load checkpoint ({first})") from e
     model = create_model(ckpt["arch"], pretrained=False, num_classes=ckpt["num_classes"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt

@@ -40,10 +40,13 @@ class CropDataset(Dataset):
         return image, torch.tensor(self.labels[i])
 
 
-def build_transforms(size: tuple[int, int], mean, std, augment: dict | None) -> A.Compose:
+def build_transforms(size: tuple[int, int], mean, std, augment: dict | None,
+                     seed: int | None = None) -> A.Compose:
     """Resize + normalise, with the configured augmentations when ``augment`` is given.
 
     ``strict=True`` makes albumentations reject unknown or removed arguments instead of warning.
+    albumentations draws from its own generator, not from numpy's or torch's: without ``seed``
+    two runs augment differently; DataLoader workers reseed it (:func:`reseed_worker`).
     """
     h, w = size
     ops: list = [A.Resize(height=h, width=w)]
@@ -56,7 +59,19 @@ def build_transforms(size: tuple[int, int], mean, std, augment: dict | None) -> 
                      p=augment["affine"]),
         ]
     ops += [A.Normalize(mean=mean, std=std), ToTensorV2()]
-    return A.Compose(ops, strict=True)
+    return A.Compose(ops, strict=True, seed=seed)
+
+
+def reseed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's albumentations its own stream.
+
+    torch seeds each worker from the loader's generator (different per epoch, same per run),
+    so the augmentations are reproducible and never repeat across workers or epochs.
+    """
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
 def join_split(crop_index: Path, labels: Path, folds: Path) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from maskpipe.classes import NUM_CLASSES
 from maskpipe.config import as_hw
 from maskpipe.io import atomic_path, write_json
 from maskpipe.metrics import macro_f1
-from maskpipe.train.data import CropDataset, build_transforms, join_split
+from maskpipe.train.data import CropDataset, build_transforms, join_split, reseed_worker
 from maskpipe.train.model import create_model
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ def train_fold(
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    generator = seed_everything(train_cfg["seed"] + fold)
+    seed = train_cfg["seed"] + fold
+    generator = seed_everything(seed)
     table = join_split(crop_index, labels, folds)
     tr, va = table[table["fold"] != fold], table[table["fold"] == fold]
     log.info("%s fold %d: %d training and %d validation images on %s",
@@ -100,12 +101,13 @@ def train_fold(
     size = as_hw(model_cfg["image_size"])
     model.to(device)
     train_ds = CropDataset(crops, tr["row"].to_numpy(), tr["label"].to_numpy(),
-                           build_transforms(size, mean, std, model_cfg["augment"]))
+                           build_transforms(size, mean, std, model_cfg["augment"], seed))
     val_ds = CropDataset(crops, va["row"].to_numpy(), va["label"].to_numpy(),
                          build_transforms(size, mean, std, None))
     bs, workers = model_cfg["batch_size"], train_cfg["num_workers"]
     train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=generator,
                           num_workers=workers, drop_last=len(train_ds) > bs,
+                          worker_init_fn=reseed_worker,
                           persistent_workers=workers > 0, pin_memory=device.type == "cuda")
     val_dl = DataLoader(val_ds, batch_size=bs * 2, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=device.type == "cuda")

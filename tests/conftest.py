@@ -1,0 +1,124 @@
+"""Shared fixtures: a tiny generated dataset and the REAL config.yaml shrunk to run in seconds."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from maskpipe.cli import main as cli_main
+from maskpipe.data.demo import generate_demo
+from maskpipe.layout import Layout
+
+REPO = Path(__file__).resolve().parents[1]
+#: The venv's bin, so engines running `maskpipe ...` find the same interpreter's console script.
+BIN = Path(sys.executable).parent
+
+TINY_PERSONS = 12
+TINY_EVAL = 8
+
+
+def shrink(config: dict, data_root: Path, results: str = "results/tiny") -> dict:
+    """The shipped config made tiny: 2 folds, 2 small models, 1 epoch, 32 px, no pretraining."""
+    cfg = copy.deepcopy(config)
+    cfg["data"]["root"] = str(data_root)
+    cfg["results"] = results
+    cfg["crop"]["size"] = [40, 32]
+    cfg["folds"]["k"] = 2
+    cfg["train"]["num_workers"] = 0
+    base = next(iter(config["models"].values()))
+    small = {**base, "arch": "test_resnet", "pretrained": False, "image_size": [32, 32],
+             "epochs": 1, "batch_size": 16}
+    cfg["models"] = {"a": small, "b": {**small, "arch": "test_convnext", "lr": 0.001}}
+    cfg["predict"]["batch_size"] = 32
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def shipped_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "demo"
+    generate_demo(root, persons=TINY_PERSONS, eval_images=TINY_EVAL, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]:
+    """Every step run once, in-process through the CLI, on the tiny data: (config path, layout)."""
+    work = tmp_path_factory.mktemp("run")
+    cfg = shrink(shipped_config, demo_root, results=str(work / "results"))
+    config_path = work / "config.yaml"
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    L = Layout(cfg["results"])
+    c = ["--config", str(config_path)]
+
+    def run(*args: str) -> None:
+        assert cli_main([*args]) == 0, args
+
+    run("validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval"))
+    run("crop", *c, "--root", str(demo_root), "--train-manifest", L.manifest("train"),
+        "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", L.crop_cache())
+    run("labels", *c, "--manifest", L.manifest("train"), "--out", L.labels(),
+        "--out-applied", L.corrections_applied())
+    run("folds", *c, "--labels", L.labels(), "--out", L.folds())
+    for m in cfg["models"]:
+        for f in range(cfg["folds"]["k"]):
+            run("train", *c, "--model", m, "--fold", str(f), "--crops", L.crops("train"),
+                "--crop-index", L.crop_index("train"), "--labels", L.labels(), "--folds", L.folds(),
+                "--out-checkpoint", L.checkpoint(m, f), "--out-metrics", L.train_metrics(m, f),
+                "--out-tensorboard", L.tensorboard(m, f))
+            run("predict", *c, "--model", m, "--fold", str(f), "--checkpoint", L.checkpoint(m, f),
+                "--train-crops", L.crops("train"), "--train-index", L.crop_index("train"),
+                "--eval-crops", L.crops("eval"), "--eval-index", L.crop_index("eval"),
+                "--labels", L.labels(), "--folds", L.folds(), "--out-oof", L.oof(m, f),
+                "--out-test", L.test_probs(m, f))
+    pairs = [(m, f) for m in cfg["models"] for f in range(cfg["folds"]["k"])]
+    run("ensemble", *c, "--oof", *[L.oof(m, f) for m, f in pairs],
+        "--test", *[L.test_probs(m, f) for m, f in pairs], "--labels", L.labels(),
+        "--out-oof", L.ensemble_oof(), "--out-test", L.ensemble_test(),
+        "--out-scores", L.ensemble_scores(), "--out-metrics", L.metrics())
+    run("submit", "--probs", L.ensemble_test(), "--eval-manifest", L.manifest("eval"),
+        "--out", L.submission())
+    run("report", *c, "--train-manifest", L.manifest("train"), "--labels", L.labels(),
+        "--corrections", L.corrections_applied(), "--crop-index-train", L.crop_index("train"),
+        "--crop-index-eval", L.crop_index("eval"), "--folds", L.folds(),
+        "--train-metrics", *[L.train_metrics(m, f) for m, f in pairs],
+        "--scores", L.ensemble_scores(), "--ensemble-oof", L.ensemble_oof(),
+        "--metrics", L.metrics(), "--submission", L.submission(), "--out", L.report())
+    return config_path, L
+
+
+def make_project(dest: Path, config: dict) -> Path:
+    """A runnable copy of the workflow (Snakefile, rules, envs) with ``config`` as config.yaml."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    shutil.copytree(REPO / "workflow", dest / "workflow", symlinks=True)
+    shutil.copytree(REPO / "envs", dest / "envs")
+    shutil.copytree(REPO / "requirements", dest / "requirements")
+    (dest / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
+
+
+def engine_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run an engine command; on failure show its output in the assertion."""
+    proc = subprocess.run(cmd, cwd=cwd, env=engine_env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,79 @@
+import pytest
+import yaml
+
+from maskpipe.config import STEP_SECTIONS, Config, load_raw, merge, schema_path, step_params
+from maskpipe.io import MaskpipeError
+
+from conftest import REPO
+
+
+def write(tmp_path, data, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_shipped_config_validates_and_defaults_are_filled():
+    raw = load_raw(REPO / "config.yaml")
+    assert raw["predict"]["tta"] == "hflip"
+    assert raw["models"]["demo"]["pretrained_file"] is None  # filled from the schema's default
+
+
+def test_minimal_config_gets_every_default(tmp_path):
+    raw = load_raw(write(tmp_path, {"data": {"root": "d"}, "results": "r", "models": {"m": {"arch": "resnet18"}}}))
+    assert raw["folds"] == {"k": 5, "seed": 42}
+    assert raw["models"]["m"]["augment"] == {"hflip": 0.5, "color_jitter": 0.3, "affine": 0.3}
+    assert raw["crop"]["fallback"]["center_y"] == 0.45
+
+
+def test_workflow_schema_is_the_package_schema():
+    assert (REPO / "workflow" / "schemas" / "config.schema.yaml").resolve() == schema_path().resolve()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["models"]["demo"].update(lrr=0.1), "unknown key models.demo.'lrr' (did you mean 'lr'?)"),
+        (lambda c: c.update(fold={"k": 3}), "unknown key 'fold' (did you mean 'folds'?)"),
+        (lambda c: c["folds"].update(k="five"), "folds.k: 'five' is not of type 'integer'"),
+        (lambda c: c["folds"].update(k=1), "folds.k: 1 is less than the minimum of 2"),
+        (lambda c: c["models"]["demo"].update(optimizer="lamb"), "models.demo.optimizer: 'lamb' is not one of"),
+        (lambda c: c.pop("results"), "'results' is a required property"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path, shipped_config, edit, message):
+    import copy
+
+    cfg = copy.deepcopy(shipped_config)
+    edit(cfg)
+    with pytest.raises(MaskpipeError) as err:
+        load_raw(write(tmp_path, cfg))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_later_files_override_earlier_ones(tmp_path, shipped_config):
+    base = write(tmp_path, shipped_config, "base.yaml")
+    over = write(tmp_path, {"folds": {"k": 3}}, "over.yaml")
+    raw = load_raw([base, over])
+    assert raw["folds"] == {"k": 3, "seed": 42}
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+
+
+def test_step_params_are_exactly_the_declared_sections(shipped_config):
+    raw = load_raw(REPO / "config.yaml")
+    assert set(step_params(raw, "train", model="demo")) == {"train", "models.demo"}
+    assert step_params(raw, "submit") == {}
+    assert set(STEP_SECTIONS) == {"validate", "crop", "labels", "folds", "train", "predict",
+                                  "ensemble", "submit", "report"}
+    with pytest.raises(MaskpipeError, match="no model 'nope'"):
+        Config(raw).model("nope")
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(MaskpipeError, match="config file not found"):
+        load_raw(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(MaskpipeError, match="not valid YAML"):
+        load_raw(bad)

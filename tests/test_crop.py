@@ -1,0 +1,107 @@
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import cbook
+from PIL import Image
+
+from maskpipe.crop import (BoxCache, CropGeometry, DetectorSettings, crop_region, crop_split,
+                           detect_boxes, make_detector)
+from maskpipe.io import read_rgb, sha256_file
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return make_detector(DetectorSettings(detect_scale=0.5, min_face_size=60), "cpu")
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    return Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+
+
+def test_batches_with_mixed_sizes_and_a_faceless_image(detector, portrait):
+    blank = Image.new("RGB", portrait.size, (120, 160, 200))
+    small = portrait.resize((384, 450))
+    out = detect_boxes([portrait, blank, small], detector, scale=0.5)
+    assert out[1][0] is None and np.isnan(out[1][1])
+    for (box, prob), im in ((out[0], portrait), (out[2], small)):
+        assert box.dtype == np.float64 and box.shape == (4,)
+        assert prob > 0.9
+        x1, y1, x2, y2 = box
+        w, h = im.size
+        # the face sits in the upper middle of the photo, in full-resolution coordinates
+        assert 0.2 * w < (x1 + x2) / 2 < 0.8 * w and 0.1 * h < (y1 + y2) / 2 < 0.6 * h
+    # boxes scale with the image: the same face in a smaller copy gives a proportional box
+    ratio = 384 / portrait.size[0]
+    assert np.allclose(out[2][0][[0, 2]], out[0][0][[0, 2]] * ratio, atol=12)
+
+
+def test_crop_region_grows_margin_and_keeps_aspect():
+    region = crop_region(np.array([100.0, 100.0, 200.0, 200.0]), margin=0.25, aspect=1.2)
+    w, h = region[2] - region[0], region[3] - region[1]
+    assert w == pytest.approx(150) and h == pytest.approx(180)
+    assert (region[0] + region[2]) / 2 == pytest.approx(150)
+
+
+def test_read_rgb_converts_rgba_grayscale_and_cmyk(tmp_path, portrait):
+    rgba = portrait.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(tmp_path / "a.png")
+    portrait.convert("L").save(tmp_path / "g.png")
+    portrait.convert("CMYK").save(tmp_path / "c.jpg")
+    for name in ("a.png", "g.png", "c.jpg"):
+        im = read_rgb(tmp_path / name)
+        assert im.mode == "RGB" and im.size == portrait.size
+
+
+def _manifest(tmp_path, images):
+    rows = []
+    for i, im in enumerate(images):
+        p = tmp_path / f"img{i}.png"
+        im.save(p)
+        rows.append({"key": f"k{i}", "path": p.name, "sha256": sha256_file(p)})
+    return pd.DataFrame(rows)
+
+
+def test_cache_hits_skip_detection_and_leave_files_untouched(tmp_path, portrait, detector):
+    blank = Image.new("RGB", (300, 400), (30, 30, 30))
+    manifest = _manifest(tmp_path, [portrait, blank, portrait.convert("L").convert("RGB")])
+    settings = DetectorSettings(0.5, 60)
+    geometry = CropGeometry(48, 40, 0.2)
+    npy, index = tmp_path / "out" / "x.npy", tmp_path / "out" / "x.csv"
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return detector
+
+    def run(factory):
+        return crop_split(manifest, tmp_path, npy, index, geometry, settings,
+                          BoxCache(tmp_path / "cache", settings), factory, batch_size=2)
+
+    idx = run(factory)
+    assert calls == [1]
+    assert list(idx["source"]) == ["detected", "fallback", "detected"]
+    arr = np.load(npy)
+    assert arr.shape == (3, 48, 40, 3) and arr.dtype == np.uint8
+    stamp = (npy.stat().st_mtime_ns, index.stat().st_mtime_ns)
+
+    def no_detector():
+        raise AssertionError("a cached image was detected again")
+
+    run(no_detector)
+    assert (npy.stat().st_mtime_ns, index.stat().st_mtime_ns) == stamp
+
+    # a new margin re-crops (different pixels) but does not detect again: boxes are cached
+    geometry = CropGeometry(48, 40, 0.5)
+    run(no_detector)
+    assert not np.array_equal(np.load(npy), arr)
+
+
+def test_eval_is_cropped_like_train(tiny_run):
+    _, L = tiny_run
+    train, ev = np.load(L.crops("train"), mmap_mode="r"), np.load(L.crops("eval"), mmap_mode="r")
+    assert train.shape[1:] == ev.shape[1:] == (40, 32, 3)
+    index = pd.read_csv(L.crop_index("train"))
+    assert set(index["source"]) <= {"detected", "fallback"}
+    assert (index["row"] == np.arange(len(index))).all()

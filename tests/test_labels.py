@@ -1,0 +1,112 @@
+import textwrap
+
+import pandas as pd
+import pytest
+
+from maskpipe.data.manifest import build_train_manifest
+from maskpipe.io import MaskpipeError
+from maskpipe.labels import apply_corrections, read_corrections
+
+
+@pytest.fixture(scope="module")
+def manifest(demo_root):
+    return build_train_manifest(demo_root)
+
+
+def fixes(tmp_path, text):
+    p = tmp_path / "fixes.yaml"
+    p.write_text(textwrap.dedent(text))
+    return read_corrections(p), str(p)
+
+
+def person_of(manifest, gender):
+    return manifest.loc[manifest["gender"] == gender, "person"].iloc[0]
+
+
+def test_gender_age_swap_and_drops(tmp_path, manifest):
+    male = person_of(manifest, "male")
+    female = person_of(manifest, "female")
+    others = [p for p in manifest["person"].unique() if p not in (male, female)]
+    fx, src = fixes(tmp_path, f"""
+        fixes:
+          - person: {male}
+            gender: female
+            reason: photos show a woman
+          - person: {female}
+            age: 61
+            swap_incorrect_normal: true
+            reason: swapped files, wrong age
+          - person: {others[0]}
+            drop_person: true
+            reason: not a person
+          - person: {others[1]}
+            drop_image: [mask2, mask3]
+            reason: blurred
+    """)
+    out, applied = apply_corrections(manifest, fx, src)
+    m = out[out["person"] == male]
+    assert set(m["gender"]) == {"female"} and set(m["orig_gender"]) == {"male"}
+    assert (m["label"] == m["orig_label"] + 3).all()  # gender is worth 3 in the class index
+    f = out[out["person"] == female].set_index("stem")
+    assert f.loc["incorrect_mask", "mask"] == 2 and f.loc["normal", "mask"] == 1
+    assert f.loc["mask1", "age"] == 61 and f.loc["mask1", "age_group"] == 2
+    assert others[0] not in set(out["person"])
+    assert set(out.loc[out["person"] == others[1], "stem"]) == {"mask1", "mask4", "mask5",
+                                                                  "incorrect_mask", "normal"}
+    assert len(out) == len(manifest) - 7 - 2
+    assert list(applied["fix"]) == ["gender", "age", "swap_incorrect_normal", "drop_person", "drop_image"]
+    assert applied["line"].tolist()[0] == 3  # the line of the fix in the YAML file
+    # the manifest itself is untouched
+    assert set(manifest.loc[manifest["person"] == male, "gender"]) == {"male"}
+
+
+def test_unique_id_resolves_to_its_folder(tmp_path, manifest):
+    person = manifest["person"].iloc[0]
+    pid = manifest["id"].iloc[0]
+    gender = "female" if manifest["gender"].iloc[0] == "male" else "male"
+    fx, src = fixes(tmp_path, f"""
+        fixes:
+          - person: "{pid}"
+            gender: {gender}
+            reason: by id
+    """)
+    out, applied = apply_corrections(manifest, fx, src)
+    assert applied["person"].tolist() == [person]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("- person: nobody_male_Asian_20\n  gender: female\n  reason: x", "unknown person 'nobody_male_Asian_20'"),
+    ("- person: {male}\n  gender: male\n  reason: x", "changes nothing"),
+    ("- person: {male}\n  gender: female", "needs a 'reason'"),
+    ("- person: {male}\n  colour: blue\n  reason: x", "unknown key(s) colour"),
+    ("- person: {male}\n  drop_image: mask9\n  reason: x", "has no image 'mask9'"),
+])
+def test_errors_name_the_line(tmp_path, manifest, body, message):
+    male = person_of(manifest, "male")
+    text = "fixes:\n" + "\n".join("  " + line for line in body.format(male=male).splitlines())
+    p = tmp_path / "f.yaml"
+    p.write_text(text + "\n")
+    with pytest.raises(MaskpipeError) as err:
+        apply_corrections(manifest, read_corrections(p), str(p))
+    assert message in str(err.value)
+    assert f"{p}:2" in str(err.value)
+
+
+def test_duplicate_ids_must_use_folder_names(tmp_path, manifest):
+    dup = manifest.copy()
+    first, second = dup["person"].unique()[:2]
+    dup.loc[dup["person"] == second, "id"] = dup.loc[dup["person"] == first, "id"].iloc[0]
+    fx, src = fixes(tmp_path, f"""
+        fixes:
+          - person: "{dup['id'].iloc[0]}"
+            age: 99
+            reason: x
+    """)
+    with pytest.raises(MaskpipeError, match="ambiguous"):
+        apply_corrections(dup, fx, src)
+
+
+def test_no_corrections_keeps_everything(manifest):
+    out, applied = apply_corrections(manifest, [], "none")
+    assert len(out) == len(manifest) and applied.empty
+    pd.testing.assert_series_equal(out["label"], out["orig_label"], check_names=False)

@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from maskpipe.io import MaskpipeError
+from maskpipe.predict import PROB_COLUMNS, load_checkpoint, predict_probs
+from maskpipe.train.data import CropDataset, build_transforms
+from maskpipe.train.model import create_model
+
+
+def test_training_writes_checkpoint_metrics_and_tensorboard(tiny_run):
+    _, L = tiny_run
+    ckpt = torch.load(L.checkpoint("a", 0), weights_only=True)
+    assert ckpt["arch"] == "test_resnet" and ckpt["num_classes"] == 18
+    metrics = json.loads(open(L.train_metrics("a", 0)).read())
+    assert metrics["best_epoch"] == 1 and len(metrics["history"]) == 1
+    assert 0 <= metrics["best_val_f1"] <= 1
+    assert metrics["best_val_f1"] == pytest.approx(ckpt["val_f1"])
+    from pathlib import Path
+    assert any(p.name.startswith("events.out.tfevents") for p in Path(L.tensorboard("a", 0)).iterdir())
+
+
+def test_oof_covers_every_labelled_image_once_per_model(tiny_run):
+    _, L = tiny_run
+    labels = pd.read_csv(L.labels())
+    folds = pd.read_csv(L.folds())
+    for model in ("a", "b"):
+        oof = pd.concat([pd.read_csv(L.oof(model, f)) for f in (0, 1)])
+        assert sorted(oof["key"]) == sorted(labels["key"])
+        # each fold's OOF rows are exactly that fold's persons
+        for f in (0, 1):
+            part = pd.read_csv(L.oof(model, f))
+            assert set(part["person"]) == set(folds.loc[folds["fold"] == f, "person"])
+        assert np.allclose(oof[PROB_COLUMNS].sum(axis=1), 1, atol=1e-4)
+        test = pd.read_csv(L.test_probs(model, 0))
+        assert len(test) == len(pd.read_csv(L.manifest("eval")))
+
+
+def test_hflip_tta_is_the_mean_of_image_and_mirror(tiny_run):
+    _, L = tiny_run
+    model, ckpt = load_checkpoint(L.checkpoint("a", 0), torch.device("cpu"))
+    tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"], None)
+    rows = np.arange(5)
+    ds = CropDataset(L.crops("eval"), rows, None, tf)
+    plain = predict_probs(model, ds, torch.device("cpu"), "none", 8, "t")
+    tta = predict_probs(model, ds, torch.device("cpu"), "hflip", 8, "t")
+    x = torch.stack([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        mirror = torch.softmax(model(torch.flip(x, dims=[3])), 1).numpy()
+    assert tta.shape == (5, 18)
+    assert np.allclose(tta, (plain + mirror) / 2, atol=1e-5)
+
+
+def test_unknown_arch_and_offline_pretrained_fail_with_one_line(monkeypatch):
+    with pytest.raises(MaskpipeError, match="'not_a_net' is not a timm model"):
+        create_model("not_a_net")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(MaskpipeError) as err:
+        create_model("resnet18", pretrained=True)
+    assert "resnet18" in str(err.value) and "pretrained_file" in str(err.value)
+
+
+def test_checkpoint_that_is_not_one(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(MaskpipeError, match="cannot load checkpoint"):
+        load_checkpoint(bad, torch.device("cpu"))
+
+
+def test_same_seed_same_result(tiny_run, tmp_path):
+    import yaml
+
+    from maskpipe.train.loop import train_fold
+
+    config_path, L = tiny_run
+    cfg = yaml.safe_load(open(config_path))
+    from maskpipe.config import load_raw
+
+    raw = load_raw(config_path)
+    runs = []
+    for i in range(2):
+        out = tmp_path / str(i)
+        runs.append(train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0,
+                               "a", raw["models"]["a"], raw["train"], torch.device("cpu"),
+                               out / "c.pt", out / "m.json", out / "tb"))
+        runs[-1]["state"] = torch.load(out / "c.pt", weights_only=True)["state_dict"]
+    a, b = runs
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    assert cfg["models"]["a"]["augment"]["hflip"] > 0  # augmentations were on, and still equal
