@@ -34,7 +34,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/maskpipe demo-data --out data/demo --persons $(DEMO_PERSONS) --eval-images $(DEMO_EVAL) --seed 0
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 submission
+	$(BIN)/snakemake submission --cores $(CORES) --resources gpu=1
 	@$(BIN)/maskpipe summary
 
 test: $(STAMP)

@@ -163,3 +163,20 @@ def test_both_engines_run_the_same_commands(snakemake_project, dvc_project):
                 cmd = cmd.replace(f"${{item.{k}}}", str(v))
             dvc.add(" ".join(shlex.split(cmd)))
     assert smk == dvc
+
+
+def test_workflow_is_formatted_and_lint_clean(snakemake_project):
+    from conftest import REPO
+
+    sh(["snakefmt", "--check", "Snakefile", "workflow/rules"], REPO)
+    out = sh(["snakemake", "--lint"], snakemake_project)
+    assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
+
+
+def test_identical_rewrite_triggers_nothing_downstream(snakemake_project, dvc_project):
+    # Rerun the folds step alone: it rewrites folds.csv with the same content.
+    sh(["snakemake", "folds", "--forcerun", "folds", "--until", "folds", "--cores", "1"],
+       snakemake_project)
+    assert scheduled(snakemake_project) == set()  # Snakemake compares checksums of small files
+    sh(["dvc", "repro", "--force", "--single-item", "folds"], dvc_project)
+    assert dvc_changed(dvc_project) == set()  # DVC compares content hashes

@@ -8,7 +8,9 @@ from maskpipe.io import MaskpipeError
 
 @pytest.fixture(scope="module")
 def labels(demo_root):
-    return build_train_manifest(demo_root)
+    from maskpipe.labels import add_training_targets
+
+    return add_training_targets(build_train_manifest(demo_root), (30, 60))
 
 
 def test_person_grouped_and_deterministic(labels):
@@ -37,3 +39,23 @@ def test_strata_are_spread_over_folds(labels):
 def test_more_folds_than_persons(labels):
     with pytest.raises(MaskpipeError, match="folds.k = 99"):
         assign_folds(labels, 99, seed=0)
+
+
+def test_training_age_bins_are_stratified_too():
+    from maskpipe.labels import add_training_targets
+
+    rows = []
+    for p in range(40):
+        age = [20, 40, 58, 60][p % 4]
+        for stem in ("mask1", "normal"):
+            rows.append({"person": f"p{p:02d}", "gender": ["male", "female"][(p // 4) % 2],
+                         "age": age, "mask": 0 if stem == "mask1" else 2})
+    df = pd.DataFrame(rows)
+    df["age_group"] = df["age"].map(lambda a: 0 if a < 30 else 1 if a < 60 else 2)
+    df = add_training_targets(df, (30, 58))
+    out = assign_folds(df, 5, seed=1)
+    ages = df.drop_duplicates("person").set_index("person").loc[out["person"], "age"].to_numpy()
+    # the 58-year-olds (official middle, trained as old) are spread like any other class
+    per_fold = pd.crosstab(out["fold"], ages)
+    assert (per_fold.max() - per_fold.min() <= 1).all()
+    assert set(out["stratum"]) <= set(range(6))

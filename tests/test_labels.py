@@ -110,3 +110,64 @@ def test_no_corrections_keeps_everything(manifest):
     out, applied = apply_corrections(manifest, [], "none")
     assert len(out) == len(manifest) and applied.empty
     pd.testing.assert_series_equal(out["label"], out["orig_label"], check_names=False)
+
+
+def test_training_age_bins_leave_official_labels_alone():
+    from maskpipe.labels import add_training_targets
+
+    df = pd.DataFrame({"gender": ["male", "female", "male", "female"], "age": [29, 57, 58, 60],
+                       "mask": [0, 1, 2, 0]})
+    df["age_group"] = [0, 1, 1, 2]
+    df["label"] = df["mask"] * 6 + df["gender"].map({"male": 0, "female": 1}) * 3 + df["age_group"]
+    out = add_training_targets(df, (30, 58))
+    assert out["train_age_group"].tolist() == [0, 1, 2, 2]
+    assert out["age_group"].tolist() == [0, 1, 1, 2]  # official bins untouched
+    assert out["train_label"].tolist() == [0, 10, 14, 5]
+    assert out["label"].tolist() == [0, 10, 13, 5]
+    assert out["gender_id"].tolist() == [0, 1, 0, 1]
+    with pytest.raises(MaskpipeError, match="train_age_bounds"):
+        add_training_targets(df, (60, 30))
+
+
+COMPETITION = {
+    "to_male": ["006359", "006360", "006361", "006362", "006363", "006364", "001720"],
+    "to_female": ["001498-1", "004432", "005223"],
+    "swap": ["000020", "004418", "005227"],
+}
+
+
+def test_shipped_competition_corrections(tmp_path, demo_root):
+    """The shipped file applies cleanly to data whose persons carry the competition's ids."""
+    import shutil
+
+    from conftest import REPO
+    from maskpipe.data.demo import generate_demo
+
+    root = tmp_path / "data"
+    generate_demo(root, persons=18, eval_images=1, seed=3)
+    csv = root / "train" / "train.csv"
+    people = pd.read_csv(csv, dtype=str)
+    females = iter(people.index[people["gender"] == "female"])
+    males = iter(people.index[people["gender"] == "male"])
+    wanted = [(i, next(females)) for i in COMPETITION["to_male"]]
+    wanted += [(i, next(males)) for i in COMPETITION["to_female"]]
+    wanted += [(i, next(males)) for i in COMPETITION["swap"]]
+    for new_id, row in wanted:
+        old = people.loc[row, "path"]
+        new = f"{new_id}_{people.loc[row, 'gender']}_Asian_{people.loc[row, 'age']}"
+        shutil.move(root / "train" / "images" / old, root / "train" / "images" / new)
+        people.loc[row, ["id", "path"]] = [new_id, new]
+    people.to_csv(csv, index=False)
+
+    manifest = build_train_manifest(root)
+    path = REPO / "workflow" / "resources" / "corrections" / "competition.yaml"
+    out, applied = apply_corrections(manifest, read_corrections(path), str(path))
+    assert len(applied) == 13
+    by_id = out.drop_duplicates("person").set_index("id")
+    assert set(by_id.loc[COMPETITION["to_male"], "gender"]) == {"male"}
+    assert set(by_id.loc[COMPETITION["to_female"], "gender"]) == {"female"}
+    for pid in COMPETITION["swap"]:
+        rows = out[out["id"] == pid].set_index("stem")
+        assert rows.loc["incorrect_mask", "mask"] == 2 and rows.loc["normal", "mask"] == 1
+        assert rows.loc["incorrect_mask", "orig_mask"] == 1
+    assert applied["reason"].str.startswith("published fix").all()

@@ -6,18 +6,20 @@ validation and inflates the score (teams saw 90% locally and 75% on the leaderbo
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from maskpipe import classes
 from maskpipe.io import MaskpipeError
 
 
 def assign_folds(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
-    """One row per person: its fold (0..k-1) and the stratum it was balanced on.
+    """One row per person: its fold (0..k-1) and its person class (gender * 3 + age group).
 
-    Strata are the person-level classes gender x age group; scikit-learn's StratifiedGroupKFold
-    (>= 1.8: its shuffle was wrong before) keeps each person in one fold.
+    Strata are the person-level classes: gender x official age group x training age group (they
+    differ only where ``labels.train_age_bounds`` moves a boundary, e.g. ages 58-59 with "old"
+    from 58). scikit-learn's StratifiedGroupKFold (>= 1.8: its shuffle was wrong before) keeps
+    each person in one fold.
 
     Raises:
         MaskpipeError: fewer persons than folds, or (a bug guard) a person in two folds.
@@ -25,8 +27,7 @@ def assign_folds(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
     persons = labels.drop_duplicates("person")
     if len(persons) < k:
         raise MaskpipeError(f"folds.k = {k} but the labels hold only {len(persons)} persons")
-    gender = labels["gender"].map(classes.GENDER_BY_NAME).to_numpy()
-    stratum = gender * 3 + labels["age_group"].to_numpy()
+    stratum = _strata(labels)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     fold_of: dict[str, int] = {}
     for fold, (_, val) in enumerate(splitter.split(labels, stratum, groups=labels["person"])):
@@ -34,7 +35,16 @@ def assign_folds(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
             if fold_of.setdefault(person, fold) != fold:
                 raise MaskpipeError(f"person {person!r} landed in folds {fold_of[person]} and {fold}")
     out = pd.DataFrame({"person": list(fold_of), "fold": list(fold_of.values())})
-    strata = labels.drop_duplicates("person").set_index("person")
-    out["stratum"] = (strata.loc[out["person"], "gender"].map(classes.GENDER_BY_NAME).to_numpy() * 3
-                      + strata.loc[out["person"], "age_group"].to_numpy())
+    persons = labels.drop_duplicates("person").set_index("person").loc[out["person"]]
+    # The reported stratum is the official person class (gender * 3 + age group, 0..5).
+    out["stratum"] = (persons["gender_id"] * 3 + persons["age_group"]).to_numpy()
     return out.sort_values("person").reset_index(drop=True)
+
+
+def _strata(labels: pd.DataFrame) -> np.ndarray:
+    """Person-level stratum per image: gender * 3 + age group, then 6 + k for the few persons
+    whose training age group differs from the official one (k numbers those combinations)."""
+    base = labels["gender_id"].to_numpy() * 3 + labels["age_group"].to_numpy()
+    shifted = labels["train_age_group"].to_numpy() != labels["age_group"].to_numpy()
+    extra = labels["gender_id"].to_numpy() * 3 + labels["train_age_group"].to_numpy()
+    return np.where(shifted, 6 + extra, base)

@@ -105,11 +105,29 @@ def apply_corrections(manifest: pd.DataFrame, fixes: list[dict], source: str) ->
             rows = df["person"] == person
     df = df[df["_drop"] != True] if "_drop" in df else df  # noqa: E712
     df = df.drop(columns=["_drop"], errors="ignore")
-    gender_idx = df["gender"].map(classes.GENDER_BY_NAME)
+    gender_id = df["gender"].map(classes.GENDER_BY_NAME).to_numpy()
     df["age_group"] = classes.age_bin(df["age"].to_numpy())
-    df["label"] = classes.encode(df["mask"].to_numpy(), gender_idx.to_numpy(), df["age_group"].to_numpy())
+    df["label"] = classes.encode(df["mask"].to_numpy(), gender_id, df["age_group"].to_numpy())
     columns = ["line", "person", "fix", "old", "new", "reason"]
     return df.reset_index(drop=True), pd.DataFrame(applied, columns=columns)
+
+
+def add_training_targets(labels: pd.DataFrame, train_age_bounds: tuple[int, int]) -> pd.DataFrame:
+    """Add the targets training learns: per task and as the 18-class ``train_label``.
+
+    ``train_age_bounds`` may differ from the official bins (teams trained "old" from 58 because
+    the real >=60 class holds only people aged exactly 60); ``label`` and ``age_group`` stay
+    official, and every score is computed against them.
+    """
+    lo, hi = train_age_bounds
+    if not lo < hi:
+        raise MaskpipeError(f"labels.train_age_bounds: {lo} must be below {hi}")
+    out = labels.copy()
+    out["gender_id"] = out["gender"].map(classes.GENDER_BY_NAME)
+    out["train_age_group"] = classes.age_bin(out["age"].to_numpy(), (lo, hi))
+    out["train_label"] = classes.encode(out["mask"].to_numpy(), out["gender_id"].to_numpy(),
+                                        out["train_age_group"].to_numpy())
+    return out
 
 
 def _apply_one(df: pd.DataFrame, rows: pd.Series, kind: str, value, where: str) -> tuple[str, str]:

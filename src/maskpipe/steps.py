@@ -51,7 +51,7 @@ def crop(args: argparse.Namespace, load_config: Loader) -> None:
 
 
 def labels(args: argparse.Namespace, load_config: Loader) -> None:
-    from maskpipe.labels import apply_corrections, read_corrections
+    from maskpipe.labels import add_training_targets, apply_corrections, read_corrections
 
     cfg = load_config(args).params("labels")["labels"]
     manifest = read_csv(args.manifest, dtype={"key": str, "id": str})
@@ -60,6 +60,7 @@ def labels(args: argparse.Namespace, load_config: Loader) -> None:
         source = cfg["corrections"]
         fixes = read_corrections(Path(source))
     corrected, applied = apply_corrections(manifest, fixes, source)
+    corrected = add_training_targets(corrected, tuple(cfg["train_age_bounds"]))
     write_csv(corrected, args.out)
     write_csv(applied, args.out_applied)
     log.info("labels: %d fix(es) applied from %s; %d images kept", len(applied), source,
@@ -70,7 +71,8 @@ def folds(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe.folds import assign_folds
 
     cfg = load_config(args).params("folds")["folds"]
-    table = read_csv(args.labels, required=["person", "gender", "age_group"], dtype={"id": str})
+    table = read_csv(args.labels, required=["person", "gender_id", "age_group", "train_age_group"],
+                     dtype={"id": str})
     out = assign_folds(table, cfg["k"], cfg["seed"])
     write_csv(out, args.out)
     log.info("folds: %d persons in %d folds of %s persons", len(out), cfg["k"],

@@ -1,16 +1,19 @@
 # Config validation and the small helpers every rule uses. Logic lives in the maskpipe package.
+import os
+
 import maskpipe.config as mcfg
 from maskpipe.layout import Layout
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
-
 
 # The same schema file the Python loader uses (workflow/schemas/ links to it).
 validate(config, str(mcfg.schema_path()))
 
 # maskpipe steps read the same files Snakemake merged (later files win). Overrides given with
 # `--config key=value` never reach them, so refuse a config the steps would not see.
-CONFIG_FILES = list(dict.fromkeys(["config.yaml", *map(str, workflow.config_settings.configfiles)]))
+CONFIG_FILES = list(
+    dict.fromkeys(["config.yaml", *map(str, workflow.config_settings.configfiles)])
+)
 if mcfg.load_raw(CONFIG_FILES) != config:
     raise WorkflowError(
         "maskpipe steps read their settings from "

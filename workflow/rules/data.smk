@@ -10,14 +10,14 @@ rule validate:
     output:
         train=L.manifest("train"),
         eval=L.manifest("eval"),
+    log:
+        L.log("validate"),
+    conda:
+        "../../envs/maskpipe.yaml"
+    threads: 2
     params:
         sections=sections("validate"),
         config=CONFIG_ARGS,
-    log:
-        L.log("validate"),
-    threads: 2
-    conda:
-        "../../envs/maskpipe.yaml"
     shell:
         "maskpipe validate {params.config} --out-train {output.train} --out-eval {output.eval}"
         " --log {log}"
@@ -32,19 +32,19 @@ rule crop:
         train_index=L.crop_index("train"),
         eval=L.crops("eval"),
         eval_index=L.crop_index("eval"),
+    log:
+        L.log("crop"),
+    conda:
+        "../../envs/maskpipe.yaml"
+    threads: 4
+    resources:
+        gpu=1,
     params:
         sections=sections("crop"),
         config=CONFIG_ARGS,
         root=DATA,
-        out_dir=L.crop_dir(),
+        out_dir=lambda wildcards, output: os.path.dirname(output.train),
         cache=L.crop_cache(),
-    log:
-        L.log("crop"),
-    threads: 4
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/maskpipe.yaml"
     shell:
         "maskpipe crop {params.config} --root {params.root} --train-manifest {input.train}"
         " --eval-manifest {input.eval} --out-dir {params.out_dir} --cache {params.cache}"
@@ -58,13 +58,13 @@ rule labels:
     output:
         labels=L.labels(),
         applied=L.corrections_applied(),
-    params:
-        sections=sections("labels"),
-        config=CONFIG_ARGS,
     log:
         L.log("labels"),
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        sections=sections("labels"),
+        config=CONFIG_ARGS,
     shell:
         "maskpipe labels {params.config} --manifest {input.manifest} --out {output.labels}"
         " --out-applied {output.applied} --log {log}"
@@ -75,12 +75,12 @@ rule folds:
         labels=L.labels(),
     output:
         folds=L.folds(),
-    params:
-        sections=sections("folds"),
-        config=CONFIG_ARGS,
     log:
         L.log("folds"),
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        sections=sections("folds"),
+        config=CONFIG_ARGS,
     shell:
         "maskpipe folds {params.config} --labels {input.labels} --out {output.folds} --log {log}"

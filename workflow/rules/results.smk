@@ -11,13 +11,13 @@ rule ensemble:
         test=L.ensemble_test(),
         scores=L.ensemble_scores(),
         metrics=L.metrics(),
-    params:
-        sections=sections("ensemble"),
-        config=CONFIG_ARGS,
     log:
         L.log("ensemble"),
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        sections=sections("ensemble"),
+        config=CONFIG_ARGS,
     shell:
         "maskpipe ensemble {params.config} --oof {input.oof} --test {input.test}"
         " --labels {input.labels} --out-oof {output.oof} --out-test {output.test}"
@@ -54,13 +54,13 @@ rule report:
         submission=L.submission(),
     output:
         report=L.report(),
-    params:
-        sections=sections("report"),
-        config=CONFIG_ARGS,
     log:
         L.log("report"),
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        sections=sections("report"),
+        config=CONFIG_ARGS,
     shell:
         "maskpipe report {params.config} --train-manifest {input.train_manifest}"
         " --labels {input.labels} --corrections {input.corrections}"

@@ -11,16 +11,16 @@ rule train:
         checkpoint=L.checkpoint(),
         metrics=L.train_metrics(),
         tensorboard=directory(L.tensorboard()),
-    params:
-        sections=sections("train"),
-        config=CONFIG_ARGS,
     log:
         L.log("train", "{model}", "{fold}"),
+    conda:
+        "../../envs/maskpipe.yaml"
     threads: 4
     resources:
         gpu=1,
-    conda:
-        "../../envs/maskpipe.yaml"
+    params:
+        sections=sections("train"),
+        config=CONFIG_ARGS,
     shell:
         "maskpipe train {params.config} --model {wildcards.model} --fold {wildcards.fold}"
         " --crops {input.crops} --crop-index {input.crop_index} --labels {input.labels}"
@@ -40,16 +40,16 @@ rule predict:
     output:
         oof=L.oof(),
         test=L.test_probs(),
-    params:
-        sections=sections("predict"),
-        config=CONFIG_ARGS,
     log:
         L.log("predict", "{model}", "{fold}"),
+    conda:
+        "../../envs/maskpipe.yaml"
     threads: 4
     resources:
         gpu=1,
-    conda:
-        "../../envs/maskpipe.yaml"
+    params:
+        sections=sections("predict"),
+        config=CONFIG_ARGS,
     shell:
         "maskpipe predict {params.config} --model {wildcards.model} --fold {wildcards.fold}"
         " --checkpoint {input.checkpoint} --train-crops {input.train_crops}"

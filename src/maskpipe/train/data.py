@@ -77,7 +77,8 @@ def reseed_worker(worker_id: int) -> None:
 def join_split(crop_index: Path, labels: Path, folds: Path) -> pd.DataFrame:
     """Labelled training images with their crop row and fold (dropped images left out)."""
     index = read_csv(crop_index, required=["key", "row"], dtype={"key": str})
-    lab = read_csv(labels, required=["key", "person", "label"], dtype={"key": str, "id": str})
+    lab = read_csv(labels, required=["key", "person", "label", "train_label"],
+                   dtype={"key": str, "id": str})
     fold = read_csv(folds, required=["person", "fold"])
     df = lab.merge(index[["key", "row"]], on="key", how="left", validate="one_to_one")
     if df["row"].isna().any():

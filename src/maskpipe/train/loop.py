@@ -100,10 +100,12 @@ def train_fold(
     mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
     size = as_hw(model_cfg["image_size"])
     model.to(device)
-    train_ds = CropDataset(crops, tr["row"].to_numpy(), tr["label"].to_numpy(),
+    # Learn the training targets (labels.train_age_bounds); score against the official labels.
+    train_ds = CropDataset(crops, tr["row"].to_numpy(), tr["train_label"].to_numpy(),
                            build_transforms(size, mean, std, model_cfg["augment"], seed))
-    val_ds = CropDataset(crops, va["row"].to_numpy(), va["label"].to_numpy(),
+    val_ds = CropDataset(crops, va["row"].to_numpy(), va["train_label"].to_numpy(),
                          build_transforms(size, mean, std, None))
+    val_official = va["label"].to_numpy()
     bs, workers = model_cfg["batch_size"], train_cfg["num_workers"]
     train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=generator,
                           num_workers=workers, drop_last=len(train_ds) > bs,
@@ -134,10 +136,10 @@ def train_fold(
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
         scheduler.step(epoch)
         seconds = time.perf_counter() - start
-        val_loss, probs, targets = evaluate(model, val_dl, device, loss_fn)
-        val_f1 = macro_f1(targets, probs.argmax(1))
+        val_loss, probs, _ = evaluate(model, val_dl, device, loss_fn)
+        val_f1 = macro_f1(val_official, probs.argmax(1))
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
-               "val_f1": val_f1, "val_acc": float((probs.argmax(1) == targets).mean()),
+               "val_f1": val_f1, "val_acc": float((probs.argmax(1) == val_official).mean()),
                "lr": lr, "seconds": round(seconds, 3), "images_per_second": round(seen / seconds, 1)}
         history.append(row)
         for name in ("train_loss", "val_loss", "val_f1", "val_acc", "lr"):
