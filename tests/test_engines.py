@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shlex
-import shutil
 
 import pandas as pd
 import pytest
@@ -180,3 +178,17 @@ def test_identical_rewrite_triggers_nothing_downstream(snakemake_project, dvc_pr
     assert scheduled(snakemake_project) == set()  # Snakemake compares checksums of small files
     sh(["dvc", "repro", "--force", "--single-item", "folds"], dvc_project)
     assert dvc_changed(dvc_project) == set()  # DVC compares content hashes
+
+
+def test_fold_seed_edit_refolds_and_retrains(snakemake_project, dvc_project):
+    for project in (snakemake_project, dvc_project):
+        before = edit_config(project, lambda c: c["folds"].update(seed=7))
+        try:
+            if project is snakemake_project:
+                rules = {rule for rule, _ in scheduled(project)}
+                assert rules == {"folds", "train", "predict", "ensemble", "submit", "report", "submission"}
+                assert len(scheduled(project)) == 1 + 4 + 4 + 4
+            else:
+                assert dvc_changed(project) == {"folds"}
+        finally:
+            (project / "config.yaml").write_text(before)

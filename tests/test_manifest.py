@@ -137,3 +137,20 @@ def test_direct_call_raises_maskpipe_error(data):
     break_missing_image(data)
     with pytest.raises(MaskpipeError, match="missing image mask3"):
         build_train_manifest(data)
+
+
+def test_duplicate_and_suffixed_ids_are_separate_persons(data):
+    """Real data: id 003397 is two people and one id is 001498-1; persons are folders."""
+    csv = data / "train" / "train.csv"
+    people = pd.read_csv(csv, dtype=str)
+    for row, new_id in ((0, "003397"), (1, "003397"), (2, "001498-1")):
+        old = people.loc[row, "path"]
+        new = f"{new_id}_{people.loc[row, 'gender']}_Asian_{people.loc[row, 'age']}"
+        if row == 1 and new == people.loc[0, "path"]:
+            new += "_b"
+        shutil.move(data / "train" / "images" / old, data / "train" / "images" / new)
+        people.loc[row, ["id", "path"]] = [new_id, new]
+    people.to_csv(csv, index=False)
+    df = build_train_manifest(data)
+    assert df.loc[df["id"] == "003397", "person"].nunique() == 2
+    assert (df["id"] == "001498-1").sum() == 7

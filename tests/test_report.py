@@ -16,6 +16,7 @@ from maskpipe import classes
 from maskpipe.io import MaskpipeError
 from maskpipe.report import ReportInputs, build_report
 from maskpipe.report import html as report_html
+from maskpipe.report.inputs import load
 
 F1_DEFINITION = ("sklearn f1_score(average='macro', labels=0..17, zero_division=0): classes absent "
                  "from both truth and predictions count as 0")
@@ -194,7 +195,7 @@ def test_rerun_with_same_inputs_leaves_the_file_untouched(report):
 def test_no_corrections_says_none_applied(tmp_path):
     # Only this section differs from the full report above; building it alone keeps the test fast.
     inputs = write_run(tmp_path, with_fixes=False)
-    section = report_html._corrections(report_html._load(inputs))
+    section = report_html._corrections(load(inputs))
     assert "none applied" in section and "<table" not in section
 
 

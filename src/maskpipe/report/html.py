@@ -9,74 +9,20 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.metrics import confusion_matrix
 
 from maskpipe import classes
-from maskpipe.io import MaskpipeError, read_csv, write_bytes_if_changed
+from maskpipe.io import write_bytes_if_changed
 from maskpipe.report import figures
+from maskpipe.report.inputs import STRATUM_NAMES, ReportInputs, Run, load
 
 log = logging.getLogger(__name__)
-
-IMAGE_COLUMNS = ["key", "person", "id", "gender", "age", "stem", "path", "mask", "age_group", "label",
-                 "sha256"]
-CROP_COLUMNS = ["key", "row", "sha256", "source", "prob", "x1", "y1", "x2", "y2"]
-SCORE_COLUMNS = ["model", "fold", "tta", "n", "macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
-#: Stratum s = gender * 3 + age group, as written by the folds step.
-STRATUM_NAMES = [f"{g}/{a}" for g in classes.GENDER_NAMES for a in classes.AGE_NAMES]
-_STR = {"key": str, "person": str, "id": str}
-
-
-@dataclass(frozen=True)
-class ReportInputs:
-    """The files a report is built from; see the module of the step that writes each one."""
-
-    train_manifest: Path
-    labels: Path
-    corrections: Path
-    crop_index_train: Path
-    crop_index_eval: Path
-    folds: Path
-    train_metrics: tuple[Path, ...]
-    scores: Path
-    ensemble_oof: Path
-    metrics: Path
-    submission: Path
-
-    def __post_init__(self) -> None:
-        # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
-        for name, value in list(vars(self).items()):
-            if name == "train_metrics":
-                paths = [value] if isinstance(value, str | Path) else value
-                object.__setattr__(self, name, tuple(Path(p) for p in paths))
-            else:
-                object.__setattr__(self, name, Path(value))
-
-
-@dataclass
-class _Run:
-    """Everything read from a run's files, plus consistency warnings shown in the summary."""
-
-    manifest: pd.DataFrame
-    labels: pd.DataFrame
-    corrections: pd.DataFrame
-    crops_train: pd.DataFrame
-    crops_eval: pd.DataFrame
-    folds: pd.DataFrame
-    train: list[dict]
-    scores: pd.DataFrame
-    oof: pd.DataFrame
-    metrics: dict
-    submission: pd.DataFrame
-    warnings: list[str] = field(default_factory=list)
-
 
 def build_report(inputs: ReportInputs, title: str, out: Path) -> None:
     """Write the run's HTML report to ``out``, leaving ``out`` untouched if its content is unchanged.
@@ -90,86 +36,12 @@ def build_report(inputs: ReportInputs, title: str, out: Path) -> None:
         MaskpipeError: an input file is missing or unreadable, lacks a column or key, or holds a
             class outside 0..17.
     """
-    run = _load(inputs)
+    run = load(inputs)
     body = "\n".join(f'<section id="{anchor}"><h2>{_esc(heading)}</h2>\n{content(run)}\n</section>'
                      for anchor, heading, content in _SECTIONS)
     page = _page(title, body)
     changed = write_bytes_if_changed(out, page.encode())
     log.info("%s %s (%d KiB)", "wrote" if changed else "unchanged:", out, len(page) // 1024)
-
-
-# --- reading -------------------------------------------------------------------------------
-
-
-def _read_json(path: Path, required: Sequence[str]) -> dict:
-    try:
-        obj = json.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise MaskpipeError(f"{path}: file not found") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MaskpipeError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise MaskpipeError(f"{path}: expected a JSON object, found {type(obj).__name__}")
-    missing = [k for k in required if k not in obj]
-    if missing:
-        raise MaskpipeError(f"{path}: missing key(s) {', '.join(missing)}")
-    return obj
-
-
-def _read_train_metrics(path: Path) -> dict:
-    """One model x fold's training metrics, its history as a table."""
-    obj = _read_json(path, ["model", "fold", "best_epoch", "best_val_f1", "history"])
-    obj["history"] = pd.DataFrame(obj["history"])
-    missing = {"epoch", "train_loss", "val_loss", "val_f1"} - set(obj["history"].columns)
-    if missing:
-        raise MaskpipeError(f"{path}: history lacks {', '.join(sorted(missing))}")
-    return obj
-
-
-def _load(inputs: ReportInputs) -> _Run:
-    i = inputs
-    run = _Run(
-        manifest=read_csv(i.train_manifest, IMAGE_COLUMNS, dtype=_STR),
-        labels=read_csv(i.labels, IMAGE_COLUMNS + ["orig_label"], dtype=_STR),
-        corrections=read_csv(i.corrections, ["line", "person", "fix", "old", "new", "reason"],
-                             dtype={c: str for c in ("person", "fix", "old", "new", "reason")},
-                             keep_default_na=False),
-        crops_train=read_csv(i.crop_index_train, CROP_COLUMNS, dtype=_STR),
-        crops_eval=read_csv(i.crop_index_eval, CROP_COLUMNS, dtype=_STR),
-        folds=read_csv(i.folds, ["person", "fold", "stratum"], dtype=_STR),
-        train=[_read_train_metrics(p) for p in i.train_metrics],
-        scores=read_csv(i.scores, SCORE_COLUMNS, dtype={"model": str, "fold": str, "tta": str}),
-        oof=read_csv(i.ensemble_oof, ["key", "person", "label", "pred"], dtype=_STR),
-        metrics=_read_json(i.metrics, ["oof_macro_f1", "oof_accuracy", "f1_definition", "per_class_f1",
-                                       "tasks"]),
-        submission=read_csv(i.submission, ["ImageID", "ans"], dtype={"ImageID": str}),
-    )
-    unknown = ~run.crops_train["key"].isin(run.manifest["key"])
-    if unknown.any():
-        raise MaskpipeError(f"{i.crop_index_train}: key {run.crops_train['key'][unknown].iloc[0]!r} "
-                            f"is not in {i.train_manifest}")
-    if len(run.metrics["per_class_f1"]) != classes.NUM_CLASSES:
-        raise MaskpipeError(f"{i.metrics}: per_class_f1 has {len(run.metrics['per_class_f1'])} values, "
-                            f"expected {classes.NUM_CLASSES}")
-    for path, df, col in ((i.labels, run.labels, "label"), (i.ensemble_oof, run.oof, "label"),
-                          (i.ensemble_oof, run.oof, "pred"), (i.submission, run.submission, "ans")):
-        bad = ~df[col].isin(range(classes.NUM_CLASSES))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise MaskpipeError(f"{path}: line {row + 2}: {col} {df[col].iloc[row]} is not a class 0..17")
-    recomputed = f1_score(run.oof["label"], run.oof["pred"], labels=range(classes.NUM_CLASSES),
-                          average="macro", zero_division=0)
-    if abs(recomputed - run.metrics["oof_macro_f1"]) > 5e-4:
-        run.warnings.append(f"{i.metrics.name} says OOF macro F1 {run.metrics['oof_macro_f1']:.4f}, "
-                            f"but {i.ensemble_oof.name} gives {recomputed:.4f}.")
-    if len(run.crops_eval) != len(run.submission):
-        run.warnings.append(f"{len(run.submission)} submission rows but {len(run.crops_eval)} eval crops.")
-    unfolded = set(run.labels["person"]) - set(run.folds["person"])
-    if unfolded:
-        run.warnings.append(f"{len(unfolded)} labelled person(s) have no fold, e.g. {min(unfolded)!r}.")
-    for w in run.warnings:
-        log.warning("report: %s", w)
-    return run
 
 
 # --- HTML primitives -----------------------------------------------------------------------
@@ -237,7 +109,7 @@ def _counts(labels: pd.Series | np.ndarray) -> np.ndarray:
 # --- sections ------------------------------------------------------------------------------
 
 
-def _summary(r: _Run) -> str:
+def _summary(r: Run) -> str:
     m = r.metrics
     persons, manifest_persons = r.labels["person"].nunique(), r.manifest["person"].nunique()
     images, manifest_images = len(r.labels), len(r.manifest)
@@ -259,7 +131,7 @@ def _summary(r: _Run) -> str:
     )
 
 
-def _data(r: _Run) -> str:
+def _data(r: Run) -> str:
     persons = r.labels.drop_duplicates("person")
     table = pd.crosstab(persons["gender"], persons["age_group"])
     table = table.reindex(index=list(classes.GENDER_NAMES), columns=range(3), fill_value=0)
@@ -275,7 +147,7 @@ def _data(r: _Run) -> str:
     )
 
 
-def _corrections(r: _Run) -> str:
+def _corrections(r: Run) -> str:
     changed = int((r.labels["label"] != r.labels["orig_label"]).sum())
     dropped = r.manifest["person"].nunique() - r.labels["person"].nunique()
     return _join(
@@ -292,7 +164,7 @@ def _crop_row(name: str, df: pd.DataFrame) -> dict:
             "mean detection prob": df.loc[detected, "prob"].astype(float).mean()}
 
 
-def _crops(r: _Run) -> str:
+def _crops(r: Run) -> str:
     train = r.crops_train.merge(r.manifest[["key", "stem"]], on="key", how="left")
     rows = [_crop_row(f"train / {stem}", train[train["stem"] == stem]) for stem in classes.IMAGE_STEMS]
     rows += [_crop_row("train (all)", train), _crop_row("eval (all)", r.crops_eval)]
@@ -306,7 +178,7 @@ def _crops(r: _Run) -> str:
     )
 
 
-def _folds(r: _Run) -> str:
+def _folds(r: Run) -> str:
     folds = r.folds.assign(fold=r.folds["fold"].astype(int), stratum=r.folds["stratum"].astype(int))
     counts = pd.crosstab(folds["fold"], folds["stratum"]).reindex(columns=range(6), fill_value=0)
     counts.columns = STRATUM_NAMES
@@ -319,7 +191,7 @@ def _folds(r: _Run) -> str:
     )
 
 
-def _training(r: _Run) -> str:
+def _training(r: Run) -> str:
     if not r.train:
         return "<p><i>no training metrics</i></p>"
     runs = sorted(r.train, key=lambda t: (t["model"], int(t["fold"])))
@@ -339,7 +211,7 @@ def _training(r: _Run) -> str:
     return _join(*parts, _table(table, {"minutes": _fixed(1), "images/s": _fixed(0)}))
 
 
-def _scores(r: _Run) -> str:
+def _scores(r: Run) -> str:
     df = r.scores.assign(n=r.scores["n"].astype(int))
     return _join(
         "<p>Out-of-fold scores per model and fold; <code>all</code> is a model's whole OOF prediction. "
@@ -348,13 +220,13 @@ def _scores(r: _Run) -> str:
     )
 
 
-def _per_class(r: _Run) -> str:
+def _per_class(r: Run) -> str:
     f1 = np.asarray(r.metrics["per_class_f1"], dtype=float)
     png = figures.per_class_f1(f1, _counts(r.oof["label"]), float(r.metrics["oof_macro_f1"]))
     return _join("<p>n = true images of the class in the OOF predictions.</p>", _img(png, "per-class F1"))
 
 
-def _confusion(r: _Run) -> str:
+def _confusion(r: Run) -> str:
     truth, pred = r.oof["label"].to_numpy(), r.oof["pred"].to_numpy()
     cm = confusion_matrix(truth, pred, labels=range(classes.NUM_CLASSES))
     panels = []
@@ -372,7 +244,7 @@ def _confusion(r: _Run) -> str:
     )
 
 
-def _submission(r: _Run) -> str:
+def _submission(r: Run) -> str:
     sub, train = _counts(r.submission["ans"]), _counts(r.labels["label"])
     sub_p, train_p = sub / max(sub.sum(), 1), train / max(train.sum(), 1)
     table = pd.DataFrame({"class": range(classes.NUM_CLASSES), "name": classes.class_names(),
@@ -388,7 +260,7 @@ def _submission(r: _Run) -> str:
 
 
 #: (anchor, heading, content) of every section, in page order; the navigation bar follows it.
-_SECTIONS: tuple[tuple[str, str, Callable[[_Run], str]], ...] = (
+_SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
     ("summary", "Summary", _summary),
     ("data", "Data", _data),
     ("corrections", "Label corrections", _corrections),
