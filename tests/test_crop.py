@@ -103,5 +103,24 @@ def test_eval_is_cropped_like_train(tiny_run):
     train, ev = np.load(L.crops("train"), mmap_mode="r"), np.load(L.crops("eval"), mmap_mode="r")
     assert train.shape[1:] == ev.shape[1:] == (40, 32, 3)
     index = pd.read_csv(L.crop_index("train"))
-    assert set(index["source"]) <= {"detected", "fallback"}
+    assert set(index["source"]) <= {"detected", "person", "fallback"}
     assert (index["row"] == np.arange(len(index))).all()
+
+
+def test_person_fallback_uses_the_persons_detected_photos(tmp_path, portrait, detector):
+    from PIL import ImageDraw
+
+    hidden = portrait.copy()
+    ImageDraw.Draw(hidden).rectangle((0, 0, portrait.size[0], portrait.size[1] * 2 // 3), fill=(90, 90, 90))
+    faceless = Image.new("RGB", portrait.size, (10, 200, 10))
+    manifest = _manifest(tmp_path, [portrait, hidden, faceless])
+    manifest["person"] = ["p1", "p1", "p2"]
+    settings, geometry = DetectorSettings(0.5, 60), CropGeometry(48, 40, 0.2)
+    idx = crop_split(manifest, tmp_path, tmp_path / "x.npy", tmp_path / "x.csv", geometry, settings,
+                     BoxCache(tmp_path / "cache", settings), lambda: detector, batch_size=1)
+    assert list(idx["source"]) == ["detected", "person", "fallback"]
+    # the person's hidden photo is cropped where the face was found in its other photo
+    assert np.allclose(idx.loc[0, ["x1", "y1", "x2", "y2"]].to_numpy(float),
+                       idx.loc[1, ["x1", "y1", "x2", "y2"]].to_numpy(float))
+    # (batch_size=1 did not split person p1's photos over two chunks: that would lose the box)
+    assert pd.read_csv(tmp_path / "x.csv")["source"].tolist() == list(idx["source"])

@@ -139,7 +139,14 @@ def write_run(folder: Path, with_fixes: bool = True) -> ReportInputs:
                                         "n_train": 56, "n_val": 28, "device": "cpu", "history": history}))
             train_metrics.append(path)
     (folder / "metrics.json").write_text(json.dumps(metrics))
-    return ReportInputs(**paths, train_metrics=train_metrics, metrics=folder / "metrics.json")
+    from maskpipe.crop.sheet import contact_sheet
+
+    crops = rng.integers(0, 255, size=(6, 24, 20, 3), dtype=np.uint8)
+    sheets = {}
+    for name, rows in (("crop_sample", range(6)), ("crop_fallbacks", [1, 4])):
+        sheets[name] = folder / f"{name}.png"
+        sheets[name].write_bytes(contact_sheet(crops, rows, ["fallback"] * len(rows)))
+    return ReportInputs(**paths, **sheets, train_metrics=train_metrics, metrics=folder / "metrics.json")
 
 
 @pytest.fixture(scope="module")

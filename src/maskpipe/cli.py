@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="one self-contained HTML report [report]")
     _paths(p, "train-manifest", "labels", "corrections", "crop-index-train", "crop-index-eval",
-           "folds", "scores", "ensemble-oof", "metrics", "submission", "out")
+           "crop-sample", "crop-fallbacks", "folds", "scores", "ensemble-oof", "metrics", "submission", "out")
     _paths(p, "train-metrics", nargs="+")
     _config_arg(p)
     _common(p)

@@ -33,6 +33,10 @@ class Layout:
     def crop_index(self, split: str = "{split}") -> str:
         return f"{self.crop_dir()}/{split}.csv"
 
+    def crop_sheet(self, name: str) -> str:
+        """Contact sheets: ``sample`` (random crops) and ``fallbacks`` (crops without a detection)."""
+        return f"{self.crop_dir()}/{name}.png"
+
     def crop_cache(self) -> str:
         """Detection cache; deliberately not a declared output, so no engine deletes it."""
         return self._p("cache", "boxes")

@@ -124,6 +124,7 @@ def report(args: argparse.Namespace, load_config: Loader) -> None:
     inputs = ReportInputs(
         train_manifest=args.train_manifest, labels=args.labels, corrections=args.corrections,
         crop_index_train=args.crop_index_train, crop_index_eval=args.crop_index_eval,
+        crop_sample=args.crop_sample, crop_fallbacks=args.crop_fallbacks,
         folds=args.folds, train_metrics=list(args.train_metrics), scores=args.scores,
         ensemble_oof=args.ensemble_oof, metrics=args.metrics, submission=args.submission)
     build_report(inputs, cfg["title"], args.out)

@@ -32,6 +32,8 @@ rule crop:
         train_index=L.crop_index("train"),
         eval=L.crops("eval"),
         eval_index=L.crop_index("eval"),
+        sample_sheet=L.crop_sheet("sample"),
+        fallback_sheet=L.crop_sheet("fallbacks"),
     log:
         L.log("crop"),
     conda:

@@ -46,6 +46,8 @@ rule report:
         corrections=L.corrections_applied(),
         crop_index_train=L.crop_index("train"),
         crop_index_eval=L.crop_index("eval"),
+        crop_sample=L.crop_sheet("sample"),
+        crop_fallbacks=L.crop_sheet("fallbacks"),
         folds=L.folds(),
         train_metrics=expand(L.train_metrics(), model=MODELS, fold=FOLDS),
         scores=L.ensemble_scores(),
@@ -65,6 +67,7 @@ rule report:
         "maskpipe report {params.config} --train-manifest {input.train_manifest}"
         " --labels {input.labels} --corrections {input.corrections}"
         " --crop-index-train {input.crop_index_train} --crop-index-eval {input.crop_index_eval}"
+        " --crop-sample {input.crop_sample} --crop-fallbacks {input.crop_fallbacks}"
         " --folds {input.folds} --train-metrics {input.train_metrics} --scores {input.scores}"
         " --ensemble-oof {input.ensemble_oof} --metrics {input.metrics}"
         " --submission {input.submission} --out {output.report} --log {log}"

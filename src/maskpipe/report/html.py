@@ -159,8 +159,10 @@ def _corrections(r: Run) -> str:
 
 def _crop_row(name: str, df: pd.DataFrame) -> dict:
     detected = df["source"] == "detected"
-    return {"images": name, "n": len(df), "detected": int(detected.sum()), "fallback": int((~detected).sum()),
-            "fallback rate": (~detected).mean() if len(df) else np.nan,
+    return {"images": name, "n": len(df), "detected": int(detected.sum()),
+            "from person": int((df["source"] == "person").sum()),
+            "fallback": int((df["source"] == "fallback").sum()),
+            "fallback rate": (df["source"] == "fallback").mean() if len(df) else np.nan,
             "mean detection prob": df.loc[detected, "prob"].astype(float).mean()}
 
 
@@ -170,11 +172,18 @@ def _crops(r: Run) -> str:
     rows += [_crop_row("train (all)", train), _crop_row("eval (all)", r.crops_eval)]
     df = pd.DataFrame(rows)
     total = pd.concat([r.crops_train, r.crops_eval])
-    rate = (total["source"] != "detected").mean() if len(total) else np.nan
+    rate = (total["source"] == "fallback").mean() if len(total) else np.nan
     return _join(
-        f"<p>Overall fallback rate <b>{_pct(rate)}</b>: images where no face was detected and the fixed "
-        "fallback region was cropped instead.</p>",
+        f"<p>Overall fallback rate <b>{_pct(rate)}</b>. Sources: <i>detected</i> (MTCNN found the "
+        "face), <i>from person</i> (no face found; the median box of the same person's detected "
+        "photos was used), <i>fallback</i> (the fixed region from <code>crop.fallback</code>).</p>",
         _table(df, {"fallback rate": _pct}, highlight=[n.endswith("(all)") for n in df["images"]]),
+        "<h3>A random sample of training crops</h3>",
+        _img(r.crop_sheets["sample"], "contact sheet of sampled crops"),
+        "<h3>Every crop without its own detection</h3>"
+        "<p>Frame colours: green detected, orange from the person's other photos, red fixed "
+        "fallback region. Check that these still show a face.</p>",
+        _img(r.crop_sheets["fallbacks"], "contact sheet of crops without a detection"),
     )
 
 

@@ -35,6 +35,8 @@ class ReportInputs:
     corrections: Path
     crop_index_train: Path
     crop_index_eval: Path
+    crop_sample: Path
+    crop_fallbacks: Path
     folds: Path
     train_metrics: tuple[Path, ...]
     scores: Path
@@ -61,6 +63,7 @@ class Run:
     corrections: pd.DataFrame
     crops_train: pd.DataFrame
     crops_eval: pd.DataFrame
+    crop_sheets: dict[str, bytes]
     folds: pd.DataFrame
     train: list[dict]
     scores: pd.DataFrame
@@ -85,6 +88,16 @@ def _read_json(path: Path, required: Sequence[str]) -> dict:
     return obj
 
 
+def _read_png(path: Path) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as e:
+        raise MaskpipeError(f"{path}: file not found") from e
+    if not data.startswith(b"\x89PNG"):
+        raise MaskpipeError(f"{path}: not a PNG image")
+    return data
+
+
 def _read_train_metrics(path: Path) -> dict:
     """One model x fold's training metrics, its history as a table."""
     obj = _read_json(path, ["model", "fold", "best_epoch", "best_val_f1", "history"])
@@ -106,6 +119,7 @@ def load(inputs: ReportInputs) -> Run:
                              keep_default_na=False),
         crops_train=read_csv(i.crop_index_train, CROP_COLUMNS, dtype=_STR),
         crops_eval=read_csv(i.crop_index_eval, CROP_COLUMNS, dtype=_STR),
+        crop_sheets={"sample": _read_png(i.crop_sample), "fallbacks": _read_png(i.crop_fallbacks)},
         folds=read_csv(i.folds, ["person", "fold", "stratum"], dtype=_STR),
         train=[_read_train_metrics(p) for p in i.train_metrics],
         scores=read_csv(i.scores, SCORE_COLUMNS, dtype={"model": str, "fold": str, "tta": str}),

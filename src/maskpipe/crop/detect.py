@@ -1,0 +1,82 @@
+"""Face detection: facenet-pytorch MTCNN, batched by image size, with a per-image cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from maskpipe.io import write_csv
+
+BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """What decides where MTCNN finds a face; the cache key of a detection."""
+
+    detect_scale: float = 0.5
+    min_face_size: int = 80
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_detector(settings: DetectorSettings, device: str):
+    """facenet-pytorch MTCNN configured for full-frame portraits at the detection scale."""
+    from facenet_pytorch import MTCNN  # heavy import, only for the crop step
+
+    min_size = max(12, round(settings.min_face_size * settings.detect_scale))
+    return MTCNN(min_face_size=min_size, thresholds=list(settings.thresholds),
+                 select_largest=True, keep_all=False, device=device)
+
+
+def detect_boxes(images: list[Image.Image], detector, scale: float) -> list[tuple[np.ndarray | None, float]]:
+    """Largest face box (full-resolution x1, y1, x2, y2) and its probability per image.
+
+    Images of different sizes are detected in separate batches. ``None`` means no face found.
+    """
+    out: list[tuple[np.ndarray | None, float]] = [(None, float("nan"))] * len(images)
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, im in enumerate(images):
+        by_size[im.size].append(i)
+    for (w, h), idx in by_size.items():
+        small_size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = [images[i].resize(small_size, Image.Resampling.BILINEAR) for i in idx]
+        boxes, probs = detector.detect(small)
+        for i, b, p in zip(idx, boxes, probs, strict=True):
+            if b is None or len(b) == 0:
+                continue
+            # detect() returns object arrays; take the first (largest) face as float64.
+            box = np.asarray(b[0], dtype=np.float64) / scale
+            prob = float(np.asarray(p, dtype=np.float64).reshape(-1)[0])
+            out[i] = (box, prob)
+    return out
+
+
+class BoxCache:
+    """Detections per image content hash, one CSV per detector setting, kept between runs."""
+
+    def __init__(self, folder: Path, settings: DetectorSettings):
+        self.path = Path(folder) / f"{settings.key()}.csv"
+        self.boxes: dict[str, tuple[np.ndarray | None, float]] = {}
+        if self.path.is_file():
+            df = pd.read_csv(self.path)
+            for row in df.itertuples(index=False):
+                box = None if np.isnan(row.x1) else np.array([row.x1, row.y1, row.x2, row.y2])
+                self.boxes[row.sha256] = (box, row.prob)
+
+    def save(self) -> None:
+        rows = [
+            {"sha256": h, **dict(zip(BOX_COLUMNS, b if b is not None else [np.nan] * 4)), "prob": p}
+            for h, (b, p) in sorted(self.boxes.items())
+        ]
+        write_csv(pd.DataFrame(rows, columns=["sha256", *BOX_COLUMNS, "prob"]), self.path)
