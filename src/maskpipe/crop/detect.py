@@ -39,6 +39,16 @@ def make_detector(settings: DetectorSettings, device: str):
                  select_largest=True, keep_all=False, device=device)
 
 
+def _downscale(image: Image.Image, scale: float) -> Image.Image:
+    """The detector's copy: a box-filter ``reduce`` for 1/2, 1/3, ... (several times faster than
+    an antialiased resize, and as good for MTCNN), else a bilinear resize."""
+    factor = 1 / scale
+    if abs(factor - round(factor)) < 1e-6 and round(factor) > 1:
+        return image.reduce(round(factor))
+    w, h = image.size
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+
+
 def detect_boxes(images: list[Image.Image], detector, scale: float) -> list[tuple[np.ndarray | None, float]]:
     """Largest face box (full-resolution x1, y1, x2, y2) and its probability per image.
 
@@ -49,8 +59,7 @@ def detect_boxes(images: list[Image.Image], detector, scale: float) -> list[tupl
     for i, im in enumerate(images):
         by_size[im.size].append(i)
     for (w, h), idx in by_size.items():
-        small_size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = [images[i].resize(small_size, Image.Resampling.BILINEAR) for i in idx]
+        small = [_downscale(images[i], scale) for i in idx]
         boxes, probs = detector.detect(small)
         for i, b, p in zip(idx, boxes, probs, strict=True):
             if b is None or len(b) == 0:
