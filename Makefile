@@ -12,6 +12,7 @@ PYTEST_ARGS  ?=
 
 # Snakemake and DVC run `maskpipe ...` commands: the venv's bin must come first on PATH.
 export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install demo test lint dvc.yaml clean-demo help
 
@@ -23,11 +24,11 @@ help:
 $(STAMP): requirements/lock.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "maskpipe needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -r requirements/lock.txt
+	$(BIN)/pip install -qq --upgrade pip==25.3
+	$(BIN)/pip install -qq -r requirements/lock.txt
 	# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2, yet its MTCNN runs on today's torch.
-	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -qq --no-deps facenet-pytorch==2.6.0
+	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(STAMP)

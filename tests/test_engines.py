@@ -192,3 +192,20 @@ def test_fold_seed_edit_refolds_and_retrains(snakemake_project, dvc_project):
                 assert dvc_changed(project) == {"folds"}
         finally:
             (project / "config.yaml").write_text(before)
+
+
+@pytest.mark.parametrize("section, edit, first", [
+    ("labels", lambda c: c["labels"].update(train_age_bounds=[30, 58]), "labels"),
+    ("crop", lambda c: c["crop"].update(margin=0.3), "crop"),
+])
+def test_label_edits_never_recrop_and_crop_edits_do(snakemake_project, section, edit, first):
+    before = edit_config(snakemake_project, edit)
+    try:
+        rules = {rule for rule, _ in scheduled(snakemake_project)}
+    finally:
+        (snakemake_project / "config.yaml").write_text(before)
+    downstream = {"train", "predict", "ensemble", "submit", "report", "submission"}
+    if section == "labels":
+        assert rules == {"labels", "folds"} | downstream  # no validate, no crop
+    else:
+        assert rules == {"crop"} | downstream  # no validate, labels or folds

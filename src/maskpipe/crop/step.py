@@ -62,9 +62,18 @@ def crop_split(
     with npy_writer(out_npy, (n, geometry.height, geometry.width, 3)) as array, \
             ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=n, desc=desc, unit="img", disable=None) as bar:
-        for start, stop in _chunks(groups, batch_size):
+        chunks = list(_chunks(groups, batch_size))
+
+        def decode(k: int):
+            start, stop = chunks[k]
+            return [pool.submit(read_rgb, root / p) for p in manifest["path"].iloc[start:stop]]
+
+        # Decoding the next chunk (PIL releases the GIL) overlaps detecting the current one.
+        pending = decode(0) if chunks else []
+        for k, (start, stop) in enumerate(chunks):
             chunk = manifest.iloc[start:stop]
-            images = list(pool.map(read_rgb, [root / p for p in chunk["path"]]))
+            images = [f.result() for f in pending]
+            pending = decode(k + 1) if k + 1 < len(chunks) else []
             todo = [i for i, h in enumerate(chunk["sha256"]) if h not in cache.boxes]
             if todo:
                 detector = detector or detector_factory()
