@@ -94,3 +94,17 @@ def test_same_seed_same_result(tiny_run, tmp_path):
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
     assert cfg["models"]["a"]["augment"]["hflip"] > 0  # augmentations were on, and still equal
+
+
+def test_pretrained_file_loads_local_weights_and_a_new_head(tmp_path):
+    import timm
+
+    source = timm.create_model("test_resnet", num_classes=1000)
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model("test_resnet", pretrained_file=str(path))
+    assert model.get_classifier().out_features == 18
+    first = next(k for k in source.state_dict() if k.endswith("weight"))
+    assert torch.equal(model.state_dict()[first], source.state_dict()[first])
+    with pytest.raises(MaskpipeError, match="pretrained_file .* not found"):
+        create_model("test_resnet", pretrained_file=str(tmp_path / "none.pth"))

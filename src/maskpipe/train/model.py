@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
@@ -32,7 +36,8 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
         kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
         pretrained = True
     try:
-        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+        with _offline_unless_reachable(pretrained and not pretrained_file):
+            return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError) as e:
         if not pretrained:
             raise
@@ -41,6 +46,36 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
             "Download them once where there is (they land in the Hugging Face cache), or set "
             "pretrained_file: /path/to/weights.safetensors, or pretrained: false"
         ) from e
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    from huggingface_hub import constants
+
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_unless_reachable(downloading: bool) -> Iterator[None]:
+    """Use the Hugging Face cache only when the hub cannot be reached.
+
+    Without network huggingface_hub retries for about a minute before giving up; in offline mode
+    it loads cached weights at once or fails at once. ``HF_HUB_OFFLINE=1`` is honoured as well.
+    """
+    from huggingface_hub import constants
+
+    if not downloading or constants.HF_HUB_OFFLINE or _hub_reachable():
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def resolve_device(device: str) -> torch.device:
