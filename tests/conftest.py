@@ -35,7 +35,8 @@ def shrink(config: dict, data_root: Path, results: str = "results/tiny") -> dict
     base = next(iter(config["models"].values()))
     small = {**base, "arch": "test_resnet", "pretrained": False, "image_size": [32, 32],
              "epochs": 1, "batch_size": 16}
-    cfg["models"] = {"a": small, "b": {**small, "arch": "test_convnext", "lr": 0.001}}
+    cfg["models"] = {"a": small, "b": {**small, "arch": "test_convnext",
+                                       "optimizer": {**base["optimizer"], "lr": 0.001}}}
     cfg["predict"]["batch_size"] = 32
     return cfg
 

@@ -22,7 +22,9 @@ def test_shipped_config_validates_and_defaults_are_filled():
 def test_minimal_config_gets_every_default(tmp_path):
     raw = load_raw(write(tmp_path, {"data": {"root": "d"}, "results": "r", "models": {"m": {"arch": "resnet18"}}}))
     assert raw["folds"] == {"k": 5, "seed": 42}
-    assert raw["models"]["m"]["augment"] == {"hflip": 0.5, "color_jitter": 0.3, "affine": 0.3}
+    assert raw["models"]["m"]["augment"] == [{"name": "HorizontalFlip", "p": 0.5}]
+    assert raw["models"]["m"]["loss"] == [{"name": "ce", "weight": 1.0, "label_smoothing": 0.0,
+                                           "class_weights": "none", "gamma": 2.0}]
     assert raw["crop"]["fallback"]["center_y"] == 0.45
 
 
@@ -33,11 +35,13 @@ def test_workflow_schema_is_the_package_schema():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c["models"]["demo"].update(lrr=0.1), "unknown key models.demo.'lrr' (did you mean 'lr'?)"),
+        (lambda c: c["models"]["demo"]["optimizer"].update(lrr=0.1),
+         "unknown key models.demo.optimizer.'lrr' (did you mean 'lr'?)"),
         (lambda c: c.update(fold={"k": 3}), "unknown key 'fold' (did you mean 'folds'?)"),
         (lambda c: c["folds"].update(k="five"), "folds.k: 'five' is not of type 'integer'"),
         (lambda c: c["folds"].update(k=1), "folds.k: 1 is less than the minimum of 2"),
-        (lambda c: c["models"]["demo"].update(optimizer="lamb"), "models.demo.optimizer: 'lamb' is not one of"),
+        (lambda c: c["models"]["demo"]["optimizer"].update(name="lamb"),
+         "models.demo.optimizer.name: 'lamb' is not one of"),
         (lambda c: c.pop("results"), "'results' is a required property"),
     ],
 )

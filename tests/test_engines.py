@@ -83,7 +83,7 @@ def test_second_snakemake_run_schedules_nothing(snakemake_project):
 
 
 def test_lr_edit_reruns_only_that_model(snakemake_project):
-    before = edit_config(snakemake_project, lambda c: c["models"]["a"].update(lr=0.0123))
+    before = edit_config(snakemake_project, lambda c: c["models"]["a"]["optimizer"].update(lr=0.0123))
     try:
         jobs = scheduled(snakemake_project)
     finally:
@@ -124,7 +124,7 @@ def dvc_changed(project) -> set[str]:
 
 def test_dvc_status_clean_then_marks_the_edited_stages(dvc_project):
     assert dvc_changed(dvc_project) == set()
-    before = edit_config(dvc_project, lambda c: c["models"]["a"].update(lr=0.0123))
+    before = edit_config(dvc_project, lambda c: c["models"]["a"]["optimizer"].update(lr=0.0123))
     try:
         # DVC marks the stages whose own params changed; their downstream runs when repro
         # finds the changed outputs (Snakemake lists the downstream jobs up front).

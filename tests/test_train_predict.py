@@ -7,7 +7,8 @@ import torch
 
 from maskpipe.io import MaskpipeError
 from maskpipe.predict import PROB_COLUMNS, load_checkpoint, predict_probs
-from maskpipe.train.data import CropDataset, build_transforms
+from maskpipe.train.augment import build_transforms
+from maskpipe.train.data import CropDataset
 from maskpipe.train.model import create_model
 
 
@@ -42,7 +43,7 @@ def test_oof_covers_every_labelled_image_once_per_model(tiny_run):
 def test_hflip_tta_is_the_mean_of_image_and_mirror(tiny_run):
     _, L = tiny_run
     model, ckpt = load_checkpoint(L.checkpoint("a", 0), torch.device("cpu"))
-    tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"], None)
+    tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"], [], None)
     rows = np.arange(5)
     ds = CropDataset(L.crops("eval"), rows, None, tf)
     plain = predict_probs(model, ds, torch.device("cpu"), "none", 8, "t")
@@ -93,7 +94,7 @@ def test_same_seed_same_result(tiny_run, tmp_path):
     a, b = runs
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
-    assert cfg["models"]["a"]["augment"]["hflip"] > 0  # augmentations were on, and still equal
+    assert cfg["models"]["a"]["augment"][0]["p"] > 0  # augmentations were on, and still equal
 
 
 def test_pretrained_file_loads_local_weights_and_a_new_head(tmp_path):

@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from maskpipe.classes import NUM_CLASSES
 from maskpipe.io import MaskpipeError, read_csv, write_csv
-from maskpipe.train.data import CropDataset, build_transforms, join_split
+from maskpipe.train.augment import build_transforms
+from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.model import create_model
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_i
         batch_size: int, device: torch.device, out_oof: Path, out_test: Path) -> None:
     """Write OOF probabilities for the fold's validation images and test probabilities."""
     model, ckpt = load_checkpoint(checkpoint, device)
-    tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"], None)
+    tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"],
+                          ckpt.get("preprocess", []), None)
     table = join_split(train_index, labels, folds)
     val = table[table["fold"] == fold]
     oof = predict_probs(model, CropDataset(train_crops, val["row"].to_numpy(), None, tf), device,

@@ -80,26 +80,28 @@ def folds(args: argparse.Namespace, load_config: Loader) -> None:
 
 
 def train(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.train.devices import claim_device
     from maskpipe.train.loop import train_fold
-    from maskpipe.train.model import resolve_device
 
     params = load_config(args).params("train", model=args.model)
-    if f"models.{args.model}" not in params:
-        raise MaskpipeError(f"config: no model {args.model!r} under models")
     train_cfg, model_cfg = params["train"], params[f"models.{args.model}"]
-    train_fold(args.crops, args.crop_index, args.labels, args.folds, args.fold, args.model,
-               model_cfg, train_cfg, resolve_device(train_cfg["device"]), args.out_checkpoint,
-               args.out_metrics, args.out_tensorboard)
+    resume = args.out_checkpoint.parent / "resume.pt"
+    with claim_device(train_cfg["device"]) as device:
+        train_fold(args.crops, args.crop_index, args.labels, args.folds, args.fold, args.model,
+                   model_cfg, train_cfg, device, args.out_checkpoint, args.out_metrics,
+                   args.out_tensorboard, resume_file=resume)
 
 
 def predict(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe import predict as predict_step
-    from maskpipe.train.model import resolve_device
+    from maskpipe.train.devices import claim_device
 
     cfg = load_config(args).params("predict")["predict"]
-    predict_step.run(args.checkpoint, args.fold, args.model, args.train_crops, args.train_index,
-                     args.eval_crops, args.eval_index, args.labels, args.folds, cfg["tta"],
-                     cfg["batch_size"], resolve_device(cfg["device"]), args.out_oof, args.out_test)
+    with claim_device(cfg["device"]) as device:
+        predict_step.run(args.checkpoint, args.fold, args.model, args.train_crops,
+                         args.train_index, args.eval_crops, args.eval_index, args.labels,
+                         args.folds, cfg["tta"], cfg["batch_size"], device, args.out_oof,
+                         args.out_test)
 
 
 def ensemble(args: argparse.Namespace, load_config: Loader) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
 from maskpipe.io import MaskpipeError, read_csv
@@ -38,40 +36,6 @@ class CropDataset(Dataset):
         if self.labels is None:
             return image
         return image, torch.tensor(self.labels[i])
-
-
-def build_transforms(size: tuple[int, int], mean, std, augment: dict | None,
-                     seed: int | None = None) -> A.Compose:
-    """Resize + normalise, with the configured augmentations when ``augment`` is given.
-
-    ``strict=True`` makes albumentations reject unknown or removed arguments instead of warning.
-    albumentations draws from its own generator, not from numpy's or torch's: without ``seed``
-    two runs augment differently; DataLoader workers reseed it (:func:`reseed_worker`).
-    """
-    h, w = size
-    ops: list = [A.Resize(height=h, width=w)]
-    if augment:
-        ops += [
-            A.HorizontalFlip(p=augment["hflip"]),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
-                          p=augment["color_jitter"]),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10),
-                     p=augment["affine"]),
-        ]
-    ops += [A.Normalize(mean=mean, std=std), ToTensorV2()]
-    return A.Compose(ops, strict=True, seed=seed)
-
-
-def reseed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's albumentations its own stream.
-
-    torch seeds each worker from the loader's generator (different per epoch, same per run),
-    so the augmentations are reproducible and never repeat across workers or epochs.
-    """
-    info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
 def join_split(crop_index: Path, labels: Path, folds: Path) -> pd.DataFrame:

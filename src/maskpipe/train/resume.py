@@ -1,0 +1,70 @@
+"""The state a killed training job resumes from: written after every finished epoch.
+
+The file lives beside the checkpoint but is not a declared output, so neither Snakemake nor DVC
+deletes it before rerunning the job. It is used only if the job's config sections and input
+files are exactly the ones it was written with (a fingerprint), and loaded with
+``weights_only=True``; an unreadable or stale file is ignored with a log line, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from maskpipe.io import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(model_name: str, fold: int, model_cfg: dict, train_cfg: dict, files: list[Path]) -> str:
+    """What a resume file must match: the config a job reads and its inputs' contents."""
+    h = hashlib.sha256(json.dumps([model_name, fold, model_cfg, train_cfg], sort_keys=True).encode())
+    for f in files:
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class ResumeState:
+    """Progress of one training job: finished epochs, their history and the best weights."""
+
+    history: list[dict]
+    best: dict
+    epoch: int
+
+    def save(self, path: Path, key: str, model, optimizer, schedule, scaler, ema) -> None:
+        blob = {"key": key, "epoch": self.epoch, "history": self.history, "best": self.best,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "rng": {"torch": torch.get_rng_state()}}
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
+
+    @classmethod
+    def load(cls, path: Path, key: str, model, optimizer, schedule, scaler, ema) -> ResumeState | None:
+        """Restore every object from ``path`` and return the progress, or None to start over."""
+        if not path.is_file():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 (any unreadable file means: start over)
+            log.warning("%s: unreadable resume file ignored (%s)", path, str(e).splitlines()[0][:200])
+            return None
+        if blob.get("key") != key:
+            log.info("%s: written for another config or other inputs; starting over", path)
+            return None
+        model.load_state_dict(blob["model"])
+        optimizer.load_state_dict(blob["optimizer"])
+        schedule.load_state_dict(blob["schedule"])
+        scaler.load_state_dict(blob["scaler"])
+        if ema is not None and blob["ema"] is not None:
+            ema.load_state_dict(blob["ema"])
+        torch.set_rng_state(blob["rng"]["torch"])
+        log.info("%s: resuming after epoch %d", path, blob["epoch"])
+        return cls(history=blob["history"], best=blob["best"], epoch=blob["epoch"])
