@@ -73,6 +73,11 @@ OPTIONS = {
                                 {"name": "RandomResizedCrop", "size": [32, 32], "scale": [0.7, 1.0]}]),
     "preprocess": set_("preprocess", [{"name": "CenterCrop", "height": 36, "width": 28}]),
     "freeze": set_("freeze_backbone_epochs", 1),
+    "multitask": set_("head", "multitask"),
+    "multitask+cutmix+focal": lambda c: [set_("head", "multitask")(c), OPTIONS["cutmix"](c),
+                                         OPTIONS["focal"](c)],
+    "mask_model": set_("head", "mask"),
+    "age_model": set_("head", "age"),
 }
 
 

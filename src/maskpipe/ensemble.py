@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from maskpipe.classes import decode
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, macro_f1, per_class_f1, task_f1
-from maskpipe.predict import PROB_COLUMNS
+from maskpipe.predict import PROB_COLUMNS, TASK_COLUMNS
+from maskpipe.train.heads import TASKS, joint
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +36,36 @@ def _score(y: np.ndarray, p: np.ndarray) -> dict:
             **{f"{k}_f1": v for k, v in tasks.items()}}
 
 
+def _task_score(task: str, y: np.ndarray, p: np.ndarray) -> dict:
+    """A single-task model's score: its task's macro F1 (no 18-class figures)."""
+    truth = decode(y)[list(TASKS).index(task)]
+    pred = p.argmax(1)
+    out = {"n": len(y), "macro_f1": np.nan, "accuracy": np.nan,
+           **{f"{t}_f1": np.nan for t in TASKS}}
+    out[f"{task}_f1"] = macro_f1(truth, pred, TASKS[task])
+    return out
+
+
 def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str,
         weights: dict[str, float], out_oof: Path, out_test: Path, out_scores: Path,
         out_metrics: Path) -> dict:
-    """Combine every model × fold prediction; write ensemble OOF, test, scores and metrics."""
+    """Combine every model × fold prediction; write ensemble OOF, test, scores and metrics.
+
+    Models with an 18-class output vote directly. Single-task models (head mask / gender / age)
+    are first combined into one member, ``tasks``: per task the weighted mean of its models'
+    probabilities, then the product of the three (see :mod:`maskpipe.train.heads`); the member
+    votes with the mean weight of its models.
+    """
     lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
     oof = pd.concat([read_csv(p, dtype={"key": str}) for p in oof_paths], ignore_index=True)
     test = pd.concat([read_csv(p, dtype={"key": str}) for p in test_paths], ignore_index=True)
+    for df in (oof, test):
+        if "head" not in df:
+            df["head"] = "single"
+    y = lab["label"].to_numpy()
     models = sorted(oof["model"].unique())
-    rows, model_oof, model_test = [], [], []
+    rows, members = [], {}  # member name -> (oof probs, test probs by key, weight)
+    task_parts: dict[str, list] = {t: [] for t in TASKS}
     for m in models:
         mo = oof[oof["model"] == m]
         counts = mo["key"].value_counts()
@@ -49,19 +73,28 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
             raise MaskpipeError(f"ensemble: model {m!r} does not predict every labelled image "
                                 "exactly once out of fold; are all its folds listed?")
         mo = mo.set_index("key").loc[lab.index]
-        y = lab["label"].to_numpy()
+        head = mo["head"].iloc[0]
+        cols = PROB_COLUMNS if head not in TASKS else TASK_COLUMNS[head]
+        score = (lambda yy, pp: _score(yy, pp)) if head not in TASKS else \
+            (lambda yy, pp, t=head: _task_score(t, yy, pp))
         for f, part in mo.groupby("fold"):
             rows.append({"model": m, "fold": str(f), "tta": part["tta"].iloc[0],
-                         **_score(lab.loc[part.index, "label"].to_numpy(), part[PROB_COLUMNS].to_numpy())})
-        rows.append({"model": m, "fold": "all", "tta": mo["tta"].iloc[0], **_score(y, mo[PROB_COLUMNS].to_numpy())})
-        model_oof.append(mo[PROB_COLUMNS].to_numpy())
-        mt = test[test["model"] == m].groupby("key", sort=False)[PROB_COLUMNS].mean()
-        model_test.append(mt)
-    w = [float(weights.get(m, 1.0)) for m in models]
-    ens_oof = vote(model_oof, w, method)
-    keys = model_test[0].index
-    ens_test = vote([mt.loc[keys].to_numpy() for mt in model_test], w, method)
-    y = lab["label"].to_numpy()
+                         **score(lab.loc[part.index, "label"].to_numpy(), part[cols].to_numpy())})
+        rows.append({"model": m, "fold": "all", "tta": mo["tta"].iloc[0], **score(y, mo[cols].to_numpy())})
+        mt = test[test["model"] == m].groupby("key", sort=False)[cols].mean()
+        weight = float(weights.get(m, 1.0))
+        if head in TASKS:
+            task_parts[head].append((mo[cols].to_numpy(), mt, weight))
+        else:
+            members[m] = (mo[PROB_COLUMNS].to_numpy(), mt, weight)
+    if any(task_parts.values()):
+        members["tasks"] = _combine_tasks(task_parts)
+        rows.append({"model": "tasks", "fold": "all", "tta": "-", **_score(y, members["tasks"][0])})
+    names = list(members)
+    w = [members[n][2] for n in names]
+    ens_oof = vote([members[n][0] for n in names], w, method)
+    keys = members[names[0]][1].index
+    ens_test = vote([members[n][1].loc[keys].to_numpy() for n in names], w, method)
     score = _score(y, ens_oof)
     rows.append({"model": "ensemble", "fold": "all", "tta": "-", **score})
     scores = pd.DataFrame(rows)
@@ -73,16 +106,40 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     metrics = {
         "oof_macro_f1": score["macro_f1"], "oof_accuracy": score["accuracy"],
         "f1_definition": F1_DEFINITION, "method": method,
-        "weights": dict(zip(models, w, strict=True)),
+        "weights": dict(zip(names, w, strict=True)),
         "per_class_f1": per_class_f1(y, ens_oof.argmax(1)),
-        "tasks": {k: score[f"{k}_f1"] for k in ("mask", "gender", "age")},
-        "models": {r["model"]: {"oof_macro_f1": r["macro_f1"], "oof_accuracy": r["accuracy"]}
+        "tasks": {k: score[f"{k}_f1"] for k in TASKS},
+        "models": {r["model"]: {"oof_macro_f1": _num(r["macro_f1"]), "oof_accuracy": _num(r["accuracy"])}
                    for r in rows if r["fold"] == "all" and r["model"] != "ensemble"},
     }
     write_csv(oof_table, out_oof)
     write_csv(test_table, out_test)
     write_csv(scores.round(6), out_scores)
     write_json(metrics, out_metrics)
-    log.info("ensemble of %d model(s): out-of-fold macro F1 %.4f, accuracy %.4f",
-             len(models), score["macro_f1"], score["accuracy"])
+    log.info("ensemble of %d member(s) from %d model(s): out-of-fold macro F1 %.4f, accuracy %.4f",
+             len(names), len(models), score["macro_f1"], score["accuracy"])
     return metrics
+
+
+def _num(value: float) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def _combine_tasks(parts: dict[str, list]) -> tuple[np.ndarray, pd.DataFrame, float]:
+    """One 18-class member from single-task models: weighted mean per task, then the product."""
+    missing = [t for t, p in parts.items() if not p]
+    if missing:
+        raise MaskpipeError(f"ensemble: the task models cover {', '.join(t for t in TASKS if parts[t])} "
+                            f"but not {', '.join(missing)}; add a model with head: {missing[0]}")
+    oof, test, weights = {}, {}, []
+    for task, models in parts.items():
+        w = np.array([m[2] for m in models])
+        if w.sum() <= 0:
+            raise MaskpipeError(f"ensemble.weights: the {task} models' weights sum to 0")
+        oof[task] = torch.as_tensor(np.tensordot(w / w.sum(), np.stack([m[0] for m in models]), axes=1))
+        keys = models[0][1].index
+        test[task] = torch.as_tensor(np.tensordot(w / w.sum(), np.stack([m[1].loc[keys].to_numpy()
+                                                                          for m in models]), axes=1))
+        weights += list(w)
+    test18 = pd.DataFrame(joint(test).numpy(), index=keys, columns=PROB_COLUMNS)
+    return joint(oof).numpy(), test18, float(np.mean(weights))

@@ -19,13 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from maskpipe.classes import NUM_CLASSES
+from maskpipe.classes import NUM_CLASSES, decode
 from maskpipe.config import as_hw
 from maskpipe.io import MaskpipeError, atomic_path, write_json
 from maskpipe.metrics import macro_f1, task_f1
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split
-from maskpipe.train.losses import build_loss
+from maskpipe.train.heads import TASKS, HeadLoss, probabilities
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import make_optimizer, make_schedule
 from maskpipe.train.resume import ResumeState, fingerprint
@@ -53,18 +53,28 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn: nn.Module,
-             autocast) -> tuple[float, np.ndarray]:
-    """Mean loss and softmax probabilities over a loader."""
+             autocast, head: str) -> tuple[float, np.ndarray]:
+    """Mean loss and predicted classes: 18-class, or the task's for a single-task model."""
     model.eval()
-    total, n, probs = 0.0, 0, []
+    total, n, preds = 0.0, 0, []
     for x, y in loader:
         x, y = _to(x, device), y.to(device, non_blocking=True)
         with autocast():
             logits = model(x)
         total += loss_fn(logits, y).item() * len(y)
         n += len(y)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
-    return total / max(n, 1), torch.cat(probs).numpy()
+        p18, tasks = probabilities(logits, head)
+        preds.append((p18 if p18 is not None else tasks[head]).argmax(1).cpu())
+    return total / max(n, 1), torch.cat(preds).numpy()
+
+
+def score(head: str, official: np.ndarray, pred: np.ndarray) -> tuple[float, float, dict]:
+    """(macro F1, accuracy, per-task F1) against official labels; a task model on its task."""
+    if head in TASKS:
+        truth = decode(official)[list(TASKS).index(head)]
+        f1 = macro_f1(truth, pred, TASKS[head])
+        return f1, float((pred == truth).mean()), {head: f1}
+    return macro_f1(official, pred), float((pred == official).mean()), task_f1(official, pred)
 
 
 def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -109,7 +119,9 @@ def train_fold(
     log.info("%s fold %d: %d training and %d validation images on %s",
              model_name, fold, len(tr), len(va), device)
 
-    model = create_model(model_cfg["arch"], model_cfg["pretrained"], model_cfg["pretrained_file"])
+    head = model_cfg["head"]
+    model = create_model(model_cfg["arch"], model_cfg["pretrained"], model_cfg["pretrained_file"],
+                         head=head)
     mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
     size = as_hw(model_cfg["image_size"])
     cuda = device.type == "cuda"
@@ -146,7 +158,7 @@ def train_fold(
     schedule = make_schedule(optimizer, model_cfg["scheduler"], model_cfg["epochs"], steps_per_epoch,
                              f"{where}.scheduler")
     counts = np.bincount(train_y, minlength=NUM_CLASSES)
-    loss_fn = build_loss(model_cfg["loss"], NUM_CLASSES, counts, f"{where}.loss").to(device)
+    loss_fn = HeadLoss(head, model_cfg["loss"], counts, model_cfg["task_weights"], f"{where}.loss").to(device)
     amp = AMP_DTYPES.get(model_cfg["amp"]) if cuda else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
 
@@ -203,14 +215,13 @@ def train_fold(
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
         seconds = time.perf_counter() - start
         scored = ema.module if ema is not None else model
-        val_loss, probs = evaluate(scored, val_dl, device, loss_fn, autocast)
-        pred = probs.argmax(1)
-        val_f1 = macro_f1(val_official, pred)
+        val_loss, pred = evaluate(scored, val_dl, device, loss_fn, autocast, head)
+        val_f1, val_acc, per_task = score(head, val_official, pred)
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
-               "val_f1": val_f1, "val_acc": float((pred == val_official).mean()), "lr": lr,
+               "val_f1": val_f1, "val_acc": val_acc, "lr": lr,
                "frozen_backbone": frozen, "seconds": round(seconds, 3),
                "images_per_second": round(seen / seconds, 1),
-               **{f"val_{k}_f1": v for k, v in task_f1(val_official, pred).items()}}
+               **{f"val_{k}_f1": v for k, v in per_task.items()}}
         schedule.after_epoch(epoch, val_f1)
         state.history.append(row)
         _log_scalars(writer, row)
@@ -233,7 +244,7 @@ def train_fold(
 
     config = {"train": train_cfg, where: model_cfg}
     checkpoint = {
-        "state_dict": state.best["state"], "arch": model_cfg["arch"], "num_classes": NUM_CLASSES,
+        "state_dict": state.best["state"], "arch": model_cfg["arch"], "head": head,
         "image_size": list(size), "mean": list(mean), "std": list(std), "preprocess": preprocess,
         "epoch": state.best["epoch"], "val_f1": state.best["val_f1"], "model": model_name,
         "fold": fold, "ema": ema is not None,

@@ -16,8 +16,8 @@ from maskpipe.io import MaskpipeError
 
 
 def create_model(arch: str, pretrained: bool = False, pretrained_file: str | None = None,
-                 num_classes: int = NUM_CLASSES) -> nn.Module:
-    """A timm model with an 18-class head.
+                 num_classes: int = NUM_CLASSES, head: str | None = None) -> nn.Module:
+    """A timm model with an 18-class head, or the head ``head`` (see :mod:`maskpipe.train.heads`).
 
     ``pretrained_file`` loads local weights (their classifier is dropped when its shape differs).
 
@@ -27,6 +27,10 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
     """
     import timm
 
+    from maskpipe.train.heads import MultiTaskNet, head_classes
+
+    if head is not None:
+        num_classes = 0 if head == "multitask" else head_classes(head)
     if not timm.is_model(arch):
         raise MaskpipeError(f"models: arch {arch!r} is not a timm model (see timm.list_models())")
     kwargs: dict = {"num_classes": num_classes}
@@ -37,7 +41,8 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
         pretrained = True
     try:
         with _offline_unless_reachable(pretrained and not pretrained_file):
-            return timm.create_model(arch, pretrained=pretrained, **kwargs)
+            model = timm.create_model(arch, pretrained=pretrained, **kwargs)
+        return MultiTaskNet(model) if head == "multitask" else model
     except (OSError, RuntimeError, ValueError) as e:
         if not pretrained:
             raise
