@@ -20,8 +20,13 @@ def test_training_writes_checkpoint_metrics_and_tensorboard(tiny_run):
     assert metrics["best_epoch"] == 1 and len(metrics["history"]) == 1
     assert 0 <= metrics["best_val_f1"] <= 1
     assert metrics["best_val_f1"] == pytest.approx(ckpt["val_f1"])
-    from pathlib import Path
-    assert any(p.name.startswith("events.out.tfevents") for p in Path(L.tensorboard("a", 0)).iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(L.tensorboard("a", 0))
+    events.Reload()
+    assert {"train_loss", "val_loss", "lr", "train_f1", "val_f1", "train_mask_f1", "val_mask_f1",
+            "val_gender_f1", "val_age_f1"} <= set(events.Tags()["scalars"])
+    assert metrics["config"]["models.a"]["arch"] == "test_resnet"  # the sections it trained with
 
 
 def test_oof_covers_every_labelled_image_once_per_model(tiny_run):

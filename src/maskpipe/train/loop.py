@@ -196,12 +196,17 @@ def train_fold(
         lr = optimizer.param_groups[0]["lr"]
         bar = tqdm(train_dl, desc=f"{model_name} fold {fold} epoch {epoch}", unit="batch", disable=None)
         optimizer.zero_grad(set_to_none=True)
+        train_true, train_pred = [], []
         for step, (x, y) in enumerate(bar, start=1):
             x, y = _to(x, device), y.to(device, non_blocking=True)
+            train_true.append(y.cpu())
             if mixup is not None:
                 x, y = mixup(x, y)
             with autocast():
-                loss = loss_fn(forward(x), y)
+                logits = forward(x)
+                loss = loss_fn(logits, y)
+            p18, tasks = probabilities(logits.detach(), head)
+            train_pred.append((p18 if p18 is not None else tasks[head]).argmax(1).cpu())
             scaler.scale(loss / accumulate).backward()
             if step % accumulate == 0 or step == len(train_dl):
                 scaler.step(optimizer)
@@ -217,10 +222,13 @@ def train_fold(
         scored = ema.module if ema is not None else model
         val_loss, pred = evaluate(scored, val_dl, device, loss_fn, autocast, head)
         val_f1, val_acc, per_task = score(head, val_official, pred)
+        # Training F1: the (augmented, possibly mixed) batches against their unmixed targets.
+        train_f1, _, train_tasks = score(head, torch.cat(train_true).numpy(), torch.cat(train_pred).numpy())
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
-               "val_f1": val_f1, "val_acc": val_acc, "lr": lr,
+               "train_f1": train_f1, "val_f1": val_f1, "val_acc": val_acc, "lr": lr,
                "frozen_backbone": frozen, "seconds": round(seconds, 3),
                "images_per_second": round(seen / seconds, 1),
+               **{f"train_{k}_f1": v for k, v in train_tasks.items()},
                **{f"val_{k}_f1": v for k, v in per_task.items()}}
         schedule.after_epoch(epoch, val_f1)
         state.history.append(row)
