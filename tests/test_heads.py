@@ -59,9 +59,9 @@ def test_head_loss_learns_the_marginal_targets():
     assert age(torch.tensor([[0.0, 9.0, 0.0]]), target) < 0.01
 
 
-def _write(tmp_path, model, head, keys, folds, probs_by_col, name):
+def _write(tmp_path, model, head, keys, folds, probs_by_col, name, for_mask=""):
     df = pd.DataFrame({"key": keys, "person": keys, "model": model, "fold": folds, "tta": "none",
-                       "head": head})
+                       "head": head, "for_mask": for_mask})
     cols = PROB_COLUMNS + [c for cs in TASK_COLUMNS.values() for c in cs]
     table = pd.DataFrame(np.nan, index=range(len(keys)), columns=cols)
     for col, values in probs_by_col.items():
@@ -91,3 +91,29 @@ def test_ensemble_combines_task_models_into_one_member(tmp_path):
     assert row["age_f1"] > 0 and np.isnan(row["macro_f1"])
     with pytest.raises(MaskpipeError, match="not age; add a model with head: age"):
         ensemble.run(oofs[:2], tests[:2], tmp_path / "l.csv", "soft", {}, *out)
+
+
+def test_age_models_per_mask_state_are_weighted_by_the_mask_probability(tmp_path):
+    keys = ["k0", "k1", "k2"]
+    y = [0 * 6 + 0 * 3 + 2, 1 * 6 + 1 * 3 + 0, 2 * 6 + 0 * 3 + 1]  # wear/old, incorrect/young, normal/mid
+    pd.DataFrame({"key": keys, "person": keys, "label": y}).to_csv(tmp_path / "l.csv", index=False)
+    mask, gender, _ = (np.eye(k)[v] for k, v in zip((3, 2, 3), classes.decode(np.array(y)), strict=True))
+    oofs, tests = [], []
+
+    def add(model, head, probs, for_mask=""):
+        cols = {c: probs[:, i] for i, c in enumerate(TASK_COLUMNS[head])}
+        oofs.append(_write(tmp_path, model, head, keys, [0, 0, 1], cols, f"o_{model}", for_mask))
+        tests.append(_write(tmp_path, model, head, keys[:1], [0], {c: v[:1] for c, v in cols.items()},
+                            f"t_{model}", for_mask))
+
+    add("mask", "mask", mask)
+    add("gender", "gender", gender)
+    # each state's age model always says one age group: old for wear, young for incorrect, mid for normal
+    for state, group in (("wear", 2), ("incorrect", 0), ("not_wear", 1)):
+        add(f"age_{state}", "age", np.tile(np.eye(3)[group], (3, 1)), state)
+    out = [tmp_path / n for n in ("a.csv", "b.csv", "c.csv", "d.json")]
+    metrics = ensemble.run(oofs, tests, tmp_path / "l.csv", "soft", {}, *out)
+    assert pd.read_csv(out[0])["pred"].tolist() == y  # each photo took its own mask state's age
+    assert metrics["oof_accuracy"] == 1.0
+    with pytest.raises(MaskpipeError, match="none for 'not_wear'"):
+        ensemble.run(oofs[:-1], tests[:-1], tmp_path / "l.csv", "soft", {}, *out)

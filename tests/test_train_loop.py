@@ -93,6 +93,18 @@ def _params(state):
     return {k: v for k, v in state.items() if "running" not in k and "num_batches" not in k}
 
 
+def test_age_model_for_one_mask_state(setup, tmp_path):
+    import pandas as pd
+
+    raw, L = setup
+    metrics, ckpt = run(setup, tmp_path, lambda c: c.update(head="age", for_mask="incorrect"))
+    labels = pd.read_csv(L.labels()).merge(pd.read_csv(L.folds()), on="person")
+    assert metrics["n_train"] == ((labels["mask"] == 1) & (labels["fold"] != 0)).sum()
+    assert ckpt["for_mask"] == "incorrect"
+    with pytest.raises(MaskpipeError, match="only an age model"):
+        run(setup, tmp_path, lambda c: c.update(head="mask", for_mask="wear"))
+
+
 def test_frozen_backbone_stays_frozen(setup, tmp_path):
     raw, _ = setup
     seed_everything(raw["train"]["seed"] + 0)

@@ -13,7 +13,7 @@ from maskpipe.classes import decode
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, macro_f1, per_class_f1, task_f1
 from maskpipe.predict import PROB_COLUMNS, TASK_COLUMNS
-from maskpipe.train.heads import TASKS, joint
+from maskpipe.train.heads import MASK_STATES, TASKS, joint
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     for df in (oof, test):
         if "head" not in df:
             df["head"] = "single"
+        df["for_mask"] = df["for_mask"].astype(object).fillna("") if "for_mask" in df else ""
     y = lab["label"].to_numpy()
     models = sorted(oof["model"].unique())
     rows, members = [], {}  # member name -> (oof probs, test probs by key, weight)
@@ -84,7 +85,7 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
         mt = test[test["model"] == m].groupby("key", sort=False)[cols].mean()
         weight = float(weights.get(m, 1.0))
         if head in TASKS:
-            task_parts[head].append((mo[cols].to_numpy(), mt, weight))
+            task_parts[head].append((mo[cols].to_numpy(), mt, weight, mo["for_mask"].iloc[0]))
         else:
             members[m] = (mo[PROB_COLUMNS].to_numpy(), mt, weight)
     if any(task_parts.values()):
@@ -131,15 +132,36 @@ def _combine_tasks(parts: dict[str, list]) -> tuple[np.ndarray, pd.DataFrame, fl
     if missing:
         raise MaskpipeError(f"ensemble: the task models cover {', '.join(t for t in TASKS if parts[t])} "
                             f"but not {', '.join(missing)}; add a model with head: {missing[0]}")
-    oof, test, weights = {}, {}, []
-    for task, models in parts.items():
-        w = np.array([m[2] for m in models])
-        if w.sum() <= 0:
-            raise MaskpipeError(f"ensemble.weights: the {task} models' weights sum to 0")
-        oof[task] = torch.as_tensor(np.tensordot(w / w.sum(), np.stack([m[0] for m in models]), axes=1))
-        keys = models[0][1].index
-        test[task] = torch.as_tensor(np.tensordot(w / w.sum(), np.stack([m[1].loc[keys].to_numpy()
-                                                                          for m in models]), axes=1))
-        weights += list(w)
+    keys = parts["mask"][0][1].index
+    oof, test = {}, {}
+    for task in ("mask", "gender"):
+        oof[task], test[task] = _task_mean(parts[task], keys, task)
+    general = [m for m in parts["age"] if not m[3]]
+    by_state = {s: [m for m in parts["age"] if m[3] == s] for s in MASK_STATES}
+    if not any(by_state.values()):
+        oof["age"], test["age"] = _task_mean(general, keys, "age")
+    else:
+        # One age model per mask state: P(age) = sum over states s of P(mask = s) * P_s(age).
+        oof["age"], test["age"] = 0, 0
+        for i, state in enumerate(MASK_STATES):
+            models = by_state[state] or general
+            if not models:
+                raise MaskpipeError(f"ensemble: age models exist for some mask states but none for "
+                                    f"{state!r} (and no age model for all states)")
+            o, t = _task_mean(models, keys, f"age ({state})")
+            oof["age"] = oof["age"] + oof["mask"][:, i:i + 1] * o
+            test["age"] = test["age"] + test["mask"][:, i:i + 1] * t
+    weights = [m[2] for p in parts.values() for m in p]
     test18 = pd.DataFrame(joint(test).numpy(), index=keys, columns=PROB_COLUMNS)
     return joint(oof).numpy(), test18, float(np.mean(weights))
+
+
+def _task_mean(models: list, keys: pd.Index, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean OOF and test probabilities of the models of one task."""
+    w = np.array([m[2] for m in models], dtype=np.float64)
+    if w.sum() <= 0:
+        raise MaskpipeError(f"ensemble.weights: the {what} models' weights sum to 0")
+    w = w / w.sum()
+    oof = np.tensordot(w, np.stack([m[0] for m in models]), axes=1)
+    test = np.tensordot(w, np.stack([m[1].loc[keys].to_numpy() for m in models]), axes=1)
+    return torch.as_tensor(oof), torch.as_tensor(test)

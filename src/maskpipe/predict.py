@@ -83,9 +83,11 @@ def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_i
     eval_idx = read_csv(eval_index, required=["key", "row"], dtype={"key": str})
     test = predict_probs(model, CropDataset(eval_crops, eval_idx["row"].to_numpy(), None, tf),
                          device, tta, batch_size, f"predict {model_name} fold {fold} test", head)
-    meta = val[["key", "person"]].assign(model=model_name, fold=fold, tta=tta, head=head)
+    for_mask = ckpt.get("for_mask") or ""
+    meta = val[["key", "person"]].assign(model=model_name, fold=fold, tta=tta, head=head,
+                                         for_mask=for_mask)
     write_csv(_table(meta, oof), out_oof)
-    write_csv(_table(eval_idx[["key"]].assign(model=model_name, fold=fold, tta=tta, head=head), test),
-              out_test)
+    write_csv(_table(eval_idx[["key"]].assign(model=model_name, fold=fold, tta=tta, head=head,
+                                              for_mask=for_mask), test), out_test)
     log.info("%s fold %d: %d out-of-fold and %d test predictions (head %s, tta %s)",
              model_name, fold, len(val), len(eval_idx), head, tta)

@@ -25,7 +25,7 @@ from maskpipe.io import MaskpipeError, atomic_path, write_json
 from maskpipe.metrics import macro_f1, task_f1
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split
-from maskpipe.train.heads import TASKS, HeadLoss, probabilities
+from maskpipe.train.heads import MASK_STATES, TASKS, HeadLoss, probabilities
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import make_optimizer, make_schedule
 from maskpipe.train.resume import ResumeState, fingerprint
@@ -113,6 +113,11 @@ def train_fold(
     seed = train_cfg["seed"] + fold
     generator = seed_everything(seed)
     table = join_split(crop_index, labels, folds)
+    if model_cfg["for_mask"] is not None:
+        if model_cfg["head"] != "age":
+            raise MaskpipeError(f"{where}.for_mask: only an age model (head: age) trains per mask state")
+        # An age model for one mask state learns and is validated on those photos only.
+        table = table[table["mask"] == MASK_STATES.index(model_cfg["for_mask"])]
     tr, va = table[table["fold"] != fold], table[table["fold"] == fold]
     if tr.empty or va.empty:
         raise MaskpipeError(f"fold {fold}: no {'training' if tr.empty else 'validation'} images")
@@ -255,7 +260,7 @@ def train_fold(
         "state_dict": state.best["state"], "arch": model_cfg["arch"], "head": head,
         "image_size": list(size), "mean": list(mean), "std": list(std), "preprocess": preprocess,
         "epoch": state.best["epoch"], "val_f1": state.best["val_f1"], "model": model_name,
-        "fold": fold, "ema": ema is not None,
+        "fold": fold, "ema": ema is not None, "for_mask": model_cfg["for_mask"],
     }
     with atomic_path(out_checkpoint) as tmp:
         torch.save(checkpoint, tmp)
