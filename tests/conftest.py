@@ -92,11 +92,13 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
         "--out", L.submission())
     run("report", *c, "--train-manifest", L.manifest("train"), "--labels", L.labels(),
         "--corrections", L.corrections_applied(), "--crop-index-train", L.crop_index("train"),
-        "--crop-index-eval", L.crop_index("eval"), "--crop-sample", L.crop_sheet("sample"),
-        "--crop-fallbacks", L.crop_sheet("fallbacks"), "--folds", L.folds(),
-        "--train-metrics", *[L.train_metrics(m, f) for m, f in pairs],
+        "--crops-train", L.crops("train"), "--crop-index-eval", L.crop_index("eval"),
+        "--crop-sample", L.crop_sheet("sample"), "--crop-fallbacks", L.crop_sheet("fallbacks"),
+        "--folds", L.folds(), "--train-metrics", *[L.train_metrics(m, f) for m, f in pairs],
+        "--tensorboard", *[L.tensorboard(m, f) for m, f in pairs],
         "--scores", L.ensemble_scores(), "--ensemble-oof", L.ensemble_oof(),
-        "--metrics", L.metrics(), "--submission", L.submission(), "--out", L.report())
+        "--metrics", L.metrics(), "--submission", L.submission(), "--out", L.report(),
+        "--out-figures", L.report_figures(), "--out-history", L.report_history())
     return config_path, L
 
 

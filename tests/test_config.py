@@ -15,7 +15,7 @@ def write(tmp_path, data, name="c.yaml"):
 
 def test_shipped_config_validates_and_defaults_are_filled():
     raw = load_raw(REPO / "config.yaml")
-    assert raw["predict"]["tta"] == "hflip"
+    assert raw["predict"]["tta"] == {"hflip": True, "zooms": []}
     assert raw["models"]["demo"]["pretrained_file"] is None  # filled from the schema's default
 
 

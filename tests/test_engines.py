@@ -209,3 +209,12 @@ def test_label_edits_never_recrop_and_crop_edits_do(snakemake_project, section, 
         assert rules == {"labels", "folds"} | downstream  # no validate, no crop
     else:
         assert rules == {"crop"} | downstream  # no validate, labels or folds
+
+
+def test_snakemake_report_and_dvc_metrics_and_plots(snakemake_project, dvc_project):
+    sh(["snakemake", "--report", "engine_report.html"], snakemake_project)
+    assert (snakemake_project / "engine_report.html").stat().st_size > 10_000
+    assert "oof_macro_f1" in sh(["dvc", "metrics", "show"], dvc_project).stdout
+    sh(["dvc", "plots", "show", "-o", "dvc_plots"], dvc_project)
+    html = (dvc_project / "dvc_plots" / "index.html").read_text()
+    assert "oof_confusion" in html or "confusion" in html

@@ -73,3 +73,46 @@ def test_missing_fold_is_refused(tmp_path):
     with pytest.raises(MaskpipeError, match="does not predict every labelled image"):
         ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft", {},
                      *(tmp_path / n for n in ("a", "b", "c", "d")))
+
+
+def test_tta_rows_are_scored_with_and_without(tmp_path):
+    keys = [f"k{i}" for i in range(4)]
+    pd.DataFrame({"key": keys, "person": keys, "label": [0, 5, 17, 6]}).to_csv(tmp_path / "l.csv", index=False)
+    eye = np.eye(18)
+    with_tta = _pred(keys, "m", 0, eye[[0, 5, 17, 6]]).assign(tta="hflip")
+    without = _pred(keys, "m", 0, eye[[0, 5, 17, 7]]).assign(tta="none")
+    pd.concat([with_tta, without]).to_csv(tmp_path / "o.csv", index=False)
+    _pred(["e"], "m", 0, eye[[1]]).assign(tta="hflip").to_csv(tmp_path / "t.csv", index=False)
+    out = [tmp_path / n for n in ("a", "b", "c", "d")]
+    metrics = ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft", {}, *out)
+    assert metrics["oof_accuracy"] == 1.0  # the vote uses the TTA rows
+    assert metrics["tta_gain"]["m"]["tta"] == "hflip"
+    assert metrics["tta_gain"]["m"]["with"] > metrics["tta_gain"]["m"]["without"]
+    scores = pd.read_csv(out[2])
+    assert set(scores.loc[scores["model"] == "m", "tta"]) == {"hflip", "none"}
+
+
+def test_weight_search_and_age_bias_fit_one_half_and_report_the_other():
+    from maskpipe import ensemble_search as es
+
+    rng = np.random.default_rng(0)
+    n = 400
+    persons = np.repeat(np.arange(n // 4), 4)
+    y = rng.integers(0, 18, n)
+    good = np.eye(18)[y] * 0.3 + rng.dirichlet(np.ones(18), n) * 0.7
+    noise = np.eye(18)[rng.integers(0, 18, n)] * 0.9 + 0.1 / 18  # confidently wrong at random
+    fit, hold = es.person_halves(persons, seed=3)
+    assert not set(persons[fit]) & set(persons[hold])
+    assert np.array_equal(es.person_halves(persons, seed=3)[0], fit)  # deterministic
+    w = es.search_weights([noise, good], y, fit, lambda ps, ww: ensemble.vote(ps, ww, "soft"))
+    assert w.sum() == pytest.approx(1) and w[1] > w[0]  # the informative member wins
+    p = ensemble.vote([noise, good], w, "soft")
+    assert macro_f1(y[hold], p[hold].argmax(1)) > macro_f1(y[hold], ensemble.vote([noise, good], [1, 1], "soft")[hold].argmax(1))
+    # the bias is found where old classes were under-predicted
+    damped = good.copy()
+    damped[:, es.OLD] *= 0.2
+    damped /= damped.sum(1, keepdims=True)
+    b = es.fit_age_bias(damped, y, fit)
+    assert b > 0
+    assert macro_f1(y[hold], es.apply_age_bias(damped[hold], b).argmax(1)) >= \
+        macro_f1(y[hold], damped[hold].argmax(1))

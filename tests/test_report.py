@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
+import html
 import json
 import re
 from pathlib import Path
@@ -16,13 +19,23 @@ from maskpipe import classes
 from maskpipe.io import MaskpipeError
 from maskpipe.report import ReportInputs, build_report
 from maskpipe.report import html as report_html
-from maskpipe.report.inputs import load
+from maskpipe.report import sections
+from maskpipe.report.inputs import history_table, load, read_scalars
+from maskpipe.report.markup import Figures
 
 F1_DEFINITION = ("sklearn f1_score(average='macro', labels=0..17, zero_division=0): classes absent "
                  "from both truth and predictions count as 0")
 AGES = [19, 25, 45, 60, 33, 58, 27, 60, 52, 22, 41, 60]
 MODELS = ("demo", "wide")
 K = 3
+#: This model x fold gets an empty TensorBoard folder: its curves must come from metrics.json.
+NO_EVENTS = ("wide", 2)
+WEIGHT_SEARCH = {"enabled": True, "weights": {"demo": 0.7, "wide": 0.3}, "fit_half_f1": 0.9123,
+                 "holdout_half_f1": 0.8871, "equal_weights_holdout_f1": 0.8764, "fit_persons": 6,
+                 "holdout_persons": 5}
+FIGURES = {"class_balance", "age_histogram", "crop_sample", "crop_fallbacks", "fold_strata",
+           "learning_curves_demo", "learning_curves_wide", "per_class_f1", "confusion",
+           "task_confusions", "mistakes", "class_proportions"}
 
 
 def _fake_sha(text: str) -> str:
@@ -73,16 +86,29 @@ def _crop_index(keys: list[str], rng: np.random.Generator) -> pd.DataFrame:
 
 def _history(rng: np.random.Generator, epochs: int = 4) -> list[dict]:
     return [{"epoch": e, "train_loss": 2.5 / e + rng.uniform(0, 0.1), "val_loss": 2.2 / e + 0.3,
-             "val_f1": 0.3 + 0.12 * e + rng.uniform(0, 0.05), "val_acc": 0.4 + 0.1 * e, "lr": 1e-3,
-             "seconds": 12.0, "images_per_second": 80.0} for e in range(1, epochs + 1)]
+             "train_f1": 0.35 + 0.13 * e, "val_f1": 0.3 + 0.12 * e + rng.uniform(0, 0.05),
+             "val_acc": 0.4 + 0.1 * e, "lr": 1e-3, "frozen_backbone": False, "seconds": 12.0,
+             "images_per_second": 80.0, "val_mask_f1": 0.5 + 0.1 * e} for e in range(1, epochs + 1)]
 
 
-def _score_row(model: str, fold: object, truth: np.ndarray, pred: np.ndarray) -> dict:
+def _tensorboard(folder: Path, history: list[dict]) -> None:
+    """Log the history as the train step does: every number (not flags) under its name, step = epoch."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder))
+    for row in history:
+        for name, value in row.items():
+            if name != "epoch" and not isinstance(value, bool):
+                writer.add_scalar(name, value, row["epoch"])
+    writer.close()
+
+
+def _score_row(model: str, fold: object, truth: np.ndarray, pred: np.ndarray, tta: str = "hflip") -> dict:
     def f1(t, p, n):
         return f1_score(t, p, labels=range(n), average="macro", zero_division=0)
 
     (tm, tg, ta), (pm, pg, pa) = classes.decode(truth), classes.decode(pred)
-    return {"model": model, "fold": fold, "tta": "hflip", "n": len(truth),
+    return {"model": model, "fold": fold, "tta": tta, "n": len(truth),
             "macro_f1": f1(truth, pred, classes.NUM_CLASSES), "accuracy": accuracy_score(truth, pred),
             "mask_f1": f1(tm, pm, 3), "gender_f1": f1(tg, pg, 2), "age_f1": f1(ta, pa, 3)}
 
@@ -108,14 +134,20 @@ def write_run(folder: Path, with_fixes: bool = True) -> ReportInputs:
     oof = pd.concat([oof, pd.DataFrame(probs.round(6), columns=[f"p{c:02d}" for c in range(18)])], axis=1)
 
     fold_of = labels["person"].map(folds.set_index("person")["fold"]).to_numpy()
-    scores = [_score_row(m, f, truth[fold_of == f], pred[fold_of == f]) for m in MODELS for f in range(K)]
-    scores += [_score_row(m, "all", truth, pred) for m in (*MODELS, "ensemble")]
+    # Without TTA the models are a little worse: a few more images predicted wrong.
+    plain = np.where(rng.uniform(size=len(truth)) < 0.1, (pred + 1) % 18, pred)
+    scores = []
+    for m in MODELS:
+        for tta, p in (("hflip", pred), ("none", plain)):
+            scores += [_score_row(m, f, truth[fold_of == f], p[fold_of == f], tta) for f in range(K)]
+            scores.append(_score_row(m, "all", truth, p, tta))
+    scores.append({**_score_row("ensemble", "all", truth, pred), "tta": "-"})
     per_class = f1_score(truth, pred, labels=range(18), average=None, zero_division=0)
     ens = scores[-1]
     metrics = {"oof_macro_f1": ens["macro_f1"], "oof_accuracy": ens["accuracy"],
                "f1_definition": F1_DEFINITION, "per_class_f1": per_class.tolist(),
                "tasks": {"mask": ens["mask_f1"], "gender": ens["gender_f1"], "age": ens["age_f1"]},
-               "models": {m: {"weight": 0.5} for m in MODELS}}
+               "weights": {m: 1.0 for m in MODELS}, "weight_search": WEIGHT_SEARCH}
 
     paths = {name: folder / f"{name}.csv" for name in
              ("train_manifest", "labels", "corrections", "crop_index_train", "crop_index_eval", "folds",
@@ -127,12 +159,16 @@ def write_run(folder: Path, with_fixes: bool = True) -> ReportInputs:
               "submission": pd.DataFrame({"ImageID": eval_keys, "ans": rng.integers(0, 18, len(eval_keys))})}
     for name, df in tables.items():
         df.to_csv(paths[name], index=False, lineterminator="\n")
-    train_metrics = []
+    train_metrics, tensorboard = [], []
     for m in MODELS:
         for f in range(K):
             path = folder / "models" / m / f"fold{f}" / "metrics.json"
             path.parent.mkdir(parents=True)
             history = _history(rng)
+            tensorboard.append(path.parent / "tensorboard")
+            tensorboard[-1].mkdir()
+            if (m, f) != NO_EVENTS:
+                _tensorboard(tensorboard[-1], history)
             best = max(history, key=lambda h: h["val_f1"])
             path.write_text(json.dumps({"model": m, "fold": f, "arch": "resnet18",
                                         "best_epoch": best["epoch"], "best_val_f1": best["val_f1"],
@@ -141,12 +177,18 @@ def write_run(folder: Path, with_fixes: bool = True) -> ReportInputs:
     (folder / "metrics.json").write_text(json.dumps(metrics))
     from maskpipe.crop.sheet import contact_sheet
 
-    crops = rng.integers(0, 255, size=(6, 24, 20, 3), dtype=np.uint8)
+    crops = rng.integers(0, 255, size=(len(manifest), 24, 20, 3), dtype=np.uint8)
+    np.save(folder / "crops_train.npy", crops)
     sheets = {}
     for name, rows in (("crop_sample", range(6)), ("crop_fallbacks", [1, 4])):
         sheets[name] = folder / f"{name}.png"
         sheets[name].write_bytes(contact_sheet(crops, rows, ["fallback"] * len(rows)))
-    return ReportInputs(**paths, **sheets, train_metrics=train_metrics, metrics=folder / "metrics.json")
+    return ReportInputs(**paths, **sheets, crops_train=folder / "crops_train.npy",
+                        train_metrics=train_metrics, tensorboard=tensorboard, metrics=folder / "metrics.json")
+
+
+def _build(inputs: ReportInputs, out: Path) -> None:
+    build_report(inputs, "maskpipe demo run", out, out.parent / "figures", out.parent / "history.csv")
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +196,12 @@ def report(tmp_path_factory) -> tuple[ReportInputs, Path, str]:
     folder = tmp_path_factory.mktemp("run")
     inputs = write_run(folder)
     out = folder / "report" / "report.html"
-    build_report(inputs, "maskpipe demo run", out)
+    _build(inputs, out)
     return inputs, out, out.read_text()
+
+
+def _section(text: str, anchor: str) -> str:
+    return re.search(rf'<section id="{anchor}">(.*?)</section>', text, re.S).group(1)
 
 
 def test_report_is_self_contained(report):
@@ -164,7 +210,7 @@ def test_report_is_self_contained(report):
     assert "<link" not in text
     assert not re.search(r"<script[^>]*\bsrc=", text)
     images = re.findall(r'<img [^>]*src="([^"]*)"', text)
-    assert len(images) >= 9
+    assert len(images) == len(FIGURES)
     assert all(src.startswith("data:image/png;base64,") for src in images)
 
 
@@ -172,7 +218,7 @@ def test_report_has_every_section_in_order(report):
     _, _, text = report
     headings = re.findall(r"<h2>(.*?)</h2>", text)
     assert headings == ["Summary", "Data", "Label corrections", "Face crops", "Folds", "Training", "Scores",
-                        "Per-class F1", "Confusion matrix", "Submission"]
+                        "Per-class F1", "Confusion matrix", "Confident mistakes", "Submission"]
 
 
 def test_report_shows_the_key_numbers(report):
@@ -193,16 +239,27 @@ def test_report_shows_the_key_numbers(report):
 
 def test_rerun_with_same_inputs_leaves_the_file_untouched(report):
     inputs, out, text = report
-    before = out.stat().st_mtime_ns
-    build_report(inputs, "maskpipe demo run", out)
-    assert out.stat().st_mtime_ns == before
+    outputs = [out, out.parent / "history.csv", *sorted((out.parent / "figures").iterdir())]
+    before = [p.stat().st_mtime_ns for p in outputs]
+    _build(inputs, out)
+    assert [p.stat().st_mtime_ns for p in outputs] == before
     assert out.read_text() == text
+
+
+def test_the_page_and_figures_do_not_depend_on_where_or_when_the_run_was_made(report, tmp_path):
+    _, out, text = report
+    other = tmp_path / "elsewhere" / "report.html"
+    _build(write_run(tmp_path), other)  # same data, other folder, new TensorBoard event files
+    assert other.read_text() == text
+    for png in (out.parent / "figures").iterdir():
+        assert (other.parent / "figures" / png.name).read_bytes() == png.read_bytes(), png.name
+    assert (other.parent / "history.csv").read_bytes() == (out.parent / "history.csv").read_bytes()
 
 
 def test_no_corrections_says_none_applied(tmp_path):
     # Only this section differs from the full report above; building it alone keeps the test fast.
     inputs = write_run(tmp_path, with_fixes=False)
-    section = report_html._corrections(load(inputs))
+    section = report_html._corrections(load(inputs), Figures())
     assert "none applied" in section and "<table" not in section
 
 
@@ -212,3 +269,165 @@ def test_missing_column_names_the_file(tmp_path):
     with pytest.raises(MaskpipeError, match=r"folds\.csv: missing column\(s\) stratum"):
         build_report(inputs, "broken", tmp_path / "report.html")
     assert not (tmp_path / "report.html").exists()
+
+
+def test_figures_are_written_as_the_embedded_pngs(report):
+    _, out, text = report
+    folder = out.parent / "figures"
+    assert {p.stem for p in folder.iterdir()} == FIGURES
+    embedded = set(re.findall(r'src="data:image/png;base64,([^"]*)"', text))
+    for png in folder.iterdir():
+        data = png.read_bytes()
+        assert base64.b64encode(data).decode() in embedded, png.name
+        assert b"Software" not in data and b"tIME" not in data  # no tool name, no timestamp
+
+
+def test_stale_figures_are_removed(tmp_path):
+    inputs = write_run(tmp_path)
+    out = tmp_path / "report" / "report.html"
+    stale = tmp_path / "report" / "figures" / "learning_curves_gone.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    _build(inputs, out)
+    assert not stale.exists() and (stale.parent / "learning_curves_demo.png").is_file()
+
+
+def test_read_scalars_takes_every_tag_and_the_last_value_of_a_step(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    for values in ([1.0, 0.5, 0.25], [2.0, 1.0]):  # a run resumed after epoch 2 logs 1-2 again
+        writer = SummaryWriter(str(tmp_path))
+        for epoch, v in enumerate(values, start=1):
+            writer.add_scalar("train_loss", v, epoch)
+            writer.add_scalar("lr", 1e-7, epoch)
+        writer.close()
+    df = read_scalars(tmp_path)
+    assert list(df.columns) == ["epoch", "lr", "train_loss"]
+    assert df["epoch"].tolist() == [1, 2, 3]
+    assert df["train_loss"].tolist() == [2.0, 1.0, 0.25]
+    assert df["lr"].tolist() == [1e-7] * 3  # float32 in the file, its shortest decimal here
+    (tmp_path / "empty").mkdir()
+    assert read_scalars(tmp_path / "empty").empty
+    with pytest.raises(MaskpipeError, match=r"missing: TensorBoard folder not found"):
+        read_scalars(tmp_path / "missing")
+
+
+def test_history_csv_holds_every_tensorboard_scalar(report):
+    inputs, out, text = report
+    history = pd.read_csv(out.parent / "history.csv")
+    assert list(history.columns[:8]) == ["model", "fold", "epoch", "train_loss", "val_loss", "train_f1",
+                                         "val_f1", "val_acc"]
+    assert {"lr", "seconds", "images_per_second", "val_mask_f1"} <= set(history.columns)
+    assert "frozen_backbone" not in history.columns  # a flag, never a TensorBoard scalar
+    assert len(history) == len(MODELS) * K * 4
+    for path in inputs.train_metrics:
+        t = json.loads(path.read_text())
+        mine = history[(history["model"] == t["model"]) & (history["fold"] == t["fold"])]
+        expected = pd.DataFrame(t["history"])
+        # TensorBoard stores float32; the fallback run (no events) keeps metrics.json's float64.
+        assert np.allclose(mine["val_f1"], expected["val_f1"], rtol=1e-6, atol=0)
+    section = _section(text, "training")
+    assert section.count('alt="learning curves of') == len(MODELS)
+
+
+def test_an_empty_event_folder_falls_back_to_metrics_json_with_a_warning(report):
+    inputs, _, text = report
+    m, f = NO_EVENTS
+    assert (f'class="warn">⚠ {m} fold {f}: no scalars in its TensorBoard log; '
+            "learning curves from the history in metrics.json.") in text
+    run = load(inputs)
+    assert history_table(run.train)["epoch"].notna().all()
+
+
+def test_tensorboard_folders_must_match_the_metrics_files(tmp_path):
+    inputs = write_run(tmp_path)
+    broken = dataclasses.replace(inputs, tensorboard=inputs.tensorboard[:-1])
+    with pytest.raises(MaskpipeError, match=r"6 training metrics file\(s\) but 5 TensorBoard folder\(s\)"):
+        load(broken)
+
+
+def test_confident_mistakes_are_the_surest_wrong_predictions():
+    probs = np.full((30, 18), 0.01)
+    label = np.zeros(30, dtype=int)
+    pred = np.where(np.arange(30) < 26, 1, 0)  # 26 wrong, 4 right
+    probs[np.arange(30), pred] = np.linspace(0.3, 0.99, 30)
+    oof = pd.DataFrame({"key": [f"k{i:02d}" for i in range(30)], "person": "p", "label": label, "pred": pred})
+    oof = pd.concat([oof, pd.DataFrame(probs, columns=[f"p{c:02d}" for c in range(18)])], axis=1)
+    top = sections.confident_mistakes(oof)
+    assert len(top) == 24 and (top["pred"] != top["label"]).all()
+    assert top["p_pred"].is_monotonic_decreasing and top["key"].iloc[0] == "k25"
+    assert top["p_true"].eq(0.01).all()
+
+
+def test_mistakes_section_shows_thumbnails_and_their_table(report):
+    inputs, _, text = report
+    oof = pd.read_csv(inputs.ensemble_oof, dtype={"key": str})
+    wrong = oof[oof["pred"] != oof["label"]]
+    section = _section(text, "mistakes")
+    assert f"{len(wrong)} of {len(oof)} out-of-fold predictions are wrong" in section
+    assert 'alt="most confident out-of-fold mistakes"' in section
+    keys = re.findall(r"<tr><td[^>]*>\d+</td><td>([^<]*)</td>", section)
+    top = sections.confident_mistakes(oof)
+    assert keys == list(top["key"]) and len(keys) == min(24, len(wrong))
+    names = classes.class_names()
+    first = top.iloc[0]
+    assert html.escape(names[first["label"]]) in section and f"{first['p_pred']:.3f}" in section
+
+
+def test_no_mistakes_says_so(tmp_path):
+    run = load(write_run(tmp_path))
+    run.oof["pred"] = run.oof["label"]
+    assert "No out-of-fold mistakes" in sections.mistakes(run, Figures())
+
+
+def test_tta_gain_per_model(report):
+    inputs, _, text = report
+    scores = pd.read_csv(inputs.scores, dtype={"fold": str})
+    section = _section(text, "scores")
+    for m in MODELS:
+        rows = scores[(scores["model"] == m) & (scores["fold"] == "all")].set_index("tta")["macro_f1"]
+        gain = rows["hflip"] - rows["none"]
+        assert re.search(rf"<b>{m}</b> · out-of-fold macro F1.*?<tr class=\"hl\"><td>all</td>"
+                         rf'<td class="num">{rows["none"]:.3f}</td><td class="num">{rows["hflip"]:.3f}</td>'
+                         rf'<td class="num">{re.escape(f"{gain:+.3f}")}</td>', section, re.S), m
+    # The main table lists the TTA'd scores only; the no-TTA ones are in the comparison.
+    main = section.split("<h3>")[0]
+    assert "<td>none</td>" not in main and "<td>hflip</td>" in main
+
+
+def test_tta_off_says_so(tmp_path):
+    run = load(write_run(tmp_path))
+    run.scores = run.scores[run.scores["tta"] != "hflip"]
+    assert "TTA was off" in sections.scores(run, Figures())
+
+
+def test_weight_search_is_shown(report):
+    _, _, text = report
+    section = _section(text, "scores")
+    assert "Ensemble weight search" in section
+    for value in ("0.912", "0.887", "0.876", "+0.011", "0.700", "0.300", "6 persons", "5 persons"):
+        assert value in section, value
+
+
+@pytest.mark.parametrize("search", [None, {"enabled": False}])
+def test_no_weight_search_says_so(tmp_path, search):
+    run = load(write_run(tmp_path))
+    run.metrics.pop("weight_search")
+    if search is not None:
+        run.metrics["weight_search"] = search
+    section = sections.scores(run, Figures())
+    assert "No weight search was run" in section and "demo 1, wide 1" in section
+
+
+def test_tiny_run_report_has_figures_and_history(tiny_run):
+    config_path, L = tiny_run
+    figures = {p.name for p in Path(L.report_figures()).iterdir()}
+    assert {"learning_curves_a.png", "learning_curves_b.png", "confusion.png", "mistakes.png"} <= figures
+    history = pd.read_csv(L.report_history())
+    assert {"train_loss", "val_loss", "train_f1", "val_f1", "lr", "val_mask_f1"} <= set(history.columns)
+    assert sorted(set(zip(history["model"], history["fold"], strict=True))) == [("a", 0), ("a", 1),
+                                                                              ("b", 0), ("b", 1)]
+    text = Path(L.report()).read_text()
+    assert "TensorBoard log;" not in text
+    # The real ensemble scores each model with and without the shipped TTA; no search by default.
+    assert "<b>a</b> · out-of-fold macro F1" in text and "No weight search was run" in text

@@ -35,32 +35,44 @@ def test_oof_covers_every_labelled_image_once_per_model(tiny_run):
     folds = pd.read_csv(L.folds())
     for model in ("a", "b"):
         oof = pd.concat([pd.read_csv(L.oof(model, f)) for f in (0, 1)])
+        oof = oof[oof["tta"] == "hflip"]
         assert sorted(oof["key"]) == sorted(labels["key"])
         # each fold's OOF rows are exactly that fold's persons
         for f in (0, 1):
-            part = pd.read_csv(L.oof(model, f))
+            part = pd.read_csv(L.oof(model, f)).query("tta == 'hflip'")
             assert set(part["person"]) == set(folds.loc[folds["fold"] == f, "person"])
         assert np.allclose(oof[PROB_COLUMNS].sum(axis=1), 1, atol=1e-4)
         test = pd.read_csv(L.test_probs(model, 0))
         assert len(test) == len(pd.read_csv(L.manifest("eval")))
 
 
-def test_hflip_tta_is_the_mean_of_image_and_mirror(tiny_run):
+def test_tta_is_the_mean_of_the_views_probabilities(tiny_run):
+    from maskpipe.predict import tta_label, views
+
     _, L = tiny_run
     model, ckpt = load_checkpoint(L.checkpoint("a", 0), torch.device("cpu"))
     tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"], [], None)
-    rows = np.arange(5)
-    ds = CropDataset(L.crops("eval"), rows, None, tf)
-    plain = predict_probs(model, ds, torch.device("cpu"), "none", 8, "t")[PROB_COLUMNS].to_numpy()
-    tta_table = predict_probs(model, ds, torch.device("cpu"), "hflip", 8, "t")
-    tta = tta_table[PROB_COLUMNS].to_numpy()
-    # the task columns are the marginals of the 18-class probabilities
-    assert np.allclose(tta_table[["mask0", "mask1", "mask2"]].sum(axis=1), 1, atol=1e-5)
+    ds = CropDataset(L.crops("eval"), np.arange(5), None, tf)
+    tta = {"hflip": True, "zooms": [0.8]}
+    assert tta_label(tta) == "hflip+zoom0.8" and tta_label({"hflip": False, "zooms": []}) == "none"
+    plain, merged = predict_probs(model, ds, torch.device("cpu"), tta, 8, "t")
     x = torch.stack([ds[i] for i in range(len(ds))])
+    assert len(views(x, tta)) == 4  # image, zoom, and the mirror of each
     with torch.no_grad():
-        mirror = torch.softmax(model(torch.flip(x, dims=[3])), 1).numpy()
-    assert tta.shape == (5, 18)
-    assert np.allclose(tta, (plain + mirror) / 2, atol=1e-5)
+        expected = np.mean([torch.softmax(model(v), 1).numpy() for v in views(x, tta)], axis=0)
+        identity = torch.softmax(model(x), 1).numpy()
+    assert merged.shape == (5, 26)  # 18 classes + 3 + 2 + 3 task probabilities
+    assert np.allclose(merged[PROB_COLUMNS].to_numpy(), expected, atol=1e-5)
+    assert np.allclose(plain[PROB_COLUMNS].to_numpy(), identity, atol=1e-5)
+    # the task columns are the marginals of the 18-class probabilities
+    assert np.allclose(merged[["mask0", "mask1", "mask2"]].sum(axis=1), 1, atol=1e-5)
+
+
+def test_oof_file_holds_each_image_with_and_without_tta(tiny_run):
+    _, L = tiny_run
+    oof = pd.read_csv(L.oof("a", 0))
+    assert set(oof["tta"]) == {"hflip", "none"}
+    assert (oof.groupby("tta")["key"].apply(sorted).iloc[0] == oof.groupby("tta")["key"].apply(sorted).iloc[1])
 
 
 def test_unknown_arch_and_offline_pretrained_fail_with_one_line(monkeypatch):

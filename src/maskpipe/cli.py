@@ -103,10 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     _paths(p, "probs", "eval-manifest", "out")
     _common(p)
 
-    p = sub.add_parser("report", help="one self-contained HTML report [report]")
-    _paths(p, "train-manifest", "labels", "corrections", "crop-index-train", "crop-index-eval",
-           "crop-sample", "crop-fallbacks", "folds", "scores", "ensemble-oof", "metrics", "submission", "out")
-    _paths(p, "train-metrics", nargs="+")
+    p = sub.add_parser("report", help="one self-contained HTML report, its figures as PNGs and the "
+                                      "learning curves as CSV [report]")
+    _paths(p, "train-manifest", "labels", "corrections", "crop-index-train", "crops-train",
+           "crop-index-eval", "crop-sample", "crop-fallbacks", "folds", "scores", "ensemble-oof",
+           "metrics", "submission", "out", "out-figures", "out-history")
+    _paths(p, "train-metrics", "tensorboard", nargs="+")
     _config_arg(p)
     _common(p)
 

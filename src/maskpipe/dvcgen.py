@@ -41,6 +41,7 @@ def stages(cfg: Config, config_file: str) -> dict:
     oofs = [L.oof(m, f) for m in cfg.models for f in cfg.folds]
     tests = [L.test_probs(m, f) for m in cfg.models for f in cfg.folds]
     metrics = [L.train_metrics(m, f) for m in cfg.models for f in cfg.folds]
+    tensorboards = [L.tensorboard(m, f) for m in cfg.models for f in cfg.folds]
     matrix = {"model": cfg.models, "fold": cfg.folds}
     out: dict = {
         "validate": {
@@ -116,19 +117,24 @@ def stages(cfg: Config, config_file: str) -> dict:
         "report": {
             "cmd": _cmd("maskpipe report", conf, "--train-manifest", L.manifest("train"),
                         "--labels", L.labels(), "--corrections", L.corrections_applied(),
-                        "--crop-index-train", L.crop_index("train"), "--crop-index-eval",
-                        L.crop_index("eval"), "--crop-sample", L.crop_sheet("sample"),
+                        "--crop-index-train", L.crop_index("train"), "--crops-train", L.crops("train"),
+                        "--crop-index-eval", L.crop_index("eval"), "--crop-sample", L.crop_sheet("sample"),
                         "--crop-fallbacks", L.crop_sheet("fallbacks"), "--folds", L.folds(),
-                        "--train-metrics", *metrics,
+                        "--train-metrics", *metrics, "--tensorboard", *tensorboards,
                         "--scores", L.ensemble_scores(), "--ensemble-oof", L.ensemble_oof(),
                         "--metrics", L.metrics(), "--submission", L.submission(), "--out",
-                        L.report(), "--log", L.log("report")),
+                        L.report(), "--out-figures", L.report_figures(), "--out-history",
+                        L.report_history(), "--log", L.log("report")),
             "deps": [L.manifest("train"), L.labels(), L.corrections_applied(), L.crop_index("train"),
-                     L.crop_index("eval"), L.crop_sheet("sample"), L.crop_sheet("fallbacks"),
-                     L.folds(), *metrics, L.ensemble_scores(),
-                     L.ensemble_oof(), L.metrics(), L.submission()],
+                     L.crops("train"), L.crop_index("eval"), L.crop_sheet("sample"),
+                     L.crop_sheet("fallbacks"), L.folds(), *metrics, *tensorboards,
+                     L.ensemble_scores(), L.ensemble_oof(), L.metrics(), L.submission()],
             "params": params("report"),
-            "outs": [L.report()],
+            "outs": [L.report(), L.report_figures()],
+            # One row per model x fold x epoch: points, not a line (a line would join the runs).
+            "plots": [{L.report_history(): {"cache": False, "x": "epoch", "y": "val_f1",
+                                            "template": "scatter",
+                                            "title": "Validation macro F1 per epoch (every model x fold)"}}],
         },
     }
     for stage in out.values():
@@ -148,6 +154,10 @@ def render_dvc_yaml(cfg: Config, config_files: list[str]) -> str:
     """The text of dvc.yaml for a config read from exactly one file."""
     if len(config_files) != 1:
         raise MaskpipeError("dvc-yaml: DVC compares params in one file; merge the config files into one")
-    body = yaml.dump({"stages": stages(cfg, config_files[0])}, Dumper=_Dumper, sort_keys=False,
-                     width=float("inf"))
+    L = Layout(str(cfg.raw["results"]))
+    # Declared once at the top: `dvc plots show` draws the out-of-fold confusion matrix.
+    plots = [{"oof_confusion": {"template": "confusion", "x": "pred", "y": {L.ensemble_oof(): "label"},
+                                "title": "Ensemble out-of-fold confusion (rows: truth)"}}]
+    body = yaml.dump({"stages": stages(cfg, config_files[0]), "plots": plots}, Dumper=_Dumper,
+                     sort_keys=False, width=float("inf"))
     return HEADER.format(config=config_files[0]) + body

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from maskpipe import ensemble_search
 from maskpipe.classes import decode
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, macro_f1, per_class_f1, task_f1
@@ -46,15 +47,38 @@ def _task_score(task: str, y: np.ndarray, p: np.ndarray) -> dict:
     return out
 
 
+def _model_rows(m: str, mo: pd.DataFrame, lab: pd.DataFrame, tta: str) -> tuple[list[dict], pd.DataFrame]:
+    """Score rows (per fold and overall) of one model at one TTA setting; its OOF in label order."""
+    counts = mo["key"].value_counts()
+    if (counts > 1).any() or set(mo["key"]) != set(lab.index):
+        raise MaskpipeError(f"ensemble: model {m!r} does not predict every labelled image "
+                            f"exactly once out of fold (tta {tta}); are all its folds listed?")
+    mo = mo.set_index("key").loc[lab.index]
+    head = mo["head"].iloc[0]
+    cols = PROB_COLUMNS if head not in TASKS else TASK_COLUMNS[head]
+
+    def score(yy, pp):
+        return _score(yy, pp) if head not in TASKS else _task_score(head, yy, pp)
+
+    rows = [{"model": m, "fold": str(f), "tta": tta,
+             **score(lab.loc[part.index, "label"].to_numpy(), part[cols].to_numpy())}
+            for f, part in mo.groupby("fold")]
+    rows.append({"model": m, "fold": "all", "tta": tta, **score(lab["label"].to_numpy(), mo[cols].to_numpy())})
+    return rows, mo
+
+
 def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str,
         weights: dict[str, float], out_oof: Path, out_test: Path, out_scores: Path,
-        out_metrics: Path) -> dict:
+        out_metrics: Path, search_weights: bool = False, age_bias: bool = False,
+        seed: int = 0) -> dict:
     """Combine every model × fold prediction; write ensemble OOF, test, scores and metrics.
 
     Models with an 18-class output vote directly. Single-task models (head mask / gender / age)
     are first combined into one member, ``tasks``: per task the weighted mean of its models'
     probabilities, then the product of the three (see :mod:`maskpipe.train.heads`); the member
-    votes with the mean weight of its models.
+    votes with the mean weight of its models. Each model is scored with its TTA setting and,
+    where the OOF file has them, without TTA. ``search_weights`` and ``age_bias`` fit on half
+    the persons and report on the other half (:mod:`maskpipe.ensemble_search`).
     """
     lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
     oof = pd.concat([read_csv(p, dtype={"key": str}) for p in oof_paths], ignore_index=True)
@@ -67,22 +91,21 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     models = sorted(oof["model"].unique())
     rows, members = [], {}  # member name -> (oof probs, test probs by key, weight)
     task_parts: dict[str, list] = {t: [] for t in TASKS}
+    tta_gain, configured = {}, {"tasks": "-"}
     for m in models:
-        mo = oof[oof["model"] == m]
-        counts = mo["key"].value_counts()
-        if (counts > 1).any() or set(mo["key"]) != set(lab.index):
-            raise MaskpipeError(f"ensemble: model {m!r} does not predict every labelled image "
-                                "exactly once out of fold; are all its folds listed?")
-        mo = mo.set_index("key").loc[lab.index]
+        mt_all = test[test["model"] == m]
+        tta = configured[m] = mt_all["tta"].iloc[0]
+        mo_all = oof[oof["model"] == m]
+        model_rows, mo = _model_rows(m, mo_all[mo_all["tta"] == tta], lab, tta)
+        rows += model_rows
+        if tta != "none" and (mo_all["tta"] == "none").any():
+            plain_rows, _ = _model_rows(m, mo_all[mo_all["tta"] == "none"], lab, "none")
+            rows += plain_rows
+            tta_gain[m] = {"tta": tta, "with": _num(model_rows[-1]["macro_f1"]),
+                           "without": _num(plain_rows[-1]["macro_f1"])}
         head = mo["head"].iloc[0]
         cols = PROB_COLUMNS if head not in TASKS else TASK_COLUMNS[head]
-        score = (lambda yy, pp: _score(yy, pp)) if head not in TASKS else \
-            (lambda yy, pp, t=head: _task_score(t, yy, pp))
-        for f, part in mo.groupby("fold"):
-            rows.append({"model": m, "fold": str(f), "tta": part["tta"].iloc[0],
-                         **score(lab.loc[part.index, "label"].to_numpy(), part[cols].to_numpy())})
-        rows.append({"model": m, "fold": "all", "tta": mo["tta"].iloc[0], **score(y, mo[cols].to_numpy())})
-        mt = test[test["model"] == m].groupby("key", sort=False)[cols].mean()
+        mt = mt_all.groupby("key", sort=False)[cols].mean()
         weight = float(weights.get(m, 1.0))
         if head in TASKS:
             task_parts[head].append((mo[cols].to_numpy(), mt, weight, mo["for_mask"].iloc[0]))
@@ -92,10 +115,33 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
         members["tasks"] = _combine_tasks(task_parts)
         rows.append({"model": "tasks", "fold": "all", "tta": "-", **_score(y, members["tasks"][0])})
     names = list(members)
-    w = [members[n][2] for n in names]
-    ens_oof = vote([members[n][0] for n in names], w, method)
+    w = np.array([members[n][2] for n in names])
+    member_oof = [members[n][0] for n in names]
+    fit, holdout = ensemble_search.person_halves(lab["person"].to_numpy(), seed)
+
+    def ens_f1(ww, rows_mask, bias=0.0):
+        p = ensemble_search.apply_age_bias(vote([o[rows_mask] for o in member_oof], ww, method), bias)
+        return macro_f1(y[rows_mask], p.argmax(1))
+
+    search = {"enabled": search_weights}
+    if search_weights:
+        found = ensemble_search.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
+        search.update(weights=dict(zip(names, map(float, found), strict=True)),
+                      fit_half_f1=ens_f1(found, fit), holdout_half_f1=ens_f1(found, holdout),
+                      equal_weights_holdout_f1=ens_f1(w, holdout),
+                      fit_persons=int(len(np.unique(lab["person"].to_numpy()[fit]))),
+                      holdout_persons=int(len(np.unique(lab["person"].to_numpy()[holdout]))))
+        w = found
+    ens_oof = vote(member_oof, w, method)
     keys = members[names[0]][1].index
     ens_test = vote([members[n][1].loc[keys].to_numpy() for n in names], w, method)
+    bias = {"enabled": age_bias}
+    if age_bias:
+        b = ensemble_search.fit_age_bias(ens_oof, y, fit)
+        bias.update(bias=b, fit_half_f1_without=ens_f1(w, fit), fit_half_f1_with=ens_f1(w, fit, b),
+                    holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
+        ens_oof = ensemble_search.apply_age_bias(ens_oof, b)
+        ens_test = ensemble_search.apply_age_bias(ens_test, b)
     score = _score(y, ens_oof)
     rows.append({"model": "ensemble", "fold": "all", "tta": "-", **score})
     scores = pd.DataFrame(rows)
@@ -107,11 +153,12 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     metrics = {
         "oof_macro_f1": score["macro_f1"], "oof_accuracy": score["accuracy"],
         "f1_definition": F1_DEFINITION, "method": method,
-        "weights": dict(zip(names, w, strict=True)),
+        "weights": dict(zip(names, map(float, w), strict=True)),
         "per_class_f1": per_class_f1(y, ens_oof.argmax(1)),
         "tasks": {k: score[f"{k}_f1"] for k in TASKS},
         "models": {r["model"]: {"oof_macro_f1": _num(r["macro_f1"]), "oof_accuracy": _num(r["accuracy"])}
-                   for r in rows if r["fold"] == "all" and r["model"] != "ensemble"},
+                   for r in rows if r["fold"] == "all" and r["tta"] == configured.get(r["model"])},
+        "tta_gain": tta_gain, "weight_search": search, "age_bias": bias,
     }
     write_csv(oof_table, out_oof)
     write_csv(test_table, out_test)

@@ -34,9 +34,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _default_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _default_mode(path: Path) -> None:
+    # mkstemp creates 0600 files; give outputs the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def replace_if_changed(tmp: str | os.PathLike, path: str | os.PathLike) -> bool:
@@ -50,6 +58,7 @@ def replace_if_changed(tmp: str | os.PathLike, path: str | os.PathLike) -> bool:
     if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
         tmp.unlink()
         return False
+    _default_mode(tmp)
     os.replace(tmp, path)
     return True
 

@@ -92,6 +92,14 @@ class Layout:
     def report(self) -> str:
         return self._p("report.html")
 
+    def report_figures(self) -> str:
+        """The report's figures as PNG files (a folder), for ``snakemake --report`` and DVC."""
+        return self._p("report", "figures")
+
+    def report_history(self) -> str:
+        """Every model x fold's per-epoch scalars in one table, for ``dvc plots``."""
+        return self._p("report", "history.csv")
+
     def log(self, step: str, *wildcards: str | int) -> str:
         name = "-".join([step, *map(str, wildcards)]) if wildcards else step
         return self._p("logs", f"{name}.log")

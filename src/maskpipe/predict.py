@@ -41,26 +41,52 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
     return model.to(device).eval(), ckpt
 
 
+def tta_label(tta: dict) -> str:
+    """A short name of a TTA setting, e.g. ``none``, ``hflip``, ``hflip+zoom0.9``."""
+    parts = (["hflip"] if tta["hflip"] else []) + [f"zoom{z:g}" for z in tta["zooms"]]
+    return "+".join(parts) or "none"
+
+
+def views(x: torch.Tensor, tta: dict) -> list[torch.Tensor]:
+    """The TTA views of a normalised batch (torchvision's tensor ops); the first is the image."""
+    from torchvision.transforms.v2 import functional as TF
+
+    h, w = x.shape[2:]
+    scaled = [x] + [TF.resize(TF.center_crop(x, [max(1, round(h * z)), max(1, round(w * z))]),
+                              [h, w], antialias=False) for z in tta["zooms"]]
+    if tta["hflip"]:
+        scaled += [TF.horizontal_flip(v) for v in scaled]
+    return scaled
+
+
+def _row_probs(logits: torch.Tensor, head: str, n: int) -> np.ndarray:
+    p18, tasks = probabilities(logits, head)
+    parts = [p18 if p18 is not None else torch.full((n, NUM_CLASSES), float("nan"))]
+    parts += [tasks[t] if t in tasks else torch.full((n, k), float("nan")) for t, k in TASKS.items()]
+    return torch.cat(parts, dim=1).float().cpu().numpy()
+
+
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, dataset: CropDataset, device: torch.device, tta: str,
-                  batch_size: int, desc: str, head: str = "single") -> pd.DataFrame:
-    """Probabilities as a table (see the module doc); with ``tta="hflip"`` the mean over the
-    image and its mirror, taken on probabilities."""
+def predict_probs(model: torch.nn.Module, dataset: CropDataset, device: torch.device, tta: dict,
+                  batch_size: int, desc: str, head: str = "single",
+                  amp: torch.dtype | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(probabilities without TTA, probabilities averaged over the TTA views) as tables.
+
+    Probabilities, not logits, are averaged. ``amp`` runs the model under autocast on CUDA.
+    """
     loader = DataLoader(dataset, batch_size=batch_size)
     columns = PROB_COLUMNS + [c for cols in TASK_COLUMNS.values() for c in cols]
-    out = []
+    plain, merged = [], []
+    autocast = amp is not None and device.type == "cuda"
     for x in tqdm(loader, desc=desc, unit="batch", disable=None):
         x = x.to(device)
-        views = [x, torch.flip(x, dims=[3])] if tta == "hflip" else [x]
-        rows = np.full((len(x), len(columns)), np.nan)
-        for view in views:
-            p18, tasks = probabilities(model(view), head)
-            parts = [p18 if p18 is not None else torch.full((len(x), NUM_CLASSES), float("nan"))]
-            parts += [tasks[t] if t in tasks else torch.full((len(x), k), float("nan"))
-                      for t, k in TASKS.items()]
-            rows = np.nan_to_num(rows) + torch.cat(parts, dim=1).cpu().numpy() / len(views)
-        out.append(rows)
-    return pd.DataFrame(np.concatenate(out) if out else np.zeros((0, len(columns))), columns=columns)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=autocast):
+            probs = [_row_probs(model(v), head, len(x)) for v in views(x, tta)]
+        plain.append(probs[0])
+        merged.append(np.mean(probs, axis=0))
+    empty = np.zeros((0, len(columns)))
+    return (pd.DataFrame(np.concatenate(plain) if plain else empty, columns=columns),
+            pd.DataFrame(np.concatenate(merged) if merged else empty, columns=columns))
 
 
 def _table(keys: pd.DataFrame, probs: pd.DataFrame) -> pd.DataFrame:
@@ -69,25 +95,35 @@ def _table(keys: pd.DataFrame, probs: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_index: Path,
-        eval_crops: Path, eval_index: Path, labels: Path, folds: Path, tta: str,
-        batch_size: int, device: torch.device, out_oof: Path, out_test: Path) -> None:
-    """Write OOF probabilities for the fold's validation images and test probabilities."""
+        eval_crops: Path, eval_index: Path, labels: Path, folds: Path, tta: dict,
+        batch_size: int, device: torch.device, out_oof: Path, out_test: Path,
+        amp: str = "none") -> None:
+    """Write OOF probabilities for the fold's validation images and test probabilities.
+
+    The OOF file holds each image once with TTA (``tta`` column = the setting) and, when TTA is
+    on, once more without (``tta`` = ``none``), so the ensemble can show what TTA gains.
+    """
     model, ckpt = load_checkpoint(checkpoint, device)
     head = ckpt.get("head", "single")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"],
                           ckpt.get("preprocess", []), None)
+    label = tta_label(tta)
     table = join_split(train_index, labels, folds)
     val = table[table["fold"] == fold]
-    oof = predict_probs(model, CropDataset(train_crops, val["row"].to_numpy(), None, tf), device,
-                        tta, batch_size, f"predict {model_name} fold {fold} oof", head)
+    oof_plain, oof = predict_probs(model, CropDataset(train_crops, val["row"].to_numpy(), None, tf),
+                                   device, tta, batch_size, f"predict {model_name} fold {fold} oof",
+                                   head, dtype)
     eval_idx = read_csv(eval_index, required=["key", "row"], dtype={"key": str})
-    test = predict_probs(model, CropDataset(eval_crops, eval_idx["row"].to_numpy(), None, tf),
-                         device, tta, batch_size, f"predict {model_name} fold {fold} test", head)
-    for_mask = ckpt.get("for_mask") or ""
-    meta = val[["key", "person"]].assign(model=model_name, fold=fold, tta=tta, head=head,
-                                         for_mask=for_mask)
-    write_csv(_table(meta, oof), out_oof)
-    write_csv(_table(eval_idx[["key"]].assign(model=model_name, fold=fold, tta=tta, head=head,
-                                              for_mask=for_mask), test), out_test)
+    _, test = predict_probs(model, CropDataset(eval_crops, eval_idx["row"].to_numpy(), None, tf),
+                            device, tta, batch_size, f"predict {model_name} fold {fold} test",
+                            head, dtype)
+    meta = dict(model=model_name, fold=fold, head=head, for_mask=ckpt.get("for_mask") or "")
+    keys = val[["key", "person"]]
+    parts = [_table(keys.assign(**meta, tta=label), oof)]
+    if label != "none":
+        parts.append(_table(keys.assign(**meta, tta="none"), oof_plain))
+    write_csv(pd.concat(parts, ignore_index=True), out_oof)
+    write_csv(_table(eval_idx[["key"]].assign(**meta, tta=label), test), out_test)
     log.info("%s fold %d: %d out-of-fold and %d test predictions (head %s, tta %s)",
-             model_name, fold, len(val), len(eval_idx), head, tta)
+             model_name, fold, len(val), len(eval_idx), head, label)

@@ -101,7 +101,7 @@ def predict(args: argparse.Namespace, load_config: Loader) -> None:
         predict_step.run(args.checkpoint, args.fold, args.model, args.train_crops,
                          args.train_index, args.eval_crops, args.eval_index, args.labels,
                          args.folds, cfg["tta"], cfg["batch_size"], device, args.out_oof,
-                         args.out_test)
+                         args.out_test, cfg["amp"])
 
 
 def ensemble(args: argparse.Namespace, load_config: Loader) -> None:
@@ -109,7 +109,8 @@ def ensemble(args: argparse.Namespace, load_config: Loader) -> None:
 
     cfg = load_config(args).params("ensemble")["ensemble"]
     ensemble_step.run(args.oof, args.test, args.labels, cfg["method"], cfg["weights"],
-                      args.out_oof, args.out_test, args.out_scores, args.out_metrics)
+                      args.out_oof, args.out_test, args.out_scores, args.out_metrics,
+                      cfg["search_weights"], cfg["age_bias"], cfg["seed"])
 
 
 def submit(args: argparse.Namespace, load_config: Loader) -> None:
@@ -125,11 +126,13 @@ def report(args: argparse.Namespace, load_config: Loader) -> None:
     cfg = load_config(args).params("report")["report"]
     inputs = ReportInputs(
         train_manifest=args.train_manifest, labels=args.labels, corrections=args.corrections,
-        crop_index_train=args.crop_index_train, crop_index_eval=args.crop_index_eval,
-        crop_sample=args.crop_sample, crop_fallbacks=args.crop_fallbacks,
-        folds=args.folds, train_metrics=list(args.train_metrics), scores=args.scores,
-        ensemble_oof=args.ensemble_oof, metrics=args.metrics, submission=args.submission)
-    build_report(inputs, cfg["title"], args.out)
+        crop_index_train=args.crop_index_train, crops_train=args.crops_train,
+        crop_index_eval=args.crop_index_eval, crop_sample=args.crop_sample,
+        crop_fallbacks=args.crop_fallbacks, folds=args.folds,
+        train_metrics=list(args.train_metrics), tensorboard=list(args.tensorboard),
+        scores=args.scores, ensemble_oof=args.ensemble_oof, metrics=args.metrics,
+        submission=args.submission)
+    build_report(inputs, cfg["title"], args.out, args.out_figures, args.out_history)
     log.info("report written to %s", args.out)
 
 

@@ -45,17 +45,27 @@ rule report:
         labels=L.labels(),
         corrections=L.corrections_applied(),
         crop_index_train=L.crop_index("train"),
+        crops_train=L.crops("train"),
         crop_index_eval=L.crop_index("eval"),
         crop_sample=L.crop_sheet("sample"),
         crop_fallbacks=L.crop_sheet("fallbacks"),
         folds=L.folds(),
         train_metrics=expand(L.train_metrics(), model=MODELS, fold=FOLDS),
+        tensorboard=expand(L.tensorboard(), model=MODELS, fold=FOLDS),
         scores=L.ensemble_scores(),
         ensemble_oof=L.ensemble_oof(),
         metrics=L.metrics(),
         submission=L.submission(),
     output:
         report=L.report(),
+        figures=report(
+            directory(L.report_figures()),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="maskpipe",
+            labels={"figure": "{name}"},
+        ),
+        history=L.report_history(),
     log:
         L.log("report"),
     conda:
@@ -66,8 +76,11 @@ rule report:
     shell:
         "maskpipe report {params.config} --train-manifest {input.train_manifest}"
         " --labels {input.labels} --corrections {input.corrections}"
-        " --crop-index-train {input.crop_index_train} --crop-index-eval {input.crop_index_eval}"
+        " --crop-index-train {input.crop_index_train} --crops-train {input.crops_train}"
+        " --crop-index-eval {input.crop_index_eval}"
         " --crop-sample {input.crop_sample} --crop-fallbacks {input.crop_fallbacks}"
-        " --folds {input.folds} --train-metrics {input.train_metrics} --scores {input.scores}"
+        " --folds {input.folds} --train-metrics {input.train_metrics}"
+        " --tensorboard {input.tensorboard} --scores {input.scores}"
         " --ensemble-oof {input.ensemble_oof} --metrics {input.metrics}"
-        " --submission {input.submission} --out {output.report} --log {log}"
+        " --submission {input.submission} --out {output.report}"
+        " --out-figures {output.figures} --out-history {output.history} --log {log}"

@@ -127,28 +127,73 @@ def fold_strata(counts: pd.DataFrame) -> bytes:
 
 
 def learning_curves(model: str, histories: dict[int, pd.DataFrame], best_epochs: dict[int, int]) -> bytes:
-    """Loss (train dashed, val solid) and val macro F1 per epoch; one colour per fold."""
-    with _subplots(1, 2, figsize=(9, 3.2)) as (fig, (loss_ax, f1_ax)):
+    """Loss and macro F1 per epoch, train dashed and val solid, one colour per fold.
+
+    Args:
+        model: the model's name, for the titles.
+        histories: per fold, a table with ``epoch``, ``train_loss``, ``val_loss``, ``val_f1`` and
+            optionally ``train_f1``.
+        best_epochs: per fold, the epoch whose weights were kept (starred on both panels).
+
+    Returns:
+        PNG bytes.
+    """
+    with _subplots(1, 2, figsize=(10, 3.6)) as (fig, (loss_ax, f1_ax)):
         cmap = plt.get_cmap("tab10")
+        epochs: set[int] = set()
         for i, (fold, h) in enumerate(sorted(histories.items())):
             c = cmap(i % 10)
-            loss_ax.plot(h["epoch"], h["train_loss"], color=c, linestyle="--", linewidth=1.2)
-            loss_ax.plot(h["epoch"], h["val_loss"], color=c, linewidth=1.6, label=f"fold {fold}")
-            f1_ax.plot(h["epoch"], h["val_f1"], color=c, linewidth=1.6, marker="o", markersize=3,
-                       label=f"fold {fold}")
+            # Markers keep a one-epoch run visible (a line needs two points).
+            train = {"color": c, "linestyle": "--", "linewidth": 1.2, "marker": "x", "markersize": 4}
+            val = {"color": c, "linewidth": 1.6, "marker": "o", "markersize": 3}
+            loss_ax.plot(h["epoch"], h["train_loss"], **train)
+            loss_ax.plot(h["epoch"], h["val_loss"], **val, label=f"fold {fold}")
+            if "train_f1" in h:
+                f1_ax.plot(h["epoch"], h["train_f1"], **train)
+            f1_ax.plot(h["epoch"], h["val_f1"], **val, label=f"fold {fold}")
+            epochs.update(int(e) for e in h["epoch"])
             best = h[h["epoch"] == best_epochs.get(fold)]
-            if len(best):
-                f1_ax.plot(best["epoch"], best["val_f1"], marker="*", markersize=12, color=c,
-                           markeredgecolor="black", linestyle="none")
-        loss_ax.plot([], [], color="grey", linestyle="--", label="train")
-        loss_ax.plot([], [], color="grey", label="val")
-        loss_ax.set(title=f"{model}: loss", xlabel="epoch", ylabel="cross-entropy")
-        f1_ax.set(title=f"{model}: validation macro F1 (star = best epoch)", xlabel="epoch",
-                  ylabel="macro F1")
+            for ax, col in ((loss_ax, "val_loss"), (f1_ax, "val_f1")):
+                if len(best):
+                    ax.plot(best["epoch"], best[col], marker="*", markersize=12, color=c,
+                            markeredgecolor="black", linestyle="none")
         for ax in (loss_ax, f1_ax):
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.plot([], [], color="grey", linestyle="--", marker="x", markersize=4, label="train")
+            ax.plot([], [], color="grey", marker="o", markersize=3, label="val")
+            if len(epochs) <= 15:
+                ax.set_xticks(sorted(epochs))
+            else:
+                ax.xaxis.get_major_locator().set_params(integer=True)
+        loss_ax.set(title=f"{model}: loss (star = best epoch)", xlabel="epoch", ylabel="loss")
+        f1_ax.set(title=f"{model}: macro F1 (star = best epoch)", xlabel="epoch", ylabel="macro F1")
         loss_ax.legend(fontsize=8, ncols=2)
-        f1_ax.legend(fontsize=8, loc="lower right")
+        f1_ax.legend(fontsize=8, ncols=2, loc="lower right")
+        return _png(fig)
+
+
+def thumbnails(images: Sequence[np.ndarray], captions: Sequence[str], ncols: int = 6) -> bytes:
+    """A grid of H x W x 3 uint8 images, each with its caption (may hold a line break) above it.
+
+    Args:
+        images: equally sized RGB images.
+        captions: one per image.
+        ncols: images per row.
+
+    Returns:
+        PNG bytes.
+    """
+    n = max(len(images), 1)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    height, width = images[0].shape[:2] if len(images) else (1, 1)
+    cell = 2.2  # inches per thumbnail's width: room for "→ pred not wear/female/30-59 (p=0.93)"
+    with _subplots(nrows, ncols, figsize=(cell * ncols, nrows * (cell * height / width + 0.45)),
+                   squeeze=False) as (fig, axes):
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+            ax.imshow(np.asarray(image), interpolation="antialiased")
+            ax.set_title(caption, fontsize=7, fontweight="normal")
         return _png(fig)
 
 

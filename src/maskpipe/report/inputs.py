@@ -1,4 +1,8 @@
-"""Reading a run's files for the report: one dataclass of paths, one loader that checks them."""
+"""Reading a run's files for the report: one dataclass of paths, one loader that checks them.
+
+Learning curves come from the TensorBoard logs the ``train`` step writes (every scalar it
+logged), falling back to the ``history`` in its metrics.json when a log folder holds none.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,11 @@ IMAGE_COLUMNS = ["key", "person", "id", "gender", "age", "stem", "path", "mask",
                  "sha256"]
 CROP_COLUMNS = ["key", "row", "sha256", "source", "prob", "x1", "y1", "x2", "y2"]
 SCORE_COLUMNS = ["model", "fold", "tta", "n", "macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
+PROB_COLUMNS = [f"p{c:02d}" for c in range(classes.NUM_CLASSES)]
+#: Scalars a learning curve needs; a log without them falls back to metrics.json.
+CURVE_COLUMNS = ("train_loss", "val_loss", "val_f1")
+#: The first columns of history.csv, in this order; any other scalar follows alphabetically.
+HISTORY_ORDER = ("train_loss", "val_loss", "train_f1", "val_f1", "val_acc", "lr")
 #: Stratum s = gender * 3 + age group, as written by the folds step.
 STRATUM_NAMES = [f"{g}/{a}" for g in classes.GENDER_NAMES for a in classes.AGE_NAMES]
 _STR = {"key": str, "person": str, "id": str}
@@ -34,11 +43,13 @@ class ReportInputs:
     labels: Path
     corrections: Path
     crop_index_train: Path
+    crops_train: Path
     crop_index_eval: Path
     crop_sample: Path
     crop_fallbacks: Path
     folds: Path
     train_metrics: tuple[Path, ...]
+    tensorboard: tuple[Path, ...]
     scores: Path
     ensemble_oof: Path
     metrics: Path
@@ -47,7 +58,7 @@ class ReportInputs:
     def __post_init__(self) -> None:
         # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
         for name, value in list(vars(self).items()):
-            if name == "train_metrics":
+            if name in ("train_metrics", "tensorboard"):
                 paths = [value] if isinstance(value, str | Path) else value
                 object.__setattr__(self, name, tuple(Path(p) for p in paths))
             else:
@@ -63,8 +74,10 @@ class Run:
     corrections: pd.DataFrame
     crops_train: pd.DataFrame
     crops_eval: pd.DataFrame
+    crop_images: np.ndarray
     crop_sheets: dict[str, bytes]
     folds: pd.DataFrame
+    #: One dict per model x fold (metrics.json); its ``history`` holds the TensorBoard scalars.
     train: list[dict]
     scores: pd.DataFrame
     oof: pd.DataFrame
@@ -108,9 +121,91 @@ def _read_train_metrics(path: Path) -> dict:
     return obj
 
 
+def _read_crops(path: Path) -> np.ndarray:
+    """The crop step's N x H x W x 3 uint8 array, memory-mapped (the real one is gigabytes)."""
+    try:
+        crops = np.load(path, mmap_mode="r")
+    except FileNotFoundError as e:
+        raise MaskpipeError(f"{path}: file not found") from e
+    except (ValueError, OSError) as e:
+        raise MaskpipeError(f"{path}: not a .npy array ({e})") from e
+    if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+        raise MaskpipeError(f"{path}: expected uint8 crops of shape N x H x W x 3, "
+                            f"found {crops.dtype} {crops.shape}")
+    return crops
+
+
+def read_scalars(folder: Path) -> pd.DataFrame:
+    """Every scalar of a TensorBoard log folder: one row per step (``epoch``), one column per tag.
+
+    Args:
+        folder: a folder of ``events.out.tfevents.*`` files, as ``SummaryWriter`` writes them.
+
+    Returns:
+        The table sorted by epoch; empty (no columns) when the folder holds no scalars.
+
+    Raises:
+        MaskpipeError: the folder does not exist or its event files cannot be read.
+    """
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.compat.tensorflow_stub.errors import OpError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MaskpipeError(f"{folder}: TensorBoard folder not found")
+    acc = ea.EventAccumulator(str(folder), size_guidance={ea.SCALARS: 0})
+    try:
+        acc.Reload()
+    except (OSError, OpError) as e:
+        raise MaskpipeError(f"{folder}: cannot read the TensorBoard events ({e})") from e
+    columns = {}
+    for tag in sorted(acc.Tags()["scalars"]):
+        # A resumed run logs its earlier epochs again into a new event file, read after the old
+        # one: the last value of a step wins. Events hold float32; str() gives its shortest
+        # decimal, so 0.1 reads back as 0.1, not 0.10000000149.
+        columns[tag] = {int(e.step): float(str(np.float32(e.value))) for e in acc.Scalars(tag)}
+    if not columns:
+        return pd.DataFrame()
+    return pd.DataFrame(columns).sort_index().rename_axis("epoch").reset_index()
+
+
+def _scalar_history(history: pd.DataFrame) -> pd.DataFrame:
+    """metrics.json's history cut to what TensorBoard gets: numbers, not flags."""
+    keep = [c for c in history.columns if c == "epoch" or (
+        pd.api.types.is_numeric_dtype(history[c]) and not pd.api.types.is_bool_dtype(history[c]))]
+    return history[keep]
+
+
+def _curves(t: dict, folder: Path, metrics_path: Path) -> tuple[pd.DataFrame, str | None]:
+    """The per-epoch table of one model x fold and, when falling back, the reason why."""
+    scalars = read_scalars(folder)
+    missing = [c for c in CURVE_COLUMNS if c not in scalars.columns]
+    if not missing:
+        return scalars, None
+    what = "no scalars" if scalars.empty else f"no {', '.join(missing)}"
+    log.warning("report: %s in %s", what, folder)
+    # The page names no paths, so it reads the same wherever the run lives.
+    return (_scalar_history(t["history"]),
+            f"{t['model']} fold {t['fold']}: {what} in its TensorBoard log; "
+            f"learning curves from the history in {metrics_path.name}.")
+
+
+def history_table(train: Sequence[dict]) -> pd.DataFrame:
+    """One row per model x fold x epoch: ``model, fold, epoch`` and every scalar logged."""
+    frames = [t["history"].assign(model=t["model"], fold=int(t["fold"])) for t in train]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "fold", "epoch"])
+    scalars = sorted(set(df.columns) - {"model", "fold", "epoch"},
+                     key=lambda c: (HISTORY_ORDER.index(c) if c in HISTORY_ORDER else len(HISTORY_ORDER), c))
+    df = df[["model", "fold", "epoch", *scalars]].sort_values(["model", "fold", "epoch"])
+    return df.reset_index(drop=True)
+
+
 def load(inputs: ReportInputs) -> Run:
     """Read and cross-check every input; inconsistencies that do not block become warnings."""
     i = inputs
+    if len(i.tensorboard) != len(i.train_metrics):
+        raise MaskpipeError(f"report: {len(i.train_metrics)} training metrics file(s) but "
+                            f"{len(i.tensorboard)} TensorBoard folder(s); give one of each per model x fold")
     run = Run(
         manifest=read_csv(i.train_manifest, IMAGE_COLUMNS, dtype=_STR),
         labels=read_csv(i.labels, IMAGE_COLUMNS + ["orig_label"], dtype=_STR),
@@ -119,11 +214,12 @@ def load(inputs: ReportInputs) -> Run:
                              keep_default_na=False),
         crops_train=read_csv(i.crop_index_train, CROP_COLUMNS, dtype=_STR),
         crops_eval=read_csv(i.crop_index_eval, CROP_COLUMNS, dtype=_STR),
+        crop_images=_read_crops(i.crops_train),
         crop_sheets={"sample": _read_png(i.crop_sample), "fallbacks": _read_png(i.crop_fallbacks)},
         folds=read_csv(i.folds, ["person", "fold", "stratum"], dtype=_STR),
         train=[_read_train_metrics(p) for p in i.train_metrics],
         scores=read_csv(i.scores, SCORE_COLUMNS, dtype={"model": str, "fold": str, "tta": str}),
-        oof=read_csv(i.ensemble_oof, ["key", "person", "label", "pred"], dtype=_STR),
+        oof=read_csv(i.ensemble_oof, ["key", "person", "label", "pred", *PROB_COLUMNS], dtype=_STR),
         metrics=_read_json(i.metrics, ["oof_macro_f1", "oof_accuracy", "f1_definition", "per_class_f1",
                                        "tasks"]),
         submission=read_csv(i.submission, ["ImageID", "ans"], dtype={"ImageID": str}),
@@ -132,6 +228,19 @@ def load(inputs: ReportInputs) -> Run:
     if unknown.any():
         raise MaskpipeError(f"{i.crop_index_train}: key {run.crops_train['key'][unknown].iloc[0]!r} "
                             f"is not in {i.train_manifest}")
+    uncropped = ~run.oof["key"].isin(run.crops_train["key"])
+    if uncropped.any():
+        raise MaskpipeError(f"{i.ensemble_oof}: key {run.oof['key'][uncropped].iloc[0]!r} is not in "
+                            f"{i.crop_index_train}")
+    rows = run.crops_train["row"].astype(int)
+    if len(rows) and not rows.between(0, len(run.crop_images) - 1).all():
+        bad = int(np.flatnonzero(~rows.between(0, len(run.crop_images) - 1))[0])
+        raise MaskpipeError(f"{i.crop_index_train}: line {bad + 2}: row {rows.iloc[bad]} is outside "
+                            f"{i.crops_train} ({len(run.crop_images)} crops)")
+    for t, folder, path in zip(run.train, i.tensorboard, i.train_metrics, strict=True):
+        t["history"], fallback = _curves(t, folder, path)
+        if fallback:
+            run.warnings.append(fallback)
     if len(run.metrics["per_class_f1"]) != classes.NUM_CLASSES:
         raise MaskpipeError(f"{i.metrics}: per_class_f1 has {len(run.metrics['per_class_f1'])} values, "
                             f"expected {classes.NUM_CLASSES}")
