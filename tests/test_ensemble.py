@@ -106,6 +106,8 @@ def test_weight_search_and_age_bias_fit_one_half_and_report_the_other():
     assert np.array_equal(es.person_halves(persons, seed=3)[0], fit)  # deterministic
     w = es.search_weights([noise, good], y, fit, lambda ps, ww: ensemble.vote(ps, ww, "soft"))
     assert w.sum() == pytest.approx(1) and w[1] > w[0]  # the informative member wins
+    again = es.search_weights([noise, good], y, fit, lambda ps, ww: ensemble.vote(ps, ww, "soft"))
+    assert np.array_equal(w, again)  # deterministic: no random start
     p = ensemble.vote([noise, good], w, "soft")
     assert macro_f1(y[hold], p[hold].argmax(1)) > macro_f1(y[hold], ensemble.vote([noise, good], [1, 1], "soft")[hold].argmax(1))
     # the bias is found where old classes were under-predicted

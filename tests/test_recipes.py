@@ -44,7 +44,9 @@ def test_recipe_validates_and_trains(recipe, tiny_run, tmp_path):
     for name in own:
         cfg = raw["models"][name]
         assert timm.is_model(cfg["arch"]), cfg["arch"]
-        metrics = train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0, name,
-                             shrink_model(cfg, crop_hw), tiny["train"], torch.device("cpu"),
-                             tmp_path / name / "c.pt", tmp_path / name / "m.json", tmp_path / name / "tb")
-        assert len(metrics["history"]) == 1 and 0 <= metrics["best_val_f1"] <= 1
+        for fold in range(tiny["folds"]["k"]):  # the tiny config's 2 folds
+            out = tmp_path / name / str(fold)
+            metrics = train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), fold,
+                                 name, shrink_model(cfg, crop_hw), tiny["train"], torch.device("cpu"),
+                                 out / "c.pt", out / "m.json", out / "tb")
+            assert len(metrics["history"]) == 1 and 0 <= metrics["best_val_f1"] <= 1

@@ -77,6 +77,7 @@ OPTIONS = {
     "multitask+cutmix+focal": lambda c: [set_("head", "multitask")(c), OPTIONS["cutmix"](c),
                                          OPTIONS["focal"](c)],
     "mask_model": set_("head", "mask"),
+    "compile": set_("compile", True),  # torch.compile on CPU: about a minute cold, once
     "age_model": set_("head", "age"),
 }
 
