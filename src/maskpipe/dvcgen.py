@@ -106,7 +106,9 @@ def stages(cfg: Config, config_file: str) -> dict:
             "deps": [*oofs, *tests, L.labels()],
             "params": params("ensemble"),
             "outs": [L.ensemble_oof(), L.ensemble_test(), L.ensemble_scores()],
-            "metrics": [{L.metrics(): {"cache": False}}],
+            # Cached like every output: results/ is not in git, so metrics and plots must travel
+            # with `dvc push` / `dvc pull` (cache: false would leave them behind in a clone).
+            "metrics": [L.metrics()],
         },
         "submit": {
             "cmd": _cmd("maskpipe submit --probs", L.ensemble_test(), "--eval-manifest",
@@ -132,7 +134,7 @@ def stages(cfg: Config, config_file: str) -> dict:
             "params": params("report"),
             "outs": [L.report(), L.report_figures()],
             # One row per model x fold x epoch: points, not a line (a line would join the runs).
-            "plots": [{L.report_history(): {"cache": False, "x": "epoch", "y": "val_f1",
+            "plots": [{L.report_history(): {"x": "epoch", "y": "val_f1",
                                             "template": "scatter",
                                             "title": "Validation macro F1 per epoch (every model x fold)"}}],
         },
