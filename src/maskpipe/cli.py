@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         _torch_setup(args)
         from maskpipe import steps
 
-        getattr(steps, args.command.replace("-", "_"))(args, _config)
+        output = getattr(steps, args.command.replace("-", "_"))(args, _config)
+        if output:
+            print(output)
     except MaskpipeError as e:
         message = f"maskpipe {args.command}: error: {e}"
         print(message, file=sys.stderr)

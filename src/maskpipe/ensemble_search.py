@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
+from sklearn.model_selection import GroupShuffleSplit
 
 from maskpipe.classes import NUM_CLASSES, decode
 from maskpipe.metrics import macro_f1
@@ -18,11 +19,11 @@ OLD = decode(np.arange(NUM_CLASSES))[2] == 2
 
 
 def person_halves(persons: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (fit, holdout) over rows, splitting the distinct persons in two."""
-    unique = np.unique(persons)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    fit_persons = set(unique[order[: len(unique) // 2]])
-    fit = np.array([p in fit_persons for p in persons])
+    """Boolean masks (fit, holdout) over rows: scikit-learn's GroupShuffleSplit by person."""
+    splitter = GroupShuffleSplit(n_splits=1, test_size=0.5, random_state=seed)
+    fit_rows, _ = next(splitter.split(persons, groups=persons))
+    fit = np.zeros(len(persons), dtype=bool)
+    fit[fit_rows] = True
     return fit, ~fit
 
 

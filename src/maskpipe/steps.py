@@ -151,7 +151,8 @@ def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:
     log.info("%s %s", args.out, "written" if changed else "already up to date")
 
 
-def summary(args: argparse.Namespace, load_config: Loader) -> None:
+def summary(args: argparse.Namespace, load_config: Loader) -> str:
+    """The lines `make demo` ends with (the CLI prints them to stdout)."""
     import json
 
     from maskpipe.layout import Layout
@@ -161,7 +162,7 @@ def summary(args: argparse.Namespace, load_config: Loader) -> None:
     if not metrics_path.is_file():
         raise MaskpipeError(f"{metrics_path}: no finished run here yet")
     metrics = json.loads(metrics_path.read_text())
-    print(f"submission: {layout.submission()}")
-    print(f"report:     {layout.report()}")
-    print(f"ensemble out-of-fold macro F1: {metrics['oof_macro_f1']:.4f} "
-          f"(accuracy {metrics['oof_accuracy']:.4f})")
+    return (f"submission: {layout.submission()}\n"
+            f"report:     {layout.report()}\n"
+            f"ensemble out-of-fold macro F1: {metrics['oof_macro_f1']:.4f} "
+            f"(accuracy {metrics['oof_accuracy']:.4f})")
