@@ -1,0 +1,76 @@
+"""A real single-node Slurm cluster on localhost runs the tiny pipeline and a `dvc repro`.
+
+Needs root and Debian's slurm-wlm + munge (.ci/run installs them); skips with the reason
+otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, make_project, sh, shrink
+
+pytestmark = pytest.mark.slow
+
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    missing = [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged") if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"Slurm is not installed here (missing {', '.join(missing)}); .ci/run installs it")
+    if os.geteuid() != 0:
+        pytest.skip("the test cluster runs its daemons as root")
+    state = tmp_path_factory.mktemp("slurm")
+    proc = subprocess.run(["bash", str(CLUSTER), "start", str(state)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"the Slurm test cluster did not start: {proc.stderr.strip()[-500:]}")
+    os.environ["SLURM_CONF"] = proc.stdout.strip().splitlines()[-1]
+    yield state
+    subprocess.run(["bash", str(CLUSTER), "stop", str(state)])
+    os.environ.pop("SLURM_CONF", None)
+
+
+# The slurm profile asks for GPUs and a partition placeholder; this one-node test cluster has
+# neither, so the test overrides exactly those, and nothing else of the profile.
+OVERRIDES = ["--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=30",
+             "--set-resources", *[f"{r}:{k}={v}" for r in ("crop", "train", "predict")
+                                  for k, v in (("gpu", 0), ("mem_mb", 1000), ("cpus_per_gpu", 0))],
+             "--set-threads", "crop=1", "train=1", "predict=1",  # the test node has 2 CPUs
+             "--slurm-status-command", "squeue", "--slurm-no-account",
+             "--slurm-init-seconds-before-status-checks", "1"]
+
+
+def test_snakemake_on_slurm_makes_a_valid_submission(slurm, tmp_path, shipped_config, demo_root):
+    config = shrink(shipped_config, demo_root, results="results/tiny")
+    config["models"] = {"a": config["models"]["a"]}
+    project = make_project(tmp_path / "project", config)
+    proc = sh(["snakemake", "submission", "--workflow-profile", "workflow/profiles/slurm", *OVERRIDES],
+              project)
+    sub = pd.read_csv(project / "results" / "tiny" / "submission.csv")
+    assert list(sub["ImageID"]) == list(pd.read_csv(demo_root / "eval" / "info.csv")["ImageID"])
+    # the GPU steps went through Slurm; the cheap steps are localrules and ran here
+    submitted = re.findall(r"submitted with SLURM jobid \d+ \(log: \S+/slurm_logs/rule_(\w+)/",
+                           proc.stdout + proc.stderr)
+    assert sorted(set(submitted)) == ["crop", "predict", "train"]
+
+
+def test_dvc_repro_inside_a_slurm_job(slurm, tmp_path, shipped_config, demo_root):
+    config = shrink(shipped_config, demo_root, results="results/tiny")
+    config["models"] = {"a": config["models"]["a"]}
+    project = make_project(tmp_path / "dvcproject", config)
+    (project / ".gitignore").write_text("/results/\n/.snakemake/\n")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["maskpipe", "dvc-yaml"]):
+        sh(cmd, project)
+    out = sh(["sbatch", "--parsable", "--wait", "-o", "dvc-job.log", "--wrap", "dvc repro"], project)
+    job = out.stdout.strip().split(";")[0]
+    assert job.isdigit()
+    assert (project / "results" / "tiny" / "submission.csv").is_file(), (project / "dvc-job.log").read_text()
+    assert sh(["dvc", "status", "--json"], project).stdout.strip() in ("{}", "")
