@@ -272,3 +272,14 @@ def test_dvc_commit_records_a_snakemake_run(snakemake_project, tmp_path):
     assert dvc_changed(project) != set()  # nothing recorded yet
     sh(["dvc", "commit", "--force", "-q"], project)  # hashes what Snakemake made; trains nothing
     assert dvc_changed(project) == set()
+
+
+def test_dvc_exp_run_with_a_changed_parameter(dvc_project):
+    sh(["git", "add", "-A"], dvc_project)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before exp", "--allow-empty"],
+       dvc_project)
+    out = sh(["dvc", "exp", "run", "-S", "config.yaml:models.a.optimizer.lr=0.002"], dvc_project)
+    ran = set(re.findall(r"Running stage '([^']+)'", out.stdout + out.stderr))
+    assert {"train@a-0", "train@a-1", "predict@a-0", "predict@a-1", "ensemble"} <= ran
+    assert not any(stage.startswith(("train@b", "predict@b", "crop", "validate")) for stage in ran)
+    assert "0.002" in sh(["dvc", "exp", "show", "--json"], dvc_project).stdout
