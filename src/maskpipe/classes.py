@@ -25,6 +25,8 @@ MASK_NAMES = ("wear", "incorrect", "not wear")
 GENDER_BY_NAME: dict[str, int] = {"male": 0, "female": 1}
 GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
+#: The three tasks and their class counts, in the order of :func:`decode`.
+TASKS: dict[str, int] = {"mask": 3, "gender": 2, "age": 3}
 
 #: Official age bins: <30, 30-59, >=60. Scoring and the submission always use these.
 OFFICIAL_AGE_BOUNDS = (30, 60)

@@ -158,10 +158,6 @@ class Config:
         return cls(load_raw(paths))
 
     @property
-    def data_root(self) -> Path:
-        return Path(self.raw["data"]["root"])
-
-    @property
     def results(self) -> Path:
         return Path(self.raw["results"])
 

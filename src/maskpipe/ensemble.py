@@ -10,9 +10,8 @@ import pandas as pd
 import torch
 
 from maskpipe import ensemble_search
-from maskpipe.classes import decode
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
-from maskpipe.metrics import F1_DEFINITION, macro_f1, per_class_f1, task_f1
+from maskpipe.metrics import F1_DEFINITION, head_score, macro_f1, per_class_f1, task_f1
 from maskpipe.predict import PROB_COLUMNS, TASK_COLUMNS
 from maskpipe.train.heads import MASK_STATES, TASKS, joint
 
@@ -39,12 +38,9 @@ def _score(y: np.ndarray, p: np.ndarray) -> dict:
 
 def _task_score(task: str, y: np.ndarray, p: np.ndarray) -> dict:
     """A single-task model's score: its task's macro F1 (no 18-class figures)."""
-    truth = decode(y)[list(TASKS).index(task)]
-    pred = p.argmax(1)
-    out = {"n": len(y), "macro_f1": np.nan, "accuracy": np.nan,
-           **{f"{t}_f1": np.nan for t in TASKS}}
-    out[f"{task}_f1"] = macro_f1(truth, pred, TASKS[task])
-    return out
+    _, _, per_task = head_score(task, y, p.argmax(1))
+    return {"n": len(y), "macro_f1": np.nan, "accuracy": np.nan,
+            **{f"{t}_f1": per_task.get(t, np.nan) for t in TASKS}}
 
 
 def _model_rows(m: str, mo: pd.DataFrame, lab: pd.DataFrame, tta: str) -> tuple[list[dict], pd.DataFrame]:

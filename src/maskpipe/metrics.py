@@ -29,6 +29,19 @@ def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray) -> list[float]:
     return [float(s) for s in scores]
 
 
+def head_score(head: str, official: np.ndarray, pred: np.ndarray) -> tuple[float, float, dict[str, float]]:
+    """(macro F1, accuracy, per-task F1) of predictions against official 18-class labels.
+
+    ``head`` is ``single``/``multitask`` (``pred`` holds 18-class indices) or a task name (``pred``
+    holds that task's indices, scored against the task part of the official label).
+    """
+    if head in classes.TASKS:
+        truth = classes.decode(official)[list(classes.TASKS).index(head)]
+        f1 = macro_f1(truth, pred, classes.TASKS[head])
+        return f1, float((pred == truth).mean()), {head: f1}
+    return macro_f1(official, pred), float((pred == official).mean()), task_f1(official, pred)
+
+
 def task_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Macro F1 of each task (mask 3, gender 2, age 3) from 18-class labels."""
     t, p = classes.decode(y_true), classes.decode(y_pred)

@@ -27,7 +27,7 @@ JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
 def _is_junk(name: str) -> bool:
-    return name in JUNK_NAMES or name.startswith("._") or name.startswith(".")
+    return name in JUNK_NAMES or name.startswith(".")  # hidden files, macOS "._x" included
 
 
 def _check_columns(df: pd.DataFrame, expected: list[str], path: Path) -> None:

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskpipe.classes import NUM_CLASSES
+from maskpipe.classes import NUM_CLASSES, TASKS
 from maskpipe.train.losses import build_loss
 
-TASKS: dict[str, int] = {"mask": 3, "gender": 2, "age": 3}
 #: ``for_mask`` values of age models trained on one mask state, in mask-index order.
 MASK_STATES = ("wear", "incorrect", "not_wear")
 HEADS = ("single", "multitask", *TASKS)

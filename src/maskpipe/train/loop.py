@@ -19,13 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from maskpipe.classes import NUM_CLASSES, decode
+from maskpipe.classes import NUM_CLASSES
 from maskpipe.config import as_hw
 from maskpipe.io import MaskpipeError, atomic_path, write_json
-from maskpipe.metrics import macro_f1, task_f1
+from maskpipe.metrics import head_score
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split
-from maskpipe.train.heads import MASK_STATES, TASKS, HeadLoss, probabilities
+from maskpipe.train.heads import MASK_STATES, HeadLoss, probabilities
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import make_optimizer, make_schedule
 from maskpipe.train.resume import ResumeState, fingerprint
@@ -66,15 +66,6 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
         p18, tasks = probabilities(logits, head)
         preds.append((p18 if p18 is not None else tasks[head]).argmax(1).cpu())
     return total / max(n, 1), torch.cat(preds).numpy()
-
-
-def score(head: str, official: np.ndarray, pred: np.ndarray) -> tuple[float, float, dict]:
-    """(macro F1, accuracy, per-task F1) against official labels; a task model on its task."""
-    if head in TASKS:
-        truth = decode(official)[list(TASKS).index(head)]
-        f1 = macro_f1(truth, pred, TASKS[head])
-        return f1, float((pred == truth).mean()), {head: f1}
-    return macro_f1(official, pred), float((pred == official).mean()), task_f1(official, pred)
 
 
 def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -226,9 +217,9 @@ def train_fold(
         seconds = time.perf_counter() - start
         scored = ema.module if ema is not None else model
         val_loss, pred = evaluate(scored, val_dl, device, loss_fn, autocast, head)
-        val_f1, val_acc, per_task = score(head, val_official, pred)
+        val_f1, val_acc, per_task = head_score(head, val_official, pred)
         # Training F1: the (augmented, possibly mixed) batches against their unmixed targets.
-        train_f1, _, train_tasks = score(head, torch.cat(train_true).numpy(), torch.cat(train_pred).numpy())
+        train_f1, _, train_tasks = head_score(head, torch.cat(train_true).numpy(), torch.cat(train_pred).numpy())
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
                "train_f1": train_f1, "val_f1": val_f1, "val_acc": val_acc, "lr": lr,
                "frozen_backbone": frozen, "seconds": round(seconds, 3),
