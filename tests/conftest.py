@@ -103,8 +103,12 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
 
 
 def make_project(dest: Path, config: dict) -> Path:
-    """A runnable copy of the workflow (Snakefile, rules, envs) with ``config`` as config.yaml."""
+    """A runnable copy of the workflow (Snakefile, rules, envs, the maskpipe sources) with
+    ``config`` as config.yaml. :func:`sh` runs the copy's sources (PYTHONPATH), so the engines
+    track and run the same files, as in a clone, and a test may edit them."""
     dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "src" / "maskpipe", dest / "src" / "maskpipe",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
     shutil.copytree(REPO / "workflow", dest / "workflow", symlinks=True)
     shutil.copytree(REPO / "envs", dest / "envs")
@@ -113,16 +117,18 @@ def make_project(dest: Path, config: dict) -> Path:
     return dest
 
 
-def engine_env() -> dict:
+def engine_env(cwd: Path | None = None) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    if cwd is not None and (Path(cwd) / "src" / "maskpipe").is_dir():
+        env["PYTHONPATH"] = str(Path(cwd).resolve() / "src")
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env
 
 
 def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run an engine command; on failure show its output in the assertion."""
-    proc = subprocess.run(cmd, cwd=cwd, env=engine_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=engine_env(cwd), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
 import re
 import shlex
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -149,18 +152,67 @@ def test_both_engines_run_the_same_commands(snakemake_project, dvc_project):
     prefix = "Shell command: "
     smk = {" ".join(shlex.split(line[len(prefix):])) for line in out.splitlines()
            if line.startswith(prefix) and line != prefix + "None"}  # target rules run nothing
-    dvc = set()
-    for stage in stages_of(dvc_project).values():
+    dvc = {j["cmd"] for j in dvc_jobs(dvc_project)}
+    assert smk == dvc
+
+
+def snakemake_records(project) -> dict[str, dict]:
+    """Snakemake's own record of each job it ran, per output file: rule, shell command, input
+    files and params (.snakemake/metadata, one JSON file per output, named by its base64)."""
+    root = project / ".snakemake" / "metadata"
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            name = "".join(part.lstrip("@") for part in path.relative_to(root).parts)
+            out[base64.urlsafe_b64decode(name).decode()] = json.loads(path.read_text())
+    return out
+
+
+def dvc_jobs(project) -> list[dict]:
+    """Every DVC stage instance (matrix expanded): command, deps, outputs, params keys."""
+    jobs = []
+    for stage in stages_of(project).values():
         items = [{}]
         if "matrix" in stage:
             m = stage["matrix"]
             items = [{"model": a, "fold": f} for a in m["model"] for f in m["fold"]]
         for item in items:
-            cmd = stage["cmd"]
-            for k, v in item.items():
-                cmd = cmd.replace(f"${{item.{k}}}", str(v))
-            dvc.add(" ".join(shlex.split(cmd)))
-    assert smk == dvc
+            def fill(text, item=item):
+                for k, v in item.items():
+                    text = text.replace(f"${{item.{k}}}", str(v))
+                return text
+            outs = [*stage.get("outs", []), *stage.get("metrics", []),
+                    *(next(iter(p)) if isinstance(p, dict) else p for p in stage.get("plots", []))]
+            keys = [k for entry in stage.get("params", []) for ks in entry.values() for k in ks]
+            jobs.append({"cmd": " ".join(shlex.split(fill(stage["cmd"]))),
+                         "deps": {fill(d) for d in stage["deps"]},
+                         "outs": {fill(o) for o in outs},
+                         "params": {fill(k) for k in keys}})
+    return jobs
+
+
+def test_both_engines_declare_the_same_inputs_outputs_and_config_keys(snakemake_project, dvc_project):
+    """Snakemake's records of the jobs it ran against dvc.yaml, job by job (matched by command):
+    the same outputs, the same inputs (a DVC folder dep covers the files Snakemake lists in it),
+    the same source files and the same config keys."""
+    smk: dict[str, dict] = {}
+    for output, rec in snakemake_records(snakemake_project).items():
+        job = smk.setdefault(" ".join(shlex.split(rec["shellcmd"])),
+                             {"outs": set(), "inputs": set(rec["input"]), "params": set()})
+        job["outs"].add(output)
+        for value in map(ast.literal_eval, rec["params"]):
+            if isinstance(value, dict):  # the `sections` param: config sections by dotted key
+                job["params"] |= set(value)
+    dvc = dvc_jobs(dvc_project)
+    assert set(smk) == {j["cmd"] for j in dvc}
+    for j in dvc:
+        s = smk[j["cmd"]]
+        assert s["outs"] == j["outs"], j["cmd"]
+        assert s["params"] == j["params"], j["cmd"]
+        covered = {i for i in s["inputs"] for d in j["deps"] if i == d or i.startswith(d + "/")}
+        assert covered == s["inputs"], (j["cmd"], s["inputs"] - covered)
+        assert all(any(i == d or i.startswith(d + "/") for i in s["inputs"]) for d in j["deps"]), j["cmd"]
+        assert any(d.startswith("src/maskpipe/") for d in j["deps"]), j["cmd"]
 
 
 def test_workflow_is_formatted_and_lint_clean(snakemake_project):
@@ -241,6 +293,59 @@ def test_rerun_table_rows(snakemake_project, dvc_project, section, edit, jobs, s
         assert dvc_changed(dvc_project) == stages
     finally:
         (dvc_project / "config.yaml").write_text(before)
+
+
+def test_data_edit_reruns_everything(snakemake_project, dvc_project, config):
+    """The `data` row: the same images under another folder name."""
+    link = Path(config["data"]["root"]).with_name("demo-link")
+    if not link.exists():
+        link.symlink_to(config["data"]["root"], target_is_directory=True)
+    edit = lambda c: c["data"].update(root=str(link))  # noqa: E731
+    before = edit_config(snakemake_project, edit)
+    try:
+        assert {rule for rule, _ in scheduled(snakemake_project)} == {
+            "validate", "crop", "labels", "folds", "train", "predict", "ensemble", "submit", "report",
+            "submission"}
+    finally:
+        (snakemake_project / "config.yaml").write_text(before)
+    before = edit_config(dvc_project, edit)
+    sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], dvc_project)  # paths are in dvc.yaml
+    try:
+        assert dvc_changed(dvc_project) == {"validate", "crop"}
+    finally:
+        (dvc_project / "config.yaml").write_text(before)
+        sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], dvc_project)
+    assert dvc_changed(dvc_project) == set()
+
+
+DOWNSTREAM_OF_TRAIN = ALL_TRAIN | ALL_PREDICT | TAIL
+
+
+@pytest.mark.parametrize("module, jobs, stages", [
+    ("crop/geometry.py", {("crop", "")} | DOWNSTREAM_OF_TRAIN, {"crop"}),
+    ("folds.py", {("folds", "")} | DOWNSTREAM_OF_TRAIN, {"folds"}),
+    ("train/optim.py", DOWNSTREAM_OF_TRAIN, {f"train@{m}-{f}" for m in "ab" for f in (0, 1)}),
+    ("predict.py", ALL_PREDICT | TAIL, {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
+    ("ensemble_search.py", TAIL, {"ensemble"}),
+    ("submission.py", {("submit", ""), ("report", ""), ("submission", "")}, {"submit"}),
+    ("report/figures.py", {("report", ""), ("submission", "")}, {"report"}),
+    ("cli.py", set(), set()),  # plumbing: argument parsing changes no result
+])
+def test_code_edit_reruns_that_step_and_what_follows(snakemake_project, dvc_project, module, jobs, stages):
+    """Editing a step's source reruns that step and its downstream, in both engines; restoring
+    the file's content makes both clean again (Snakemake compares the checksums of small inputs)."""
+    for project in (snakemake_project, dvc_project):
+        path = project / "src" / "maskpipe" / module
+        before = path.read_text()
+        path.write_text(before + "\n# an edit\n")
+        try:
+            if project is snakemake_project:
+                assert scheduled(project) == jobs
+            else:
+                assert dvc_changed(project) == stages
+        finally:
+            path.write_text(before)
+        assert (scheduled(project) if project is snakemake_project else dvc_changed(project)) == set()
 
 
 def test_dvc_remote_round_trip_then_snakemake_touch(dvc_project, tmp_path):

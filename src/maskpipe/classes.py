@@ -27,6 +27,11 @@ GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
 #: The three tasks and their class counts, in the order of :func:`decode`.
 TASKS: dict[str, int] = {"mask": 3, "gender": 2, "age": 3}
+#: Mask states as config values name them (``for_mask:``), in class order.
+MASK_STATES = ("wear", "incorrect", "not_wear")
+#: Column names of 18-class and per-task probabilities in prediction tables.
+PROB_COLUMNS = [f"p{i:02d}" for i in range(NUM_CLASSES)]
+TASK_COLUMNS = {t: [f"{t}{i}" for i in range(k)] for t, k in TASKS.items()}
 
 #: Official age bins: <30, 30-59, >=60. Scoring and the submission always use these.
 OFFICIAL_AGE_BOUNDS = (30, 60)
@@ -56,3 +61,12 @@ def class_names() -> list[str]:
         for g in range(2)
         for a in range(3)
     ]
+
+
+def joint(task_probs: dict):
+    """18-class probabilities from the three task probabilities (independence given the image).
+
+    Works on numpy arrays and torch tensors alike (n x 3, n x 2, n x 3 -> n x 18).
+    """
+    m, g, a = task_probs["mask"], task_probs["gender"], task_probs["age"]
+    return (m[:, :, None, None] * g[:, None, :, None] * a[:, None, None, :]).reshape(-1, NUM_CLASSES)

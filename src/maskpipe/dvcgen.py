@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import yaml
 
+from maskpipe.code import step_sources
 from maskpipe.config import STEP_SECTIONS, Config
 from maskpipe.io import MaskpipeError
 from maskpipe.layout import Layout
@@ -27,8 +28,8 @@ def _cmd(*parts: str) -> str:
     return " ".join(parts)
 
 
-def stages(cfg: Config, config_file: str) -> dict:
-    """The ``stages:`` mapping of dvc.yaml."""
+def stages(cfg: Config, config_file: str, start: str = ".") -> dict:
+    """The ``stages:`` mapping of dvc.yaml, written in the directory ``start``."""
     L = Layout(str(cfg.raw["results"]))
     root = cfg.raw["data"]["root"].rstrip("/")
     conf = f"--config {config_file}"
@@ -139,7 +140,8 @@ def stages(cfg: Config, config_file: str) -> dict:
                                             "title": "Validation macro F1 per epoch (every model x fold)"}}],
         },
     }
-    for stage in out.values():
+    for name, stage in out.items():
+        stage["deps"] += step_sources(name, start)  # editing a step's code reruns it (maskpipe.code)
         if not stage.get("params"):
             stage.pop("params", None)
     return out
@@ -152,14 +154,15 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def render_dvc_yaml(cfg: Config, config_files: list[str]) -> str:
-    """The text of dvc.yaml for a config read from exactly one file."""
+def render_dvc_yaml(cfg: Config, config_files: list[str], start: str = ".") -> str:
+    """The text of dvc.yaml, to be written in the directory ``start``, for a config read from
+    exactly one file."""
     if len(config_files) != 1:
         raise MaskpipeError("dvc-yaml: DVC compares params in one file; merge the config files into one")
     L = Layout(str(cfg.raw["results"]))
     # Declared once at the top: `dvc plots show` draws the out-of-fold confusion matrix.
     plots = [{"oof_confusion": {"template": "confusion", "x": "pred", "y": {L.ensemble_oof(): "label"},
                                 "title": "Ensemble out-of-fold confusion (rows: truth)"}}]
-    body = yaml.dump({"stages": stages(cfg, config_files[0]), "plots": plots}, Dumper=_Dumper,
+    body = yaml.dump({"stages": stages(cfg, config_files[0], start), "plots": plots}, Dumper=_Dumper,
                      sort_keys=False, width=float("inf"))
     return HEADER.format(config=config_files[0]) + body

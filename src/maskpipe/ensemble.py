@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from maskpipe import ensemble_search
+from maskpipe.classes import MASK_STATES, PROB_COLUMNS, TASK_COLUMNS, TASKS, joint
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, head_score, macro_f1, per_class_f1, task_f1
-from maskpipe.predict import PROB_COLUMNS, TASK_COLUMNS
-from maskpipe.train.heads import MASK_STATES, TASKS, joint
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +193,11 @@ def _combine_tasks(parts: dict[str, list]) -> tuple[np.ndarray, pd.DataFrame, fl
             oof["age"] = oof["age"] + oof["mask"][:, i:i + 1] * o
             test["age"] = test["age"] + test["mask"][:, i:i + 1] * t
     weights = [m[2] for p in parts.values() for m in p]
-    test18 = pd.DataFrame(joint(test).numpy(), index=keys, columns=PROB_COLUMNS)
-    return joint(oof).numpy(), test18, float(np.mean(weights))
+    test18 = pd.DataFrame(joint(test), index=keys, columns=PROB_COLUMNS)
+    return joint(oof), test18, float(np.mean(weights))
 
 
-def _task_mean(models: list, keys: pd.Index, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _task_mean(models: list, keys: pd.Index, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean OOF and test probabilities of the models of one task."""
     w = np.array([m[2] for m in models], dtype=np.float64)
     if w.sum() <= 0:
@@ -207,4 +205,4 @@ def _task_mean(models: list, keys: pd.Index, what: str) -> tuple[torch.Tensor, t
     w = w / w.sum()
     oof = np.tensordot(w, np.stack([m[0] for m in models]), axes=1)
     test = np.tensordot(w, np.stack([m[1].loc[keys].to_numpy() for m in models]), axes=1)
-    return torch.as_tensor(oof), torch.as_tensor(test)
+    return oof, test

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from maskpipe.classes import NUM_CLASSES
+from maskpipe.classes import NUM_CLASSES, PROB_COLUMNS, TASK_COLUMNS
 from maskpipe.io import MaskpipeError, read_csv, write_csv
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
@@ -24,9 +24,6 @@ from maskpipe.train.heads import TASKS, probabilities
 from maskpipe.train.model import create_model
 
 log = logging.getLogger(__name__)
-
-PROB_COLUMNS = [f"p{i:02d}" for i in range(NUM_CLASSES)]
-TASK_COLUMNS = {t: [f"{t}{i}" for i in range(k)] for t, k in TASKS.items()}
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maskpipe.classes import NUM_CLASSES
+from maskpipe.classes import NUM_CLASSES, PROB_COLUMNS
 from maskpipe.io import MaskpipeError, read_csv, write_csv
-from maskpipe.predict import PROB_COLUMNS
 
 
 def make_submission(probs: pd.DataFrame, eval_manifest: pd.DataFrame) -> pd.DataFrame:

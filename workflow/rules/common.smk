@@ -1,6 +1,7 @@
 # Config validation and the small helpers every rule uses. Logic lives in the maskpipe package.
 import os
 
+import maskpipe.code as mcode
 import maskpipe.config as mcfg
 from maskpipe.layout import Layout
 from snakemake.exceptions import WorkflowError
@@ -41,3 +42,8 @@ def sections(step):
 def corrections_input(wildcards):
     path = config["labels"]["corrections"]
     return [path] if path else []
+
+
+def code(step):
+    """A step's source files: editing one reruns that step and what follows (maskpipe.code)."""
+    return mcode.step_sources(step)

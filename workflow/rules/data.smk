@@ -7,6 +7,7 @@ rule validate:
         train_images=f"{DATA}/train/images",
         eval_csv=f"{DATA}/eval/info.csv",
         eval_images=f"{DATA}/eval/images",
+        code=code("validate"),
     output:
         train=L.manifest("train"),
         eval=L.manifest("eval"),
@@ -27,6 +28,7 @@ rule crop:
     input:
         train=L.manifest("train"),
         eval=L.manifest("eval"),
+        code=code("crop"),
     output:
         train=L.crops("train"),
         train_index=L.crop_index("train"),
@@ -57,6 +59,7 @@ rule labels:
     input:
         manifest=L.manifest("train"),
         corrections=corrections_input,
+        code=code("labels"),
     output:
         labels=L.labels(),
         applied=L.corrections_applied(),
@@ -75,6 +78,7 @@ rule labels:
 rule folds:
     input:
         labels=L.labels(),
+        code=code("folds"),
     output:
         folds=L.folds(),
     log:

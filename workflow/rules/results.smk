@@ -6,6 +6,7 @@ rule ensemble:
         oof=expand(L.oof(), model=MODELS, fold=FOLDS),
         test=expand(L.test_probs(), model=MODELS, fold=FOLDS),
         labels=L.labels(),
+        code=code("ensemble"),
     output:
         oof=L.ensemble_oof(),
         test=L.ensemble_test(),
@@ -28,6 +29,7 @@ rule submit:
     input:
         probs=L.ensemble_test(),
         eval_manifest=L.manifest("eval"),
+        code=code("submit"),
     output:
         submission=L.submission(),
     log:
@@ -56,6 +58,7 @@ rule report:
         ensemble_oof=L.ensemble_oof(),
         metrics=L.metrics(),
         submission=L.submission(),
+        code=code("report"),
     output:
         report=L.report(),
         figures=report(

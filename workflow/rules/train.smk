@@ -7,6 +7,7 @@ rule train:
         crop_index=L.crop_index("train"),
         labels=L.labels(),
         folds=L.folds(),
+        code=code("train"),
     output:
         checkpoint=L.checkpoint(),
         metrics=L.train_metrics(),
@@ -37,6 +38,7 @@ rule predict:
         eval_index=L.crop_index("eval"),
         labels=L.labels(),
         folds=L.folds(),
+        code=code("predict"),
     output:
         oof=L.oof(),
         test=L.test_probs(),

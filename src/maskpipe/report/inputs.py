@@ -25,7 +25,7 @@ IMAGE_COLUMNS = ["key", "person", "id", "gender", "age", "stem", "path", "mask",
                  "sha256"]
 CROP_COLUMNS = ["key", "row", "sha256", "source", "prob", "x1", "y1", "x2", "y2"]
 SCORE_COLUMNS = ["model", "fold", "tta", "n", "macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
-PROB_COLUMNS = [f"p{c:02d}" for c in range(classes.NUM_CLASSES)]
+PROB_COLUMNS = classes.PROB_COLUMNS
 #: Scalars a learning curve needs; a log without them falls back to metrics.json.
 CURVE_COLUMNS = ("train_loss", "val_loss", "val_f1")
 #: The first columns of history.csv, in this order; any other scalar follows alphabetically.

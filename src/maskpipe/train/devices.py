@@ -22,9 +22,17 @@ from pathlib import Path
 import torch
 
 from maskpipe.io import MaskpipeError
-from maskpipe.train.model import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MaskpipeError("device: cuda was asked for but torch sees no CUDA device")
+    return torch.device(device)
 
 
 def default_lock_dir() -> Path:

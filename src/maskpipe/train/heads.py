@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskpipe.classes import NUM_CLASSES, TASKS
+from maskpipe.classes import MASK_STATES, NUM_CLASSES, TASKS, joint  # noqa: F401 (re-exported)
 from maskpipe.train.losses import build_loss
 
 #: ``for_mask`` values of age models trained on one mask state, in mask-index order.
-MASK_STATES = ("wear", "incorrect", "not_wear")
 HEADS = ("single", "multitask", *TASKS)
 
 
@@ -57,12 +56,6 @@ def marginals(p18: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-task marginals of 18-class probabilities (or soft targets): class = m*6 + g*3 + a."""
     cube = p18.reshape(-1, 3, 2, 3)
     return {"mask": cube.sum((2, 3)), "gender": cube.sum((1, 3)), "age": cube.sum((1, 2))}
-
-
-def joint(task_probs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """18-class probabilities from the three task probabilities (independence given the image)."""
-    m, g, a = task_probs["mask"], task_probs["gender"], task_probs["age"]
-    return (m[:, :, None, None] * g[:, None, :, None] * a[:, None, None, :]).reshape(-1, NUM_CLASSES)
 
 
 def probabilities(logits: torch.Tensor, head: str) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:

@@ -81,12 +81,3 @@ def _offline_unless_reachable(downloading: bool) -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = False
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MaskpipeError("device: cuda was asked for but torch sees no CUDA device")
-    return torch.device(device)

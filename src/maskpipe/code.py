@@ -1,0 +1,96 @@
+"""The source files each step's results depend on, so that editing a step's code reruns it.
+
+Neither engine notices code on its own: Snakemake never tracks modules a command imports and DVC
+only tracks what ``deps`` lists. So each rule lists the files below as inputs and each DVC stage
+as ``deps``; both engines then rerun a step, and everything after it, when one of its files
+changes (DVC by hash; Snakemake by mtime and, for files under its checksum limit, by content).
+
+The files are found, not listed by hand: a step's modules are the ``maskpipe`` imports inside its
+function in :mod:`maskpipe.steps`, followed through every import they make (function-level ones
+too). Modules in :data:`PLUMBING` are left out: they parse arguments, name paths, write files
+atomically or pick a device, and editing them must not retrain everything. Every other module is
+somebody's result: editing ``classes.py`` (the label encoding) rightly reruns the whole pipeline.
+The files are read, never imported, so the Snakefile stays quick to parse.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+PACKAGE = "maskpipe"
+
+#: Modules whose edits rerun nothing (use ``snakemake -R <rule>`` / ``dvc repro -f -s <stage>``
+#: after an edit there that should change results).
+PLUMBING = frozenset({
+    "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.steps", "maskpipe.config",
+    "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.train.devices",
+})
+
+
+def package_dir() -> Path:
+    """The directory of the maskpipe package that runs (``src/maskpipe`` in a clone)."""
+    return Path(__file__).resolve().parent
+
+
+def _file_of(module: str, root: Path) -> Path | None:
+    """``maskpipe.a.b`` -> ``root/a/b.py`` or ``root/a/b/__init__.py``; None if not a module."""
+    parts = module.split(".")[1:]
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(node: ast.AST, root: Path) -> set[str]:
+    """The maskpipe modules imported anywhere under ``node`` (``from x import y`` counts ``x.y``
+    when ``y`` is a submodule)."""
+    found = set()
+    for n in ast.walk(node):
+        names: list[str] = []
+        if isinstance(n, ast.Import):
+            names = [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            if n.level:
+                raise ValueError(f"maskpipe uses absolute imports only (line {n.lineno})")
+            names = [n.module, *(f"{n.module}.{a.name}" for a in n.names)]
+        found.update(m for m in names if m.split(".")[0] == PACKAGE and _file_of(m, root))
+    return found
+
+
+def _closure(modules: set[str], root: Path) -> set[str]:
+    """``modules`` and every non-plumbing module they import, directly or not, with the packages
+    whose ``__init__`` importing them runs."""
+    seen, todo = set(), list(modules)
+    while todo:
+        m = todo.pop()
+        if m in seen or m in PLUMBING:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))
+        todo.extend(_imports(ast.parse(_file_of(m, root).read_text()), root))
+    return seen
+
+
+def step_modules(step: str, root: Path | None = None) -> list[str]:
+    """The non-plumbing modules the ``step`` function of :mod:`maskpipe.steps` runs, sorted."""
+    root = root or package_dir()
+    tree = ast.parse((root / "steps.py").read_text())
+    func = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == step), None)
+    if func is None:
+        raise KeyError(f"maskpipe.steps has no step {step!r}")
+    return sorted(_closure(_imports(func, root), root))
+
+
+def step_sources(step: str, start: str | os.PathLike = ".", root: Path | None = None) -> list[str]:
+    """The files of :func:`step_modules`, relative to ``start`` when inside it, else absolute."""
+    root = root or package_dir()
+    start = Path(start).resolve()
+    out = []
+    for m in step_modules(step, root):
+        path = _file_of(m, root)
+        out.append(os.path.relpath(path, start) if path.is_relative_to(start) else str(path))
+    return out

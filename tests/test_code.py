@@ -1,0 +1,65 @@
+"""Which source files each step depends on (maskpipe.code): found from imports, plumbing left out."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from maskpipe import code
+from maskpipe.config import STEP_SECTIONS
+
+STEPS = [*STEP_SECTIONS, "demo_data"]
+
+
+def test_each_step_tracks_its_own_modules():
+    mods = {s: set(code.step_modules(s)) for s in STEPS}
+    assert "maskpipe.crop.detect" in mods["crop"] and "maskpipe.crop.__init__" not in mods["crop"]
+    assert "maskpipe.crop" in mods["crop"]  # the package's __init__.py runs too
+    assert "maskpipe.train.optim" in mods["train"]
+    assert "maskpipe.train.model" in mods["predict"]  # predict rebuilds the network
+    assert mods["folds"] == {"maskpipe.folds"}
+    assert mods["submit"] == {"maskpipe.classes", "maskpipe.submission"}
+    assert not any(m.startswith("maskpipe.train") for m in mods["ensemble"] | mods["crop"])
+    for step, found in mods.items():
+        assert not found & code.PLUMBING, step
+
+
+def test_sources_are_files_relative_to_start(tmp_path):
+    root = code.package_dir()
+    rel = code.step_sources("crop", start=root.parent)
+    assert rel == sorted(rel) and all(not Path(p).is_absolute() for p in rel)
+    assert "maskpipe/crop/__init__.py" in rel and all((root.parent / p).is_file() for p in rel)
+    assert all(Path(p).is_absolute() for p in code.step_sources("crop", start=tmp_path))
+
+
+def test_a_new_import_is_followed(tmp_path):
+    """Copy the package, make folds.py import metrics inside a function: folds now tracks it."""
+    import shutil
+
+    pkg = tmp_path / "maskpipe"
+    shutil.copytree(code.package_dir(), pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code.step_modules("folds", pkg) == ["maskpipe.folds"]
+    (pkg / "folds.py").write_text((pkg / "folds.py").read_text()
+                                  + "\n\ndef _late():\n    from maskpipe import metrics\n")
+    assert code.step_modules("folds", pkg) == ["maskpipe.classes", "maskpipe.folds", "maskpipe.metrics"]
+    (pkg / "folds.py").write_text((pkg / "folds.py").read_text() + "\nfrom . import labels\n")
+    with pytest.raises(ValueError, match="absolute imports"):
+        code.step_modules("folds", pkg)
+
+
+def test_every_module_is_plumbing_or_some_steps_code():
+    """A module no step tracks and that is not plumbing would be edited without any rerun."""
+    root = code.package_dir()
+    tracked = set().union(*(code.step_modules(s) for s in STEPS))
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(("maskpipe", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+        ast.parse(path.read_text())
+        assert name in tracked or name in code.PLUMBING, name
+
+
+def test_unknown_step():
+    with pytest.raises(KeyError, match="no step 'nope'"):
+        code.step_modules("nope")
