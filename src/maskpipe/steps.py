@@ -42,12 +42,12 @@ def validate(args: argparse.Namespace, load_config: Loader) -> None:
 
 def crop(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe import crop as crop_step
-    from maskpipe.train.model import resolve_device
+    from maskpipe.train.devices import resolve_device
 
     cfg = load_config(args).params("crop")["crop"]
     device = str(resolve_device(cfg["device"]))
     crop_step.run(args.train_manifest, args.eval_manifest, args.root, args.out_dir, args.cache,
-                  cfg, device)
+                  cfg, device, workers=args.workers)
 
 
 def labels(args: argparse.Namespace, load_config: Loader) -> None:
@@ -141,7 +141,7 @@ def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe.io import write_bytes_if_changed
 
     files = args.config or [Path("config.yaml")]
-    text = render_dvc_yaml(load_config(args), [str(f) for f in files])
+    text = render_dvc_yaml(load_config(args), [str(f) for f in files], str(args.out.parent))
     if args.check:
         current = args.out.read_text() if args.out.is_file() else ""
         if current != text:

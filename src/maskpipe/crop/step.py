@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,78 @@ def _chunks(groups: pd.Series, size: int):
         start = stop
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """One unit of work: consecutive manifest rows that never split a person."""
+
+    start: int
+    paths: list[str]
+    groups: list[str] | None  # persons, or None for eval (no person step)
+    known: dict  # cached detections of these rows' images: sha256 -> (box, prob)
+    shas: list[str]
+
+
+def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, scale: float, detector_factory,
+                decode_threads: int = 1) -> tuple[np.ndarray, list[dict], dict]:
+    """Decode, detect what is not cached, place boxes (own, person's, fixed) and cut the crops.
+
+    Returns (crops, per-row records, new detections by sha256)."""
+    paths = [root / p for p in chunk.paths]
+    if decode_threads > 1:
+        with ThreadPoolExecutor(max_workers=decode_threads) as pool:
+            images = list(pool.map(read_rgb, paths))
+    else:
+        images = [read_rgb(p) for p in paths]
+    todo = [i for i, h in enumerate(chunk.shas) if h not in chunk.known]
+    new = {}
+    if todo:
+        found = detect_boxes([images[i] for i in todo], detector_factory(), scale)
+        new = {chunk.shas[i]: hit for i, hit in zip(todo, found, strict=True)}
+    hits = [chunk.known.get(h) or new[h] for h in chunk.shas]
+    by_person = person_boxes([b for b, _ in hits], chunk.groups) if chunk.groups is not None else {}
+    aspect = geometry.height / geometry.width
+    crops = np.empty((len(images), geometry.height, geometry.width, 3), np.uint8)
+    records = []
+    for i, im in enumerate(images):
+        box, prob = hits[i]
+        if box is not None:
+            source, region = "detected", crop_region(box, geometry.margin, aspect)
+        elif chunk.groups is not None and chunk.groups[i] in by_person:
+            source, region = "person", crop_region(by_person[chunk.groups[i]], geometry.margin, aspect)
+        else:
+            source, region = "fallback", crop_region(fallback_box(im.size, geometry.fallback), 0.0, aspect)
+        crops[i] = cut(im, region, geometry.height, geometry.width)
+        records.append({"source": source, "prob": round(prob, 6) if box is not None else np.nan,
+                        **{c: round(float(v), 2) for c, v in zip(BOX_COLUMNS, region)}})
+    return crops, records, new
+
+
+# Worker processes: each builds its detector once (ProcessPoolExecutor's initializer pattern).
+_worker: dict = {}
+
+
+def _init_worker(detector_factory) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core beats one process with many intra-op threads
+    _worker["factory"] = functools.cache(detector_factory)
+
+
+def _crop_chunk_in_worker(args) -> tuple[np.ndarray, list[dict], dict]:
+    return _crop_chunk(*args, detector_factory=_worker["factory"])
+
+
+def default_workers(device: str) -> int:
+    """Crop processes: one per usable core on CPU (Slurm and taskset limits respected); one
+    process on a GPU, which batches on its own."""
+    if device != "cpu":
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
 def crop_split(
     manifest: pd.DataFrame,
     root: Path,
@@ -44,6 +120,7 @@ def crop_split(
     detector_factory,
     batch_size: int = 16,
     desc: str = "crop",
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Crop every manifest image into ``out_npy`` (row order = manifest order) and index it.
 
@@ -51,53 +128,39 @@ def crop_split(
     person's detected photos (MTCNN often misses masked faces, and a person's 7 photos share one
     framing), else from the fixed fallback region; the index records which. A manifest without a
     ``person`` column (eval) has no person step. ``detector_factory`` is called only if some
-    image is not in the cache. Returns the index.
+    image is not in the cache. With ``workers`` > 1 the chunks go to that many processes (the
+    factory must then be picklable); the crops are the same either way.
     """
     n = len(manifest)
-    groups = manifest["person"] if "person" in manifest else manifest["key"]
+    has_person = "person" in manifest
+    groups = manifest["person"] if has_person else manifest["key"]
+    chunks = [_Chunk(start, manifest["path"].iloc[start:stop].tolist(),
+                     groups.iloc[start:stop].tolist() if has_person else None,
+                     {h: cache.boxes[h] for h in manifest["sha256"].iloc[start:stop] if h in cache.boxes},
+                     manifest["sha256"].iloc[start:stop].tolist())
+              for start, stop in _chunks(groups, batch_size)]
+    args = [(c, root, geometry, detector_settings.detect_scale) for c in chunks]
+    workers = max(1, min(workers, len(chunks) // 2))  # a pool pays off only with work to share
     records = []
-    detector = None
-    aspect = geometry.height / geometry.width
-    workers = min(4, os.cpu_count() or 1)
-    with npy_writer(out_npy, (n, geometry.height, geometry.width, 3)) as array, \
-            ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=n, desc=desc, unit="img", disable=None) as bar:
-        chunks = list(_chunks(groups, batch_size))
-
-        def decode(k: int):
-            start, stop = chunks[k]
-            return [pool.submit(read_rgb, root / p) for p in manifest["path"].iloc[start:stop]]
-
-        # Decoding the next chunk (PIL releases the GIL) overlaps detecting the current one.
-        pending = decode(0) if chunks else []
-        for k, (start, stop) in enumerate(chunks):
-            chunk = manifest.iloc[start:stop]
-            images = [f.result() for f in pending]
-            pending = decode(k + 1) if k + 1 < len(chunks) else []
-            todo = [i for i, h in enumerate(chunk["sha256"]) if h not in cache.boxes]
-            if todo:
-                detector = detector or detector_factory()
-                found = detect_boxes([images[i] for i in todo], detector, detector_settings.detect_scale)
-                for i, hit in zip(todo, found, strict=True):
-                    cache.boxes[chunk["sha256"].iloc[i]] = hit
-            hits = [cache.boxes[h] for h in chunk["sha256"]]
-            chunk_groups = list(groups.iloc[start:stop])
-            by_person = person_boxes([b for b, _ in hits], chunk_groups) if "person" in manifest else {}
-            for i, (im, row) in enumerate(zip(images, chunk.itertuples(index=False), strict=True)):
-                box, prob = hits[i]
-                if box is not None:
-                    source, region = "detected", crop_region(box, geometry.margin, aspect)
-                elif chunk_groups[i] in by_person:
-                    source = "person"
-                    region = crop_region(by_person[chunk_groups[i]], geometry.margin, aspect)
-                else:
-                    region = crop_region(fallback_box(im.size, geometry.fallback), 0.0, aspect)
-                    source = "fallback"
-                array[start + i] = cut(im, region, geometry.height, geometry.width)
-                records.append({"key": row.key, "row": start + i, "sha256": row.sha256,
-                                "source": source, "prob": round(prob, 6) if box is not None else np.nan,
-                                **{c: round(float(v), 2) for c, v in zip(BOX_COLUMNS, region)}})
-            bar.update(len(chunk))
+    with contextlib.ExitStack() as stack:
+        array = stack.enter_context(npy_writer(out_npy, (n, geometry.height, geometry.width, 3)))
+        bar = stack.enter_context(tqdm(total=n, desc=desc, unit="img", disable=None))
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(detector_factory,)))
+            results = pool.map(_crop_chunk_in_worker, args)
+        else:
+            factory = functools.cache(detector_factory)
+            results = (_crop_chunk(*a, detector_factory=factory, decode_threads=min(4, os.cpu_count() or 1))
+                       for a in args)
+        for chunk, (crops, recs, new) in zip(chunks, results, strict=True):
+            array[chunk.start:chunk.start + len(crops)] = crops
+            cache.boxes.update(new)
+            keys = manifest["key"].iloc[chunk.start:chunk.start + len(crops)]
+            for i, (rec, key, sha) in enumerate(zip(recs, keys, chunk.shas, strict=True)):
+                records.append({"key": key, "row": chunk.start + i, "sha256": sha, **rec})
+            bar.update(len(crops))
     index = pd.DataFrame(records, columns=["key", "row", "sha256", "source", "prob", *BOX_COLUMNS])
     write_csv(index, out_index)
     cache.save()
@@ -117,11 +180,13 @@ def run(
     device: str = "cpu",
     sample_size: int = 48,
     max_sheet: int = 600,
+    workers: int | None = None,
 ) -> None:
     """The whole step: crops for train and eval images, with the same settings for both.
 
     Also writes two contact sheets: a fixed random sample of training crops, and every crop that
     did not come from its own detection (capped at ``max_sheet``, which the log then says).
+    ``workers``: crop processes (default: :func:`default_workers`).
     """
     from maskpipe.config import as_hw
 
@@ -131,14 +196,15 @@ def run(
                             (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
     settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]))
     cache = BoxCache(cache_dir, settings)
-    factory = lambda: make_detector(settings, device)  # noqa: E731
+    factory = functools.partial(make_detector, settings, device)
+    workers = workers or default_workers(device)
     indexes = {}
     for split, manifest_path in (("train", train_manifest), ("eval", eval_manifest)):
         manifest = read_csv(manifest_path, required=["key", "path", "sha256"],
                             dtype={"key": str, "person": str, "id": str})
         indexes[split] = crop_split(manifest, root, out_dir / f"{split}.npy", out_dir / f"{split}.csv",
                                     geometry, settings, cache, factory, crop["batch_size"],
-                                    desc=f"crop {split}")
+                                    desc=f"crop {split}", workers=workers)
     _write_sheets(out_dir, indexes, sample_size, max_sheet)
 
 
