@@ -90,8 +90,23 @@ _worker: dict = {}
 def _init_worker(detector_factory) -> None:
     import torch
 
-    torch.set_num_threads(1)  # one process per core beats one process with many intra-op threads
+    torch.set_num_threads(1)
     _worker["factory"] = functools.cache(detector_factory)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Detection always runs on one torch thread: one process per core beats one process with
+    many intra-op threads, and the float sums (so the boxes, to the last bit) then do not depend
+    on the number of workers."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _crop_chunk_in_worker(args) -> tuple[np.ndarray, list[dict], dict]:
@@ -146,11 +161,13 @@ def crop_split(
         array = stack.enter_context(npy_writer(out_npy, (n, geometry.height, geometry.width, 3)))
         bar = stack.enter_context(tqdm(total=n, desc=desc, unit="img", disable=None))
         if workers > 1:
+            log.info("%s: %d processes", desc, workers)
             pool = stack.enter_context(ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker, initargs=(detector_factory,)))
             results = pool.map(_crop_chunk_in_worker, args)
         else:
+            stack.enter_context(_one_torch_thread())
             factory = functools.cache(detector_factory)
             results = (_crop_chunk(*a, detector_factory=factory, decode_threads=min(4, os.cpu_count() or 1))
                        for a in args)
