@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -116,21 +117,116 @@ def break_bad_gender(root):
     return "row 2: gender 'unknown'"
 
 
+def edit_train_csv(root, edit):
+    csv = root / "train" / "train.csv"
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    edit(df)
+    df.to_csv(csv, index=False)
+    return csv
+
+
+def break_extra_image(root):
+    """A person folder with 8 images: the eighth is no known photo name."""
+    folder = first_person(root)
+    shutil.copy(image_of(folder, "mask1"), folder / "mask6.jpg")
+    return "mask6.jpg: unexpected file in a person folder"
+
+
+def break_folder_listed_twice(root):
+    edit_train_csv(root, lambda df: df.loc.__setitem__((1, "path"), df.loc[0, "path"]))
+    return "is listed more than once"
+
+
+def break_path_escapes_root(root):
+    edit_train_csv(root, lambda df: df.loc.__setitem__((0, "path"), "../../outside"))
+    return "row 2: path '../../outside' is not a folder name inside train/images"
+
+
+def break_path_dotdot(root):
+    edit_train_csv(root, lambda df: df.loc.__setitem__((2, "path"), ".."))
+    return "row 4: path '..' is not a folder name"
+
+
+def break_age_too_high(root):
+    edit_train_csv(root, lambda df: df.loc.__setitem__((0, "age"), "150"))
+    return "row 2: age '150' is not a whole number 0-120"
+
+
+def break_age_negative(root):
+    edit_train_csv(root, lambda df: df.loc.__setitem__((1, "age"), "-3"))
+    return "row 3: age '-3' is not a whole number 0-120"
+
+
+def break_train_csv_not_utf8(root):
+    csv = root / "train" / "train.csv"
+    lines = csv.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"Asian", b"Asi\xe2n")  # Latin-1, as old Excel exports save it
+    csv.write_bytes(b"\n".join(lines))
+    return "train.csv: line 4: byte 0xe2 is not UTF-8 text"
+
+
+def break_eval_csv_not_utf8(root):
+    csv = root / "eval" / "info.csv"
+    csv.write_bytes(csv.read_bytes() + b"caf\xe9.jpg,0\n")
+    return "info.csv: line"
+
+
+def break_eval_escapes_root(root):
+    csv = root / "eval" / "info.csv"
+    info = pd.read_csv(csv, dtype=str)
+    info.loc[0, "ImageID"] = "../../train/train.csv"
+    info.to_csv(csv, index=False)
+    return "row 2: ImageID '../../train/train.csv' is not a file name"
+
+
 @pytest.mark.parametrize("breaker", [
     break_missing_image, break_duplicate_image, break_zero_byte, break_text_as_jpg,
     break_truncated_jpeg, break_missing_column, break_extra_column, break_row_without_folder,
-    break_eval_absent, break_eval_twice, break_bad_gender,
+    break_eval_absent, break_eval_twice, break_bad_gender, break_extra_image,
+    break_folder_listed_twice, break_path_escapes_root, break_path_dotdot, break_age_too_high,
+    break_age_negative, break_train_csv_not_utf8, break_eval_csv_not_utf8, break_eval_escapes_root,
 ])
-def test_bad_input_stops_with_one_line_and_writes_nothing(data, tmp_path, capsys, breaker):
+def test_bad_input_stops_with_one_line_and_keeps_previous_output(data, tmp_path, capsys, breaker):
     expected = breaker(data)
     out_train, out_eval = tmp_path / "out" / "train.csv", tmp_path / "out" / "eval.csv"
+    out_train.parent.mkdir()
+    out_train.write_text("previous train manifest\n")
+    out_eval.write_text("previous eval manifest\n")
     code = cli_main(["validate", "--root", str(data), "--out-train", str(out_train),
                      "--out-eval", str(out_eval)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1].startswith("maskpipe validate: error: ")
     assert expected in err[-1]
-    assert not out_train.exists() and not out_eval.exists()
+    assert out_train.read_text() == "previous train manifest\n"
+    assert out_eval.read_text() == "previous eval manifest\n"
+    assert sorted(p.name for p in out_train.parent.iterdir()) == ["eval.csv", "train.csv"]
+
+
+def test_bom_spaces_and_odd_image_modes_are_accepted(data):
+    """A BOM, spaces around names and values, a 16-bit PNG, a grayscale and a CMYK JPEG pass."""
+    for csv in (data / "train" / "train.csv", data / "eval" / "info.csv"):
+        text = csv.read_text()
+        header, *rows = text.splitlines()
+        spaced = [", ".join(header.split(","))] + [" , ".join(r.split(",")) + "  " for r in rows]
+        csv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(spaced).encode() + b"\r\n")
+    folder = first_person(data)
+    for stem, convert in (("mask1", "I;16"), ("mask2", "L"), ("mask3", "CMYK")):
+        f = image_of(folder, stem)
+        im = Image.open(f).convert("L" if convert == "I;16" else "RGB")
+        f.unlink()
+        if convert == "I;16":
+            im = Image.fromarray(np.asarray(im, dtype=np.uint16) * 257)
+            im.save(folder / f"{stem}.png")
+        else:
+            im.convert(convert).save(folder / f"{stem}.jpg")
+    expected_train = build_train_manifest(data)
+    people = pd.read_csv(data / "train" / "train.csv", dtype=str, encoding="utf-8-sig")
+    assert len(expected_train) == 7 * len(people)
+    assert expected_train["id"].str.len().eq(6).all()  # " 000001 " was stripped
+    assert not expected_train["path"].str.contains(" ").any()
+    ev = build_eval_manifest(data)
+    assert ev["path"].map(lambda p: (data / p).is_file()).all()
 
 
 def test_direct_call_raises_maskpipe_error(data):

@@ -161,8 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         output = getattr(steps, args.command.replace("-", "_"))(args, _config)
         if output:
             print(output)
-    except MaskpipeError as e:
-        message = f"maskpipe {args.command}: error: {e}"
+    except (MaskpipeError, OSError) as e:
+        reason = str(e)
+        if isinstance(e, OSError):
+            # A file system fault (permissions, a full disk, a vanished file): one line naming
+            # the file; the traceback only with --verbose.
+            log.debug("traceback", exc_info=True)
+            if e.filename and e.strerror:
+                reason = f"{e.filename}: {e.strerror}"
+        message = f"maskpipe {args.command}: error: {reason}"
         print(message, file=sys.stderr)
         if getattr(args, "log", None):
             logging.shutdown()

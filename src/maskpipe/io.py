@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import filecmp
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     A failed or killed writer leaves the previous file intact and at most a stray ``.tmp`` file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -36,8 +38,50 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         _default_mode(tmp_path)
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno in _DISK_FULL:
+            raise MaskpipeError(f"{path}: no space left on the device while writing it; "
+                                "the previous file is kept") from e
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder of an output, or fail naming what blocks it (a file, or a folder as the output)."""
+    if path.is_dir():
+        raise MaskpipeError(f"{path}: is a folder; cannot write the output file there")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        blocker = next((p for p in (path.parent, *path.parent.parents)
+                        if p.exists() and not p.is_dir()), path.parent)
+        raise MaskpipeError(f"{path}: cannot create its folder, {blocker} is a file") from e
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically; a failed write (a full disk) names the file and keeps the old one.
+
+    torch reports a full disk only as a RuntimeError ("file write failed"), so the free space is
+    checked while the partial temporary file still holds it.
+    """
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            if shutil.disk_usage(tmp.parent).free < _NEARLY_FULL:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+            raise MaskpipeError(f"{path}: cannot write ({str(e).strip().splitlines()[0]}); "
+                                "the previous file is kept") from e
+
+
+_NEARLY_FULL = 64 << 20  # bytes free below which a failed write is taken for a full disk
 
 
 def _default_mode(path: Path) -> None:
@@ -91,7 +135,7 @@ def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.uint8) 
     The array is filled on disk, never held whole in memory (31,500 crops at 256x192 are 4.6 GB).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -100,6 +144,11 @@ def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.uint8) 
         array.flush()
         del array
         replace_if_changed(tmp, path)
+    except OSError as e:
+        if e.errno in _DISK_FULL:
+            raise MaskpipeError(f"{path}: no space left on the device while writing it; "
+                                "the previous file is kept") from e
+        raise
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -111,13 +160,27 @@ def read_csv(path: str | os.PathLike, required: list[str] | None = None, **kwarg
         raise MaskpipeError(f"{path}: file not found")
     try:
         df = pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise MaskpipeError(f"{path}: {_undecodable(path, kwargs.get('encoding') or 'utf-8')}") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise MaskpipeError(f"{path}: cannot read as CSV ({str(e).splitlines()[0]})") from e
     if required:
         missing = [c for c in required if c not in df.columns]
         if missing:
             raise MaskpipeError(f"{path}: missing column(s) {', '.join(missing)}")
     return df
+
+
+def _undecodable(path: Path, encoding: str) -> str:
+    """Where a text file stops being ``encoding``: its line and the offending byte."""
+    data = path.read_bytes()
+    name = "UTF-8" if encoding.lower().replace("_", "-") in {"utf-8", "utf8", "utf-8-sig"} else encoding
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return f"line {line}: byte 0x{data[e.start]:02x} is not {name} text (save the file as {name})"
+    return f"not {name} text"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -138,6 +201,10 @@ def read_rgb(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale PNGs: convert("RGB") would clip every value above 255 to white.
+                scaled = np.asarray(im, dtype=np.float64) / 257.0
+                im = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 # Flatten transparency onto white rather than letting convert() drop it to black.
                 im = im.convert("RGBA")

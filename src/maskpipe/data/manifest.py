@@ -31,6 +31,8 @@ def _is_junk(name: str) -> bool:
 
 
 def _check_columns(df: pd.DataFrame, expected: list[str], path: Path) -> None:
+    # Spreadsheet exports leave spaces around names ("id, gender"): they are not the error.
+    df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in expected if c not in df.columns]
     extra = [c for c in df.columns if c not in expected]
     if missing or extra:
@@ -98,8 +100,10 @@ def _read_train_csv(path: Path) -> pd.DataFrame:
             raise MaskpipeError(f"{path}: row {i}: gender {row.gender!r} is not male or female")
         if not row.age.isdigit() or not 0 <= int(row.age) <= 120:
             raise MaskpipeError(f"{path}: row {i}: age {row.age!r} is not a whole number 0-120")
-        if not row.path or "/" in row.path or "\\" in row.path or row.path in {".", ".."}:
-            raise MaskpipeError(f"{path}: row {i}: path {row.path!r} is not a folder name")
+        if not row.path or "/" in row.path or "\\" in row.path or row.path.startswith("."):
+            # A bare name keeps every folder inside images/ ("../x" or "/x" would escape it).
+            raise MaskpipeError(f"{path}: row {i}: path {row.path!r} is not a folder name "
+                                "inside train/images")
     dup = df["path"][df["path"].duplicated()]
     if len(dup):
         raise MaskpipeError(f"{path}: folder {dup.iloc[0]!r} is listed more than once")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from maskpipe.classes import NUM_CLASSES
 from maskpipe.config import as_hw
-from maskpipe.io import MaskpipeError, atomic_path, write_json
+from maskpipe.io import MaskpipeError, save_torch, write_json
 from maskpipe.metrics import head_score
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split
@@ -253,8 +253,7 @@ def train_fold(
         "epoch": state.best["epoch"], "val_f1": state.best["val_f1"], "model": model_name,
         "fold": fold, "ema": ema is not None, "for_mask": model_cfg["for_mask"],
     }
-    with atomic_path(out_checkpoint) as tmp:
-        torch.save(checkpoint, tmp)
+    save_torch(checkpoint, out_checkpoint)
     metrics = {"model": model_name, "fold": fold, "arch": model_cfg["arch"],
                "best_epoch": state.best["epoch"], "best_val_f1": state.best["val_f1"],
                "n_train": len(tr), "n_val": len(va), "device": device.type,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from maskpipe.io import atomic_path, sha256_file
+from maskpipe.io import save_torch, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ class ResumeState:
                 "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "rng": {"torch": torch.get_rng_state()}}
-        with atomic_path(path) as tmp:
-            torch.save(blob, tmp)
+        save_torch(blob, path)
 
     @classmethod
     def load(cls, path: Path, key: str, model, optimizer, schedule, scaler, ema) -> ResumeState | None:
