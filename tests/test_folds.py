@@ -59,3 +59,24 @@ def test_training_age_bins_are_stratified_too():
     per_fold = pd.crosstab(out["fold"], ages)
     assert (per_fold.max() - per_fold.min() <= 1).all()
     assert set(out["stratum"]) <= set(range(6))
+
+
+def test_more_folds_than_persons_in_a_stratum_is_one_warning_in_persons(labels, caplog):
+    import warnings
+
+    per_stratum = labels.drop_duplicates("person").groupby(["gender_id", "age_group"]).size()
+    k = int(per_stratum.min()) + 1
+    assert 3 <= k <= labels["person"].nunique()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's own warning (counted in images) stays quiet
+        out = assign_folds(labels, k, seed=0)
+    assert out["fold"].nunique() == k
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1
+    assert f"folds.k = {k} but" in lines[0] and "fold" in lines[0]
+    smallest = per_stratum.idxmin()
+    name = f"{['male', 'female'][smallest[0]]} {['<30', '30-59', '>=60'][smallest[1]]}: {per_stratum.min()}"
+    assert name in lines[0]
+    caplog.clear()
+    assign_folds(labels, k - 1, seed=0)  # as many folds as the smallest stratum has persons
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -78,6 +78,9 @@ def test_oof_file_holds_each_image_with_and_without_tta(tiny_run):
 def test_unknown_arch_and_offline_pretrained_fail_with_one_line(monkeypatch):
     with pytest.raises(MaskpipeError, match="'not_a_net' is not a timm model"):
         create_model("not_a_net")
+    with pytest.raises(MaskpipeError, match=r"^models.effb0.arch: 'efficientnet-b0' is not a timm "
+                                            r"model \(did you mean 'efficientnet_b0'\?\)$"):
+        create_model("efficientnet-b0", where="models.effb0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as hf_constants
 

@@ -117,7 +117,7 @@ def train_fold(
 
     head = model_cfg["head"]
     model = create_model(model_cfg["arch"], model_cfg["pretrained"], model_cfg["pretrained_file"],
-                         head=head)
+                         head=head, where=where)
     mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
     size = as_hw(model_cfg["image_size"])
     cuda = device.type == "cuda"

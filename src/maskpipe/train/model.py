@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +17,12 @@ from maskpipe.io import MaskpipeError
 
 
 def create_model(arch: str, pretrained: bool = False, pretrained_file: str | None = None,
-                 num_classes: int = NUM_CLASSES, head: str | None = None) -> nn.Module:
+                 num_classes: int = NUM_CLASSES, head: str | None = None,
+                 where: str = "models") -> nn.Module:
     """A timm model with an 18-class head, or the head ``head`` (see :mod:`maskpipe.train.heads`).
 
     ``pretrained_file`` loads local weights (their classifier is dropped when its shape differs).
+    ``where`` is the config key named in errors (``models.NAME``).
 
     Raises:
         MaskpipeError: unknown architecture, missing local file, or pretrained weights that are
@@ -32,11 +35,13 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
     if head is not None:
         num_classes = 0 if head == "multitask" else head_classes(head)
     if not timm.is_model(arch):
-        raise MaskpipeError(f"models: arch {arch!r} is not a timm model (see timm.list_models())")
+        close = difflib.get_close_matches(arch, timm.list_models(), n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]!r}?" if close else "see timm.list_models()"
+        raise MaskpipeError(f"{where}.arch: {arch!r} is not a timm model ({hint})")
     kwargs: dict = {"num_classes": num_classes}
     if pretrained_file:
         if not Path(pretrained_file).is_file():
-            raise MaskpipeError(f"models: pretrained_file {pretrained_file} not found")
+            raise MaskpipeError(f"{where}.pretrained_file: {pretrained_file} not found")
         kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
         pretrained = True
     try:
@@ -47,7 +52,7 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
         if not pretrained:
             raise
         raise MaskpipeError(
-            f"models: cannot load pretrained weights for {arch!r} ({type(e).__name__}); no network? "
+            f"{where}: cannot load pretrained weights for {arch!r} ({type(e).__name__}); no network? "
             "Download them once where there is (they land in the Hugging Face cache), or set "
             "pretrained_file: /path/to/weights.safetensors, or pretrained: false"
         ) from e
