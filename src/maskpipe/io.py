@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import filecmp
+import glob
 import hashlib
 import json
 import os
@@ -27,13 +28,11 @@ class MaskpipeError(Exception):
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
 
-    A failed or killed writer leaves the previous file intact and at most a stray ``.tmp`` file.
+    A failed or killed writer leaves the previous file intact and at most a stray ``.tmp`` file,
+    which the next write of the same output removes.
     """
     path = Path(path)
-    _make_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path)
     try:
         yield tmp_path
         _default_mode(tmp_path)
@@ -48,6 +47,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _temp_beside(path: Path) -> Path:
+    """A new empty temporary file beside ``path``, after removing those a killed writer left.
+
+    Each output has one writer (one job), so an older temporary file of the same output can only
+    be the remains of a killed or crashed write: never read, and removed here so they do not pile
+    up (a training job's resume state is rewritten every epoch).
+    """
+    _make_parent(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def _make_parent(path: Path) -> None:
@@ -135,9 +149,7 @@ def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.uint8) 
     The array is filled on disk, never held whole in memory (31,500 crops at 256x192 are 4.6 GB).
     """
     path = Path(path)
-    _make_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_beside(path)
     try:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         yield array

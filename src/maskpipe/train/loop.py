@@ -253,6 +253,9 @@ def train_fold(
         "epoch": state.best["epoch"], "val_f1": state.best["val_f1"], "model": model_name,
         "fold": fold, "ema": ema is not None, "for_mask": model_cfg["for_mask"],
     }
+    # The metrics file is written last: present, it describes the checkpoint beside it (a job
+    # killed between the two leaves no old metrics next to a new checkpoint).
+    Path(out_metrics).unlink(missing_ok=True)
     save_torch(checkpoint, out_checkpoint)
     metrics = {"model": model_name, "fold": fold, "arch": model_cfg["arch"],
                "best_epoch": state.best["epoch"], "best_val_f1": state.best["val_f1"],

@@ -1,0 +1,160 @@
+"""Faults end to end: killed training jobs, a crashed fold, untrusted files, determinism.
+
+The data and config cases of the catalogue are in test_manifest.py, test_config.py,
+test_folds.py and test_io.py; the README's "When things go wrong" table lists them all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from maskpipe.cli import main as cli_main
+from maskpipe.layout import Layout
+
+from conftest import REPO
+
+EPOCHS = 3
+TIMING = {"seconds", "images_per_second"}
+
+
+def _config_with_epochs(tiny_run, dest: Path, epochs: int) -> Path:
+    config_path, _ = tiny_run
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["models"]["a"]["epochs"] = epochs
+    out = dest / "config.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def _train_argv(config: Path, L: Layout, out: Path) -> list[str]:
+    return ["train", "--config", str(config), "--model", "a", "--fold", "0",
+            "--crops", L.crops("train"), "--crop-index", L.crop_index("train"),
+            "--labels", L.labels(), "--folds", L.folds(),
+            "--out-checkpoint", str(out / "checkpoint.pt"), "--out-metrics", str(out / "metrics.json"),
+            "--out-tensorboard", str(out / "tensorboard")]
+
+
+def _child(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    os._exit(cli_main(argv))
+
+
+def _start(argv: list[str]) -> mp.Process:
+    """`maskpipe train` in a forked process: the real command, without 5 s of imports per trial."""
+    proc = mp.get_context("fork").Process(target=_child, args=(argv,))
+    proc.start()
+    return proc
+
+
+def _run(argv: list[str]) -> float:
+    start = time.perf_counter()
+    proc = _start(argv)
+    proc.join(timeout=300)
+    assert proc.exitcode == 0, f"train exited with {proc.exitcode}"
+    return time.perf_counter() - start
+
+
+def _without_timing(metrics: dict) -> dict:
+    out = copy.deepcopy(metrics)
+    out["history"] = [{k: v for k, v in row.items() if k not in TIMING} for row in out["history"]]
+    return out
+
+
+def _check_trustworthy(out: Path, epochs: int) -> str:
+    """What a kill left must be either absent or whole and consistent; returns what was there."""
+    ckpt_path, metrics_path, resume = out / "checkpoint.pt", out / "metrics.json", out / "resume.pt"
+    found = []
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())  # whole JSON, never half written
+        ckpt = torch.load(ckpt_path, weights_only=True)  # metrics present => its checkpoint too
+        assert (ckpt["epoch"], ckpt["val_f1"]) == (metrics["best_epoch"], metrics["best_val_f1"])
+        assert ckpt["model"] == metrics["model"] == "a"
+        found.append("new pair" if len(metrics["history"]) == epochs else "old pair")
+    elif ckpt_path.exists():
+        torch.load(ckpt_path, weights_only=True)  # loadable; without metrics the job is unfinished
+        found.append("checkpoint alone")
+    if resume.exists():
+        state = torch.load(resume, weights_only=True)
+        assert 1 <= state["epoch"] <= epochs and len(state["history"]) == state["epoch"]
+        found.append(f"resume after epoch {state['epoch']}")
+    return ", ".join(found) or "nothing"
+
+
+def test_kill_9_at_random_points_never_leaves_outputs_to_trust_wrongly(tiny_run, tmp_path):
+    """20 SIGKILLs at seeded random times; each rerun resumes and ends like an unkilled run.
+
+    Every trial starts with the outputs of an older run (another config) in place, as after an
+    edit. About 20 s on two busy cores: the jobs are forked, so no trial pays for the imports.
+    """
+    _, L = tiny_run
+    config = _config_with_epochs(tiny_run, tmp_path, EPOCHS)
+    ref_dir = tmp_path / "reference"
+    duration = _run(_train_argv(config, L, ref_dir))
+    reference = _without_timing(json.loads((ref_dir / "metrics.json").read_text()))
+    ref_state = torch.load(ref_dir / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert len(reference["history"]) == EPOCHS and not (ref_dir / "resume.pt").exists()
+
+    rng = random.Random(10)
+    seen = set()
+    for trial in range(20):
+        out = tmp_path / f"trial{trial}"
+        out.mkdir()
+        shutil.copy(L.checkpoint("a", 0), out / "checkpoint.pt")  # the older run's pair
+        shutil.copy(L.train_metrics("a", 0), out / "metrics.json")
+        proc = _start(_train_argv(config, L, out))
+        time.sleep(rng.uniform(0.0, duration * 1.1))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        seen.add(_check_trustworthy(out, EPOCHS))
+        _run(_train_argv(config, L, out))  # the rerun finishes, resuming where it can
+        assert _without_timing(json.loads((out / "metrics.json").read_text())) == reference
+        state = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(state[k], v) for k, v in ref_state.items())
+        assert not (out / "resume.pt").exists()
+        assert not list(out.glob(".*.tmp")), "a stray temporary file outlived the rerun"
+    # the kills landed at different stages: before an epoch ended, between epochs, after the end
+    assert len(seen) >= 3, seen
+
+
+def test_a_kill_between_checkpoint_and_metrics_leaves_no_old_metrics(tiny_run, tmp_path, monkeypatch):
+    """The narrowest window: the new checkpoint is written, its metrics not yet."""
+    from maskpipe.config import load_raw
+    from maskpipe.train import loop
+
+    config_path, L = tiny_run
+    raw = load_raw(config_path)
+    shutil.copy(L.checkpoint("a", 0), tmp_path / "checkpoint.pt")
+    (tmp_path / "metrics.json").write_text('{"best_val_f1": 0.99, "note": "an older run"}\n')
+
+    def killed(obj, path):
+        raise KeyboardInterrupt("killed after the checkpoint")
+
+    def train():
+        return loop.train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0,
+                               "a", raw["models"]["a"], raw["train"], torch.device("cpu"),
+                               tmp_path / "checkpoint.pt", tmp_path / "metrics.json",
+                               tmp_path / "tb", resume_file=tmp_path / "resume.pt")
+
+    monkeypatch.setattr(loop, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    assert not (tmp_path / "metrics.json").exists()  # the older run's metrics are gone
+    assert _check_trustworthy(tmp_path, 1) == "checkpoint alone, resume after epoch 1"
+    monkeypatch.undo()
+    metrics = train()  # resumes after the last epoch: writes both files, trains nothing
+    expected = json.loads(Path(L.train_metrics("a", 0)).read_text())
+    assert _without_timing(metrics) == _without_timing(expected)
+    assert _check_trustworthy(tmp_path, 1) == "new pair"
