@@ -158,3 +158,35 @@ def test_a_kill_between_checkpoint_and_metrics_leaves_no_old_metrics(tiny_run, t
     expected = json.loads(Path(L.train_metrics("a", 0)).read_text())
     assert _without_timing(metrics) == _without_timing(expected)
     assert _check_trustworthy(tmp_path, 1) == "new pair"
+
+
+@pytest.mark.slow
+def test_a_crashed_fold_keeps_the_other_folds_work_with_keep_going(tiny_run, tmp_path):
+    """Snakemake --keep-going: fold 1 fails (its resume file is blocked by a folder), fold 0's
+    checkpoint and metrics stay, and the next run schedules fold 1 only."""
+    from conftest import make_project, sh
+
+    config_path, L = tiny_run
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["models"] = {"a": cfg["models"]["a"]}
+    cfg["results"] = "results/tiny"
+    project = make_project(tmp_path / "project", cfg)
+    mine = Layout(cfg["results"])
+    for done in ("manifest", "crops", "labels", "folds"):  # upstream steps, mtimes kept
+        shutil.copytree(Path(L.results) / done, project / mine.results / done)
+    blocker = project / mine.model_dir("a", 1) / "resume.pt"
+    blocker.mkdir(parents=True)
+    targets = [mine.train_metrics("a", f) for f in (0, 1)]
+    proc = sh(["snakemake", *targets, "--cores", "2", "--keep-going"], project, check=False)
+    assert proc.returncode != 0
+    told = proc.stdout + proc.stderr
+    assert "rule train" in told and "rule validate" not in told  # only the two train jobs ran
+    ckpt = torch.load(project / mine.checkpoint("a", 0), weights_only=True)
+    metrics = json.loads((project / mine.train_metrics("a", 0)).read_text())
+    assert ckpt["epoch"] == metrics["best_epoch"]
+    assert not (project / mine.checkpoint("a", 1)).exists()
+    last = (project / mine.log("train", "a", 1)).read_text().strip().splitlines()[-1]
+    assert re.fullmatch(r"maskpipe train: error: .*fold1/resume.pt: is a folder; cannot write .*", last)
+    blocker.rmdir()
+    dry = sh(["snakemake", *targets, "--cores", "2", "-n"], project).stdout
+    assert re.findall(r"wildcards: (.*)", dry) == ["model=a, fold=1"]
