@@ -190,3 +190,109 @@ def test_a_crashed_fold_keeps_the_other_folds_work_with_keep_going(tiny_run, tmp
     blocker.rmdir()
     dry = sh(["snakemake", *targets, "--cores", "2", "-n"], project).stdout
     assert re.findall(r"wildcards: (.*)", dry) == ["model=a, fold=1"]
+
+
+# --- untrusted files: nothing executes code from data -----------------------------------------
+
+class _Payload:
+    """Unpickling this object would create ``marker``: code running from a data file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tiny_run, tmp_path):
+    from maskpipe.io import MaskpipeError
+    from maskpipe.predict import load_checkpoint
+    from maskpipe.train.resume import ResumeState
+
+    _, L = tiny_run
+    marker = tmp_path / "pwned"
+    evil = torch.load(L.checkpoint("a", 0), weights_only=True)
+    evil["preprocess"] = _Payload(marker)
+    torch.save(evil, tmp_path / "checkpoint.pt")
+    torch.save({"key": "k", "epoch": 1, "payload": _Payload(marker)}, tmp_path / "resume.pt")
+    with pytest.raises(MaskpipeError, match="checkpoint.pt: cannot load checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))
+    assert ResumeState.load(tmp_path / "resume.pt", "k", None, None, None, None, None) is None
+    assert not marker.exists()
+    torch.load(tmp_path / "resume.pt", weights_only=False)  # the payload is real: unsafe loading
+    assert marker.exists()                                 # would have run it
+
+
+def test_yaml_that_would_run_code_is_refused(tmp_path, shipped_config):
+    from maskpipe.config import load_raw
+    from maskpipe.io import MaskpipeError
+    from maskpipe.labels import read_corrections
+
+    marker = tmp_path / "pwned"
+    tag = f"!!python/object/apply:os.mkdir [{str(marker)!r}]"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(shipped_config) + f"report: {{title: {tag}}}\n")
+    corrections = tmp_path / "fixes.yaml"
+    corrections.write_text(f"fixes:\n  - person: {tag}\n    gender: male\n    reason: x\n")
+    with pytest.raises(MaskpipeError, match="config.yaml: not valid YAML"):
+        load_raw(config)
+    with pytest.raises(MaskpipeError, match="fixes.yaml: not valid YAML"):
+        read_corrections(corrections)
+    assert not marker.exists()
+    yaml.unsafe_load(config.read_text())  # the tag is real: unsafe loading would run it
+    assert marker.exists()
+
+
+def test_a_tampered_manifest_cannot_send_the_crop_step_outside_the_data(tiny_run, tmp_path):
+    import pandas as pd
+
+    from maskpipe import crop as crop_step
+    from maskpipe.config import load_raw
+    from maskpipe.io import MaskpipeError
+
+    config_path, L = tiny_run
+    raw = load_raw(config_path)
+    manifest = pd.read_csv(L.manifest("train"), dtype=str)
+    manifest.loc[3, "path"] = "../../../../etc/passwd"
+    manifest.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(MaskpipeError, match=r"train.csv: row 5: path '../../../../etc/passwd' leaves"):
+        crop_step.run(tmp_path / "train.csv", L.manifest("eval"), Path(raw["data"]["root"]),
+                      tmp_path / "crops", tmp_path / "cache", raw["crop"])
+    assert not (tmp_path / "crops").exists()
+
+
+def _calls(tree):
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node, ast.unparse(node.func), {k.arg: ast.unparse(k.value) for k in node.keywords}
+
+
+def test_source_loads_data_only_safely():
+    """A guard over src/: every torch.load has weights_only=True, YAML uses safe loaders only,
+    and nothing unpickles, evaluates or executes what it reads."""
+    import ast
+
+    import maskpipe.labels as labels
+
+    assert issubclass(labels._LineLoader, yaml.SafeLoader)
+    safe_loaders = {"yaml.SafeLoader", "yaml.CSafeLoader", "_LineLoader"}
+    forbidden = {"pickle.load", "pickle.loads", "eval", "exec", "pd.read_pickle", "yaml.unsafe_load",
+                 "yaml.full_load", "yaml.load_all", "dill.load", "joblib.load", "marshal.loads"}
+    problems, torch_loads = [], 0
+    for path in sorted((REPO / "src").rglob("*.py")):
+        for node, func, kw in _calls(ast.parse(path.read_text())):
+            where = f"{path.relative_to(REPO)}:{node.lineno}: {func}"
+            if func == "torch.load":
+                torch_loads += 1
+                if kw.get("weights_only") != "True":
+                    problems.append(f"{where} without weights_only=True")
+            elif func == "yaml.load" and kw.get("Loader") not in safe_loaders:
+                problems.append(f"{where} with Loader={kw.get('Loader')}")
+            elif func in forbidden:
+                problems.append(where)
+            elif func == "np.load" and kw.get("allow_pickle") not in (None, "False"):
+                problems.append(f"{where} with allow_pickle")
+    assert torch_loads >= 2  # predict and resume: the guard does look at them
+    assert not problems, problems

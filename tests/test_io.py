@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from maskpipe.cli import main as cli_main
-from maskpipe.io import (MaskpipeError, atomic_path, npy_writer, read_csv, read_rgb, save_torch,
-                         write_csv)
+from maskpipe.io import (MaskpipeError, atomic_path, npy_writer, path_inside, read_csv, read_rgb,
+                         save_torch, write_csv)
 
 
 def _png16(path: Path, pixels: np.ndarray) -> None:
@@ -142,3 +142,12 @@ def test_cli_turns_file_system_errors_into_one_line(tmp_path, demo_root, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1] == f"maskpipe validate: error: {out}: Permission denied"
+
+
+@pytest.mark.parametrize("bad", ["../x.jpg", "train/../../x.jpg", "/etc/passwd", "..\\x.jpg",
+                                 "C:/x.jpg", ""])
+def test_paths_from_files_never_leave_the_data_root(tmp_path, bad):
+    assert path_inside(tmp_path, "train/images/p/mask1.jpg", "m.csv: row 2") == \
+        tmp_path / "train" / "images" / "p" / "mask1.jpg"
+    with pytest.raises(MaskpipeError, match=r"^m.csv: row 7: path .* leaves the data folder"):
+        path_inside(tmp_path, bad, "m.csv: row 7")

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -193,6 +193,21 @@ def _undecodable(path: Path, encoding: str) -> str:
         line = data.count(b"\n", 0, e.start) + 1
         return f"line {line}: byte 0x{data[e.start]:02x} is not {name} text (save the file as {name})"
     return f"not {name} text"
+
+
+def path_inside(root: str | os.PathLike, relative: str, where: str) -> Path:
+    """``root / relative`` for a path read from a file, refusing one that would leave ``root``.
+
+    Only the name is checked (no absolute path, drive or ``..``): symlinks inside the data folder
+    stay allowed, as DVC's symlink cache makes them.
+
+    Raises:
+        MaskpipeError: naming ``where`` (file and row) and the path.
+    """
+    parts = PurePosixPath(str(relative).replace("\\", "/"))
+    if not str(relative) or parts.is_absolute() or ".." in parts.parts or ":" in str(relative):
+        raise MaskpipeError(f"{where}: path {relative!r} leaves the data folder {root}")
+    return Path(root) / parts
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

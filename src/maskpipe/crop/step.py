@@ -18,7 +18,8 @@ from tqdm import tqdm
 from maskpipe.crop.detect import BOX_COLUMNS, BoxCache, DetectorSettings, detect_boxes, make_detector
 from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, person_boxes
 from maskpipe.crop.sheet import contact_sheet
-from maskpipe.io import npy_writer, read_csv, read_rgb, write_bytes_if_changed, write_csv
+from maskpipe.io import (npy_writer, path_inside, read_csv, read_rgb, write_bytes_if_changed,
+                         write_csv)
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +216,14 @@ def run(
     cache = BoxCache(cache_dir, settings)
     factory = functools.partial(make_detector, settings, device)
     workers = workers or default_workers(device)
-    indexes = {}
+    manifests = {}
     for split, manifest_path in (("train", train_manifest), ("eval", eval_manifest)):
-        manifest = read_csv(manifest_path, required=["key", "path", "sha256"],
-                            dtype={"key": str, "person": str, "id": str})
+        manifests[split] = read_csv(manifest_path, required=["key", "path", "sha256"],
+                                    dtype={"key": str, "person": str, "id": str})
+        for row, path in enumerate(manifests[split]["path"], start=2):
+            path_inside(root, path, f"{manifest_path}: row {row}")
+    indexes = {}
+    for split, manifest in manifests.items():
         indexes[split] = crop_split(manifest, root, out_dir / f"{split}.npy", out_dir / f"{split}.csv",
                                     geometry, settings, cache, factory, crop["batch_size"],
                                     desc=f"crop {split}", workers=workers)
