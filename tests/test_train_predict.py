@@ -93,7 +93,7 @@ def test_unknown_arch_and_offline_pretrained_fail_with_one_line(monkeypatch):
 def test_checkpoint_that_is_not_one(tmp_path):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(MaskpipeError, match="cannot load checkpoint"):
+    with pytest.raises(MaskpipeError, match="cannot load, not a complete torch file"):
         load_checkpoint(bad, torch.device("cpu"))
 
 

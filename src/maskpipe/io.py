@@ -9,6 +9,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -96,6 +97,32 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
 
 
 _NEARLY_FULL = 64 << 20  # bytes free below which a failed write is taken for a full disk
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """``torch.load(..., weights_only=True)``: tensors and plain containers only, no code runs.
+
+    Raises:
+        MaskpipeError: one line naming the file: unreadable, truncated, or refused because it
+            asks for objects other than weights (what a malicious pickle does).
+    """
+    import pickle
+
+    import torch
+
+    if not Path(path).is_file():
+        raise MaskpipeError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, OSError, RuntimeError, EOFError, ValueError) as e:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch colours its advice
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise MaskpipeError(f"{path}: refused, it asks to build {found.group(1)} and only "
+                                "weights are loaded (weights_only=True)") from e
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        first = detail.group(1) if detail else (text.strip().splitlines() or [type(e).__name__])[0]
+        raise MaskpipeError(f"{path}: cannot load, not a complete torch file ({first.strip()})") from e
 
 
 def _default_mode(path: Path) -> None:

@@ -7,7 +7,6 @@ per-task probabilities ``mask0..2``, ``gender0..1``, ``age0..2`` (a task model f
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from maskpipe.classes import NUM_CLASSES, PROB_COLUMNS, TASK_COLUMNS
-from maskpipe.io import MaskpipeError, read_csv, write_csv
+from maskpipe.io import load_torch, read_csv, write_csv
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.heads import TASKS, probabilities
@@ -28,11 +27,7 @@ log = logging.getLogger(__name__)
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a checkpoint (``weights_only=True``: no code runs from the file)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MaskpipeError(f"{path}: cannot load checkpoint ({first})") from e
+    ckpt = load_torch(path)
     model = create_model(ckpt["arch"], pretrained=False, head=ckpt.get("head", "single"))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt

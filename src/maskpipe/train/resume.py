@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from maskpipe.io import save_torch, sha256_file
+from maskpipe.io import MaskpipeError, load_torch, save_torch, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,9 @@ class ResumeState:
         if not path.is_file():
             return None
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 (any unreadable file means: start over)
-            log.warning("%s: unreadable resume file ignored (%s)", path, str(e).splitlines()[0][:200])
+            blob = load_torch(path)
+        except MaskpipeError as e:  # an unreadable or refused file means: start over
+            log.warning("resume file ignored: %s", e)
             return None
         if blob.get("key") != key:
             log.info("%s: written for another config or other inputs; starting over", path)
