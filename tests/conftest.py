@@ -61,14 +61,21 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     L = Layout(cfg["results"])
+    run_pipeline(config_path, cfg, L.crop_cache())
+    return config_path, L
+
+
+def run_pipeline(config_path: Path, cfg: dict, crop_cache: str, report: bool = True) -> None:
+    """Every step of ``cfg`` (saved at ``config_path``) in-process through the CLI, in DAG order."""
+    L = Layout(cfg["results"])
     c = ["--config", str(config_path)]
 
     def run(*args: str) -> None:
         assert cli_main([*args]) == 0, args
 
     run("validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval"))
-    run("crop", *c, "--root", str(demo_root), "--train-manifest", L.manifest("train"),
-        "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", L.crop_cache())
+    run("crop", *c, "--root", cfg["data"]["root"], "--train-manifest", L.manifest("train"),
+        "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", crop_cache)
     run("labels", *c, "--manifest", L.manifest("train"), "--out", L.labels(),
         "--out-applied", L.corrections_applied())
     run("folds", *c, "--labels", L.labels(), "--out", L.folds())
@@ -90,6 +97,8 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
         "--out-scores", L.ensemble_scores(), "--out-metrics", L.metrics())
     run("submit", "--probs", L.ensemble_test(), "--eval-manifest", L.manifest("eval"),
         "--out", L.submission())
+    if not report:
+        return
     run("report", *c, "--train-manifest", L.manifest("train"), "--labels", L.labels(),
         "--corrections", L.corrections_applied(), "--crop-index-train", L.crop_index("train"),
         "--crops-train", L.crops("train"), "--crop-index-eval", L.crop_index("eval"),
@@ -99,7 +108,6 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
         "--scores", L.ensemble_scores(), "--ensemble-oof", L.ensemble_oof(),
         "--metrics", L.metrics(), "--submission", L.submission(), "--out", L.report(),
         "--out-figures", L.report_figures(), "--out-history", L.report_history())
-    return config_path, L
 
 
 def make_project(dest: Path, config: dict) -> Path:

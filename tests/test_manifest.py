@@ -109,16 +109,8 @@ def break_eval_twice(root):
     return "listed more than once"
 
 
-def break_bad_gender(root):
-    csv = root / "train" / "train.csv"
-    df = pd.read_csv(csv, dtype=str)
-    df.loc[0, "gender"] = "unknown"
-    df.to_csv(csv, index=False)
-    return "row 2: gender 'unknown'"
-
-
-def edit_train_csv(root, edit):
-    csv = root / "train" / "train.csv"
+def edit_csv(root, edit, name="train/train.csv"):
+    csv = root / name
     df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     edit(df)
     df.to_csv(csv, index=False)
@@ -133,28 +125,28 @@ def break_extra_image(root):
 
 
 def break_folder_listed_twice(root):
-    edit_train_csv(root, lambda df: df.loc.__setitem__((1, "path"), df.loc[0, "path"]))
+    edit_csv(root, lambda df: df.loc.__setitem__((1, "path"), df.loc[0, "path"]))
     return "is listed more than once"
 
 
-def break_path_escapes_root(root):
-    edit_train_csv(root, lambda df: df.loc.__setitem__((0, "path"), "../../outside"))
-    return "row 2: path '../../outside' is not a folder name inside train/images"
+def set_cell(row, column, value, expected, name="train/train.csv"):
+    """A breaker that puts ``value`` into one cell of a CSV (row 0 is CSV line 2)."""
+    def breaker(root):
+        edit_csv(root, lambda df: df.loc.__setitem__((row, column), value), name)
+        return expected
+    breaker.__name__ = f"break_{column}_{value}"
+    return breaker
 
 
-def break_path_dotdot(root):
-    edit_train_csv(root, lambda df: df.loc.__setitem__((2, "path"), ".."))
-    return "row 4: path '..' is not a folder name"
-
-
-def break_age_too_high(root):
-    edit_train_csv(root, lambda df: df.loc.__setitem__((0, "age"), "150"))
-    return "row 2: age '150' is not a whole number 0-120"
-
-
-def break_age_negative(root):
-    edit_train_csv(root, lambda df: df.loc.__setitem__((1, "age"), "-3"))
-    return "row 3: age '-3' is not a whole number 0-120"
+break_path_escapes_root = set_cell(
+    0, "path", "../../outside", "row 2: path '../../outside' is not a folder name inside train/images")
+break_path_dotdot = set_cell(2, "path", "..", "row 4: path '..' is not a folder name")
+break_age_too_high = set_cell(0, "age", "150", "row 2: age '150' is not a whole number 0-120")
+break_age_negative = set_cell(1, "age", "-3", "row 3: age '-3' is not a whole number 0-120")
+break_bad_gender = set_cell(0, "gender", "unknown", "row 2: gender 'unknown'")
+break_eval_escapes_root = set_cell(0, "ImageID", "../../train/train.csv",
+                                   "row 2: ImageID '../../train/train.csv' is not a file name",
+                                   "eval/info.csv")
 
 
 def break_train_csv_not_utf8(root):
@@ -169,14 +161,6 @@ def break_eval_csv_not_utf8(root):
     csv = root / "eval" / "info.csv"
     csv.write_bytes(csv.read_bytes() + b"caf\xe9.jpg,0\n")
     return "info.csv: line"
-
-
-def break_eval_escapes_root(root):
-    csv = root / "eval" / "info.csv"
-    info = pd.read_csv(csv, dtype=str)
-    info.loc[0, "ImageID"] = "../../train/train.csv"
-    info.to_csv(csv, index=False)
-    return "row 2: ImageID '../../train/train.csv' is not a file name"
 
 
 @pytest.mark.parametrize("breaker", [

@@ -130,5 +130,5 @@ def test_pretrained_file_loads_local_weights_and_a_new_head(tmp_path):
     assert model.get_classifier().out_features == 18
     first = next(k for k in source.state_dict() if k.endswith("weight"))
     assert torch.equal(model.state_dict()[first], source.state_dict()[first])
-    with pytest.raises(MaskpipeError, match="pretrained_file .* not found"):
+    with pytest.raises(MaskpipeError, match=r"^models.pretrained_file: .* not found$"):
         create_model("test_resnet", pretrained_file=str(tmp_path / "none.pth"))
