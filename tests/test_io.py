@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from maskpipe.cli import main as cli_main
 from maskpipe.io import (MaskpipeError, atomic_path, npy_writer, path_inside, read_csv, read_rgb,

@@ -35,19 +35,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp_path = _temp_beside(path)
     try:
-        yield tmp_path
-        _default_mode(tmp_path)
-        os.replace(tmp_path, path)
-    except OSError as e:
-        if e.errno in _DISK_FULL:
-            raise MaskpipeError(f"{path}: no space left on the device while writing it; "
-                                "the previous file is kept") from e
-        raise
+        with _full_disk_named(path):
+            yield tmp_path
+            _default_mode(tmp_path)
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+@contextlib.contextmanager
+def _full_disk_named(path: Path) -> Iterator[None]:
+    """Turn a full disk (or quota) while writing ``path`` into one line naming it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MaskpipeError(f"{path}: no space left on the device while writing it; "
+                                "the previous file is kept") from e
+        raise
 
 
 def _temp_beside(path: Path) -> Path:
@@ -66,7 +71,7 @@ def _temp_beside(path: Path) -> Path:
 
 
 def _make_parent(path: Path) -> None:
-    """Create the folder of an output, or fail naming what blocks it (a file, or a folder as the output)."""
+    """Create the folder of an output, or fail naming what blocks it: a file, or a folder as the output."""
     if path.is_dir():
         raise MaskpipeError(f"{path}: is a folder; cannot write the output file there")
     try:
@@ -178,16 +183,12 @@ def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.uint8) 
     path = Path(path)
     tmp = _temp_beside(path)
     try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        yield array
-        array.flush()
-        del array
-        replace_if_changed(tmp, path)
-    except OSError as e:
-        if e.errno in _DISK_FULL:
-            raise MaskpipeError(f"{path}: no space left on the device while writing it; "
-                                "the previous file is kept") from e
-        raise
+        with _full_disk_named(path):
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            yield array
+            array.flush()
+            del array
+            replace_if_changed(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -256,9 +257,10 @@ def read_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit grayscale PNGs: convert("RGB") would clip every value above 255 to white.
+                # 16-bit grayscale PNGs (mode "I" in older Pillow): convert("RGB") would clip every
+                # value above 255 to white. (16-bit RGB PNGs already open as 8-bit "RGB".)
                 scaled = np.asarray(im, dtype=np.float64) / 257.0
-                im = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+                im = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 # Flatten transparency onto white rather than letting convert() drop it to black.
                 im = im.convert("RGBA")
