@@ -150,3 +150,13 @@ def test_paths_from_files_never_leave_the_data_root(tmp_path, bad):
         tmp_path / "train" / "images" / "p" / "mask1.jpg"
     with pytest.raises(MaskpipeError, match=r"^m.csv: row 7: path .* leaves the data folder"):
         path_inside(tmp_path, bad, "m.csv: row 7")
+
+
+def test_cli_log_in_a_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "logs").write_text("a file")
+    code = cli_main(["dvc-yaml", "--check", "--out", str(tmp_path / "dvc.yaml"),
+                     "--log", str(tmp_path / "logs" / "x.log")])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"maskpipe dvc-yaml: error: {tmp_path}/logs/x.log: cannot write the log "
+                   "(File exists)"]

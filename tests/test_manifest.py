@@ -46,7 +46,12 @@ def test_junk_files_are_ignored(data):
     folder = first_person(data)
     (folder / ".DS_Store").write_bytes(b"\0\1")
     (folder / "._mask1.jpg").write_bytes(b"apple double")
-    assert len(build_train_manifest(data)) == 7 * len(list((data / "train" / "images").iterdir()))
+    persons = len(list((data / "train" / "images").iterdir()))
+    for beside in (data / "train" / "images", data / "eval" / "images"):
+        (beside / ".DS_Store").write_bytes(b"\0\1")
+        (beside / f"._{next(beside.iterdir()).name}").write_bytes(b"apple double")
+    assert len(build_train_manifest(data)) == 7 * persons
+    assert len(build_eval_manifest(data)) == len(pd.read_csv(data / "eval" / "info.csv"))
 
 
 def break_missing_image(root):

@@ -153,7 +153,12 @@ def _torch_setup(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maskpipe`` console script."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args)
+    try:
+        _setup_logging(args)
+    except OSError as e:  # e.g. the log's folder is a file
+        print(f"maskpipe {args.command}: error: {args.log}: cannot write the log ({e.strerror})",
+              file=sys.stderr)
+        return 1
     try:
         _torch_setup(args)
         from maskpipe import steps
