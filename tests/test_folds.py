@@ -1,3 +1,5 @@
+import re
+
 import pandas as pd
 import pytest
 
@@ -74,9 +76,10 @@ def test_more_folds_than_persons_in_a_stratum_is_one_warning_in_persons(labels, 
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(lines) == 1
     assert f"folds.k = {k} but" in lines[0] and "fold" in lines[0]
-    smallest = per_stratum.idxmin()
-    name = f"{['male', 'female'][smallest[0]]} {['<30', '30-59', '>=60'][smallest[1]]}: {per_stratum.min()}"
-    assert name in lines[0]
+    persons = labels.drop_duplicates("person").set_index(["gender_id", "age_group"])["person"]
+    named = re.findall(r"(\d+) like (\S+?)[,)]", lines[0])
+    assert len(named) == (per_stratum < k).sum() and all(int(n) == per_stratum.min() for n, _ in named)
+    assert {p for _, p in named} <= set(persons.loc[per_stratum[per_stratum < k].index])
     caplog.clear()
     assign_folds(labels, k - 1, seed=0)  # as many folds as the smallest stratum has persons
     assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from maskpipe.classes import AGE_NAMES, GENDER_NAMES
 from maskpipe.io import MaskpipeError
 
 log = logging.getLogger(__name__)
@@ -52,23 +51,18 @@ def assign_folds(labels: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
     return out.sort_values("person").reset_index(drop=True)
 
 
-def _stratum_name(stratum: int) -> str:
-    if stratum < 6:
-        return f"{GENDER_NAMES[stratum // 3]} {AGE_NAMES[stratum % 3]}"
-    extra = stratum - 6
-    return f"{GENDER_NAMES[extra // 3]} trained as {AGE_NAMES[extra % 3]}"
-
-
 def _warn_small_strata(persons: pd.Series, stratum: np.ndarray, k: int) -> None:
     """A stratum with fewer persons than folds cannot reach every fold: say so, in persons.
 
     A warning, not an error: shifted age bounds make strata of a handful of persons (ages 58-59
     with "old" from 58) on the real data, and those folds are still valid, only less balanced.
+    Each stratum is named by one of its persons, whose folder name says gender and age.
     """
-    counts = pd.Series(stratum).groupby(persons.to_numpy()).first().value_counts()
+    first = pd.Series(stratum).groupby(persons.to_numpy()).first()
+    counts = first.value_counts()
     small = counts[counts < k].sort_values()
     if len(small):
-        names = ", ".join(f"{_stratum_name(int(s))}: {n}" for s, n in small.items())
+        names = ", ".join(f"{n} like {first.index[first == s][0]}" for s, n in small.items())
         log.warning("folds.k = %d but %d stratum(s) hold fewer persons than folds (%s); "
                     "some folds get none of them", k, len(small), names)
 
