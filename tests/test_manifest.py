@@ -239,3 +239,12 @@ def test_duplicate_and_suffixed_ids_are_separate_persons(data):
     df = build_train_manifest(data)
     assert df.loc[df["id"] == "003397", "person"].nunique() == 2
     assert (df["id"] == "001498-1").sum() == 7
+
+
+def test_a_folder_train_csv_does_not_list_is_one_warning(data, caplog):
+    extra = data / "train" / "images" / "009999_male_Asian_33"
+    shutil.copytree(first_person(data), extra)
+    df = build_train_manifest(data)
+    assert "009999_male_Asian_33" not in set(df["person"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "not in train.csv" in warnings[0] and extra.name in warnings[0]
