@@ -24,7 +24,7 @@ import torch
 from maskpipe.crop import BoxCache, CropGeometry, DetectorSettings, crop_split, make_detector
 from maskpipe.crop.step import default_workers
 from maskpipe.data.manifest import build_train_manifest
-from maskpipe.io import read_rgb
+from maskpipe.images import read_rgb
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,7 +20,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from maskpipe.io import read_rgb
+from maskpipe.images import read_rgb
 from maskpipe.layout import Layout
 from maskpipe.train.data import CropDataset, build_transforms
 

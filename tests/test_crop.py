@@ -6,7 +6,8 @@ from PIL import Image
 
 from maskpipe.crop import (BoxCache, CropGeometry, DetectorSettings, crop_region, crop_split,
                            detect_boxes, make_detector)
-from maskpipe.io import read_rgb, sha256_file
+from maskpipe.images import read_rgb
+from maskpipe.io import sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from maskpipe.cli import main as cli_main
-from maskpipe.io import (MaskpipeError, atomic_path, npy_writer, path_inside, read_csv, read_rgb,
-                         save_torch, write_csv)
+from maskpipe.images import read_rgb
+from maskpipe.io import (MaskpipeError, atomic_path, npy_writer, path_inside, read_csv, save_torch,
+                         write_csv)
 
 
 def _png16(path: Path, pixels: np.ndarray) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 
 
 class MaskpipeError(Exception):
@@ -245,30 +244,3 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def read_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB, honouring EXIF orientation (RGBA, grayscale and CMYK converted).
-
-    Raises:
-        MaskpipeError: the file is missing, empty or not a decodable image.
-    """
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit grayscale PNGs (mode "I" in older Pillow): convert("RGB") would clip every
-                # value above 255 to white. (16-bit RGB PNGs already open as 8-bit "RGB".)
-                scaled = np.asarray(im, dtype=np.float64) / 257.0
-                im = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                # Flatten transparency onto white rather than letting convert() drop it to black.
-                im = im.convert("RGBA")
-                background = Image.new("RGB", im.size, (255, 255, 255))
-                background.paste(im, mask=im.getchannel("A"))
-                return background
-            return im.convert("RGB")
-    except FileNotFoundError as e:
-        raise MaskpipeError(f"{path}: image not found") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise MaskpipeError(f"{path}: unreadable image ({e})") from e

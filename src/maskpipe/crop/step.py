@@ -18,8 +18,8 @@ from tqdm import tqdm
 from maskpipe.crop.detect import BOX_COLUMNS, BoxCache, DetectorSettings, detect_boxes, make_detector
 from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, person_boxes
 from maskpipe.crop.sheet import contact_sheet
-from maskpipe.io import (npy_writer, path_inside, read_csv, read_rgb, write_bytes_if_changed,
-                         write_csv)
+from maskpipe.images import read_rgb
+from maskpipe.io import npy_writer, path_inside, read_csv, write_bytes_if_changed, write_csv
 
 log = logging.getLogger(__name__)
 

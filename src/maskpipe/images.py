@@ -1,0 +1,41 @@
+"""Reading photos: every image becomes 8-bit RGB the same way, for validation and for crops.
+
+Kept out of :mod:`maskpipe.io` (plumbing, which reruns nothing when edited): how a photo is read
+decides the crops, so editing this module reruns the crop step (see :mod:`maskpipe.code`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from maskpipe.io import MaskpipeError
+
+
+def read_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image as RGB, honouring EXIF orientation (RGBA, grayscale and CMYK converted).
+
+    Raises:
+        MaskpipeError: the file is missing, empty or not a decodable image.
+    """
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale PNGs (mode "I" in older Pillow): convert("RGB") would clip every
+                # value above 255 to white. (16-bit RGB PNGs already open as 8-bit "RGB".)
+                scaled = np.asarray(im, dtype=np.float64) / 257.0
+                im = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                # Flatten transparency onto white rather than letting convert() drop it to black.
+                im = im.convert("RGBA")
+                background = Image.new("RGB", im.size, (255, 255, 255))
+                background.paste(im, mask=im.getchannel("A"))
+                return background
+            return im.convert("RGB")
+    except FileNotFoundError as e:
+        raise MaskpipeError(f"{path}: image not found") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MaskpipeError(f"{path}: unreadable image ({e})") from e
