@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--persons", type=int, default=None, help="training persons (7 photos each)")
     p.add_argument("--eval-images", type=int, default=None, help="eval images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plant-errors", type=float, default=0.0, metavar="RATE",
+                   help="share of the train persons (0..1) given a wrong label (gender flip, age "
+                        "shift, incorrect/normal swap) while the photos show the truth; the list "
+                        "goes to planted_errors.csv (default 0: a clean demo)")
     _common(p)
 
     p = sub.add_parser("validate", help="check the data layout; write the image manifests [data]")

@@ -23,7 +23,7 @@ def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
 
     kwargs = {k: v for k, v in (("persons", args.persons), ("eval_images", args.eval_images))
               if v is not None}
-    summary = generate_demo(args.out, seed=args.seed, **kwargs)
+    summary = generate_demo(args.out, seed=args.seed, plant_errors=args.plant_errors, **kwargs)
     log.info("demo data in %s: %s", args.out, summary)
 
 
