@@ -88,6 +88,9 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
         "--test", *[L.test_probs(m, f) for m, f in pairs], "--labels", L.labels(),
         "--out-oof", L.ensemble_oof(), "--out-test", L.ensemble_test(),
         "--out-scores", L.ensemble_scores(), "--out-metrics", L.metrics())
+    run("mislabels", *c, "--oof", L.ensemble_oof(), "--labels", L.labels(), "--crops", L.crops("train"),
+        "--crop-index", L.crop_index("train"), "--out-suspects", L.mislabels_suspects(),
+        "--out-review", L.mislabels_review(), "--out-summary", L.mislabels_summary())
     run("submit", "--probs", L.ensemble_test(), "--eval-manifest", L.manifest("eval"),
         "--out", L.submission())
     run("report", *c, "--train-manifest", L.manifest("train"), "--labels", L.labels(),
@@ -97,7 +100,8 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
         "--folds", L.folds(), "--train-metrics", *[L.train_metrics(m, f) for m, f in pairs],
         "--tensorboard", *[L.tensorboard(m, f) for m, f in pairs],
         "--scores", L.ensemble_scores(), "--ensemble-oof", L.ensemble_oof(),
-        "--metrics", L.metrics(), "--submission", L.submission(), "--out", L.report(),
+        "--metrics", L.metrics(), "--submission", L.submission(),
+        "--mislabels", L.mislabels_suspects(), "--mislabels-summary", L.mislabels_summary(), "--out", L.report(),
         "--out-figures", L.report_figures(), "--out-history", L.report_history())
     return config_path, L
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 IMAGE_COLUMNS = ["key", "person", "id", "gender", "age", "stem", "path", "mask", "age_group", "label",
                  "sha256"]
 CROP_COLUMNS = ["key", "row", "sha256", "source", "prob", "x1", "y1", "x2", "y2"]
+SUSPECT_COLUMNS = ["rank", "suspect", "person", "task", "image", "given", "suggested", "score",
+                   "p_suggested", "flagged", "fix_kind", "fix_value"]
 SCORE_COLUMNS = ["model", "fold", "tta", "n", "macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
 PROB_COLUMNS = [f"p{c:02d}" for c in range(classes.NUM_CLASSES)]
 #: Scalars a learning curve needs; a log without them falls back to metrics.json.
@@ -54,6 +56,8 @@ class ReportInputs:
     ensemble_oof: Path
     metrics: Path
     submission: Path
+    mislabels: Path
+    mislabels_summary: Path
 
     def __post_init__(self) -> None:
         # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
@@ -83,6 +87,9 @@ class Run:
     oof: pd.DataFrame
     metrics: dict
     submission: pd.DataFrame
+    #: The mislabels step's ranked suspects and its summary (OOF macro F1 when ranked).
+    suspects: pd.DataFrame
+    suspects_summary: dict
     warnings: list[str] = field(default_factory=list)
 
 
@@ -223,6 +230,10 @@ def load(inputs: ReportInputs) -> Run:
         metrics=_read_json(i.metrics, ["oof_macro_f1", "oof_accuracy", "f1_definition", "per_class_f1",
                                        "tasks"]),
         submission=read_csv(i.submission, ["ImageID", "ans"], dtype={"ImageID": str}),
+        suspects=read_csv(i.mislabels, SUSPECT_COLUMNS, dtype={"person": str, "image": str, "given": str,
+                                                              "suggested": str, "fix_value": str},
+                          keep_default_na=False),
+        suspects_summary=_read_json(i.mislabels_summary, ["method", "oof_macro_f1", "suspects"]),
     )
     unknown = ~run.crops_train["key"].isin(run.manifest["key"])
     if unknown.any():
