@@ -57,17 +57,22 @@ def demo_root(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]:
     """Every step run once, in-process through the CLI, on the tiny data: (config path, layout)."""
     work = tmp_path_factory.mktemp("run")
-    cfg = shrink(shipped_config, demo_root, results=str(work / "results"))
+    return run_pipeline(shrink(shipped_config, demo_root, results=str(work / "results")), work)
+
+
+def run_pipeline(cfg: dict, work: Path) -> tuple[Path, Layout]:
+    """Run every step of ``cfg`` in-process through the CLI, as the engines would, in DAG order."""
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     L = Layout(cfg["results"])
     c = ["--config", str(config_path)]
+    data_root = cfg["data"]["root"]
 
     def run(*args: str) -> None:
         assert cli_main([*args]) == 0, args
 
     run("validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval"))
-    run("crop", *c, "--root", str(demo_root), "--train-manifest", L.manifest("train"),
+    run("crop", *c, "--root", str(data_root), "--train-manifest", L.manifest("train"),
         "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", L.crop_cache())
     run("labels", *c, "--manifest", L.manifest("train"), "--out", L.labels(),
         "--out-applied", L.corrections_applied())

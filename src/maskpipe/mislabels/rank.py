@@ -9,9 +9,10 @@ belongs to:
 - gender and age are a person's: the person's photos' marginals are averaged, and the person is
   scored once (7 photos of evidence instead of one);
 - mask status is a photo's. An incorrect_mask/normal swap, the real data's common mix-up, shows as
-  two photos that each look like the other's label: a person gets a ``swap`` suspect when the
-  exchanged assignment is likelier than the given one, scored by the mean quality of the two
-  photos; any other photo the models read as another mask status is a ``mask`` suspect.
+  two photos that each look like the other's label. The pair is scored as one two-way label (as
+  named / swapped) whose probabilities multiply both photos' readings, and a person gets a
+  ``swap`` suspect when the exchanged assignment is likelier; any other photo the models read as
+  another mask status is a ``mask`` suspect.
 
 Only labels whose suggested value (the argmax of the aggregated probabilities) differs from the
 given one are listed: those are the ones a fix can change. All tasks share one ranking by score,
@@ -103,24 +104,31 @@ def _mask_rows(table: pd.DataFrame, probs: np.ndarray, method: str) -> list[dict
     suggested = probs.argmax(axis=1)
     rows, explained = [], set()
     inc, nor = classes.MASK_BY_STEM["incorrect_mask"], classes.MASK_BY_STEM["normal"]
+    pairs = []  # (person, incorrect_mask row, normal row)
     for person, idx in table.groupby("person", sort=True).indices.items():
         by_stem = dict(zip(table["stem"].to_numpy()[idx], idx, strict=True))
         if "incorrect_mask" not in by_stem or "normal" not in by_stem:
             continue  # a dropped photo: no pair to swap
         i, n = by_stem["incorrect_mask"], by_stem["normal"]
-        if given[i] != inc or given[n] != nor:
-            continue  # already swapped by a correction, or relabelled otherwise
-        as_given = probs[i, inc] * probs[n, nor]
-        swapped = probs[i, nor] * probs[n, inc]
-        if swapped <= as_given:
-            continue
-        explained |= {i, n}
-        rows.append({"person": person, "task": "swap", "image": "incorrect_mask+normal",
-                     "given": "as named", "suggested": "swapped",
-                     "score": float((quality[i] + quality[n]) / 2),
-                     "p_suggested": float(swapped / (swapped + as_given)),
-                     "flagged": bool(flagged[i] and flagged[n]),
-                     "fix_kind": "swap_incorrect_normal", "fix_value": "true"})
+        if given[i] == inc and given[n] == nor:  # else already swapped by a correction, or relabelled
+            pairs.append((person, i, n))
+    if pairs:
+        # The pair as one two-way label, "as named" (0) or "swapped" (1), with the probability of
+        # each assignment from both photos (independent views): evidence adds up, where the
+        # photos' own scores would each count one uncertain incorrect/normal reading.
+        i, n = np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
+        both = np.stack([probs[i, inc] * probs[n, nor], probs[i, nor] * probs[n, inc]], axis=1)
+        both /= np.clip(both.sum(axis=1, keepdims=True), 1e-12, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            pair_quality = get_label_quality_scores(np.zeros(len(pairs), dtype=int), both, method=method)
+        for k in np.flatnonzero(both[:, 1] > both[:, 0]):
+            person, a, b = pairs[k]
+            explained |= {a, b}
+            rows.append({"person": person, "task": "swap", "image": "incorrect_mask+normal",
+                         "given": "as named", "suggested": "swapped", "score": float(pair_quality[k]),
+                         "p_suggested": float(both[k, 1]), "flagged": bool(flagged[a] and flagged[b]),
+                         "fix_kind": "swap_incorrect_normal", "fix_value": "true"})
     for i in np.flatnonzero(suggested != given):
         if i in explained:
             continue
