@@ -4,3 +4,8 @@
 ``review`` draws the HTML review page, ``accept`` appends accepted fixes to the corrections file
 the ``labels`` step reads, and ``step`` ties them to files.
 """
+
+#: The columns of ``suspects.csv`` (see :func:`maskpipe.mislabels.rank.rank_suspects`). Defined here,
+#: without importing cleanlab, so the report can check the file cheaply.
+SUSPECT_COLUMNS = ["rank", "suspect", "person", "task", "image", "given", "suggested", "score",
+                   "p_suggested", "flagged", "fix_kind", "fix_value", "accept"]

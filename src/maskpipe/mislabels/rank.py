@@ -31,13 +31,12 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 
 from maskpipe import classes
+from maskpipe.mislabels import SUSPECT_COLUMNS
 
 log = logging.getLogger(__name__)
 
 #: Label quality scores of ``cleanlab.rank.get_label_quality_scores``.
 METHODS = ("normalized_margin", "self_confidence", "confidence_weighted_entropy")
-SUSPECT_COLUMNS = ["rank", "suspect", "person", "task", "image", "given", "suggested", "score",
-                   "p_suggested", "flagged", "fix_kind", "fix_value", "accept"]
 _SWAPPED = {classes.MASK_BY_STEM["incorrect_mask"]: "normal", classes.MASK_BY_STEM["normal"]: "incorrect_mask"}
 
 

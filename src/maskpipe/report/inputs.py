@@ -18,14 +18,13 @@ import pandas as pd
 from maskpipe import classes
 from maskpipe.io import MaskpipeError, read_csv
 from maskpipe.metrics import macro_f1
+from maskpipe.mislabels import SUSPECT_COLUMNS
 
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ["key", "person", "id", "gender", "age", "stem", "path", "mask", "age_group", "label",
                  "sha256"]
 CROP_COLUMNS = ["key", "row", "sha256", "source", "prob", "x1", "y1", "x2", "y2"]
-SUSPECT_COLUMNS = ["rank", "suspect", "person", "task", "image", "given", "suggested", "score",
-                   "p_suggested", "flagged", "fix_kind", "fix_value"]
 SCORE_COLUMNS = ["model", "fold", "tta", "n", "macro_f1", "accuracy", "mask_f1", "gender_f1", "age_f1"]
 PROB_COLUMNS = [f"p{c:02d}" for c in range(classes.NUM_CLASSES)]
 #: Scalars a learning curve needs; a log without them falls back to metrics.json.
