@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "person with a single suspect")
     p.add_argument("--accept-marked", action="store_true",
                    help="accept the rows whose accept column in suspects.csv says yes")
-    p.add_argument("--suspects", type=Path, help="accepting: suspects.csv (default: the config's results)")
+    p.add_argument("--suspects", type=Path, metavar="PATH",
+                   help="accepting: suspects.csv (default: the one under the config's results)")
     _config_arg(p)
     _common(p)
 
