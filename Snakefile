@@ -3,7 +3,7 @@
 #   snakemake --cores 8 --resources gpu=1 submission
 #
 # raw data -> validate -> crop -> labels -> folds -> train (model x fold) -> predict
-#          -> ensemble -> submit -> report.   Each rule runs one `maskpipe` subcommand.
+#          -> ensemble -> mislabels, submit -> report.   Each rule runs one `maskpipe` subcommand.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -26,6 +26,7 @@ localrules:
     labels,
     folds,
     ensemble,
+    mislabels,
     submit,
     report,
 

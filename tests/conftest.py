@@ -57,24 +57,24 @@ def demo_root(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]:
     """Every step run once, in-process through the CLI, on the tiny data: (config path, layout)."""
     work = tmp_path_factory.mktemp("run")
-    cfg = shrink(shipped_config, demo_root, results=str(work / "results"))
+    return run_pipeline(shrink(shipped_config, demo_root, results=str(work / "results")), work)
+
+
+def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
+                 report: bool = True) -> tuple[Path, Layout]:
+    """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process through the CLI, as
+    the engines would, in DAG order: (config path, layout)."""
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     L = Layout(cfg["results"])
-    run_pipeline(config_path, cfg, L.crop_cache())
-    return config_path, L
-
-
-def run_pipeline(config_path: Path, cfg: dict, crop_cache: str, report: bool = True) -> None:
-    """Every step of ``cfg`` (saved at ``config_path``) in-process through the CLI, in DAG order."""
-    L = Layout(cfg["results"])
+    crop_cache = crop_cache or L.crop_cache()
     c = ["--config", str(config_path)]
 
     def run(*args: str) -> None:
         assert cli_main([*args]) == 0, args
 
     run("validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval"))
-    run("crop", *c, "--root", cfg["data"]["root"], "--train-manifest", L.manifest("train"),
+    run("crop", *c, "--root", str(cfg["data"]["root"]), "--train-manifest", L.manifest("train"),
         "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", crop_cache)
     run("labels", *c, "--manifest", L.manifest("train"), "--out", L.labels(),
         "--out-applied", L.corrections_applied())
@@ -95,10 +95,13 @@ def run_pipeline(config_path: Path, cfg: dict, crop_cache: str, report: bool = T
         "--test", *[L.test_probs(m, f) for m, f in pairs], "--labels", L.labels(),
         "--out-oof", L.ensemble_oof(), "--out-test", L.ensemble_test(),
         "--out-scores", L.ensemble_scores(), "--out-metrics", L.metrics())
+    run("mislabels", *c, "--oof", L.ensemble_oof(), "--labels", L.labels(), "--crops", L.crops("train"),
+        "--crop-index", L.crop_index("train"), "--out-suspects", L.mislabels_suspects(),
+        "--out-review", L.mislabels_review(), "--out-summary", L.mislabels_summary())
     run("submit", "--probs", L.ensemble_test(), "--eval-manifest", L.manifest("eval"),
         "--out", L.submission())
     if not report:
-        return
+        return config_path, L
     run("report", *c, "--train-manifest", L.manifest("train"), "--labels", L.labels(),
         "--corrections", L.corrections_applied(), "--crop-index-train", L.crop_index("train"),
         "--crops-train", L.crops("train"), "--crop-index-eval", L.crop_index("eval"),
@@ -106,8 +109,10 @@ def run_pipeline(config_path: Path, cfg: dict, crop_cache: str, report: bool = T
         "--folds", L.folds(), "--train-metrics", *[L.train_metrics(m, f) for m, f in pairs],
         "--tensorboard", *[L.tensorboard(m, f) for m, f in pairs],
         "--scores", L.ensemble_scores(), "--ensemble-oof", L.ensemble_oof(),
-        "--metrics", L.metrics(), "--submission", L.submission(), "--out", L.report(),
+        "--metrics", L.metrics(), "--submission", L.submission(),
+        "--mislabels", L.mislabels_suspects(), "--mislabels-summary", L.mislabels_summary(), "--out", L.report(),
         "--out-figures", L.report_figures(), "--out-history", L.report_history())
+    return config_path, L
 
 
 def make_project(dest: Path, config: dict) -> Path:

@@ -69,7 +69,8 @@ def test_step_params_are_exactly_the_declared_sections(shipped_config):
     assert set(step_params(raw, "train", model="demo")) == {"train", "models.demo"}
     assert step_params(raw, "submit") == {}
     assert set(STEP_SECTIONS) == {"validate", "crop", "labels", "folds", "train", "predict",
-                                  "ensemble", "submit", "report"}
+                                  "ensemble", "mislabels", "submit", "report"}
+    assert step_params(raw, "mislabels") == {"mislabels": raw["mislabels"]}
     with pytest.raises(MaskpipeError, match="no model 'nope'"):
         Config(raw).model("nope")
 

@@ -184,3 +184,44 @@ def test_eval_truth_matches_the_pictured_person(demo, read_cues):
             assert cue == (g, a), name
             read += 1
     assert read >= 4
+
+
+def test_planted_errors_change_labels_not_photos(demo, tmp_path):
+    from maskpipe.data.demo import PLANTED_COLUMNS, PLANTED_FILE
+
+    planted_root = tmp_path / "planted"
+    summary = generate_demo(planted_root, persons=PERSONS, eval_images=EVAL, seed=0, plant_errors=0.5)
+    assert summary["planted"] == 3
+    truth = pd.read_csv(planted_root / PLANTED_FILE, dtype={"id": str, "given": str, "truth": str})
+    assert list(truth.columns) == PLANTED_COLUMNS and len(truth) == 3
+    assert set(truth["kind"]) == {"gender", "age", "swap_incorrect_normal"}  # one of each kind
+    clean = pd.read_csv(demo / "train" / "train.csv", dtype={"id": str}).set_index("id")
+    dirty = pd.read_csv(planted_root / "train" / "train.csv", dtype={"id": str}).set_index("id")
+    changed = {i for i in clean.index if tuple(clean.loc[i]) != tuple(dirty.loc[i])}
+    for row in truth.itertuples():
+        assert dirty.loc[row.id, "path"] == row.person
+        old, new = clean.loc[row.id], dirty.loc[row.id]
+        folder = lambda root, r: root / "train" / "images" / r["path"]  # noqa: E731
+        files = {f.name: f.read_bytes() for f in folder(demo, old).iterdir()}
+        moved = {f.name: f.read_bytes() for f in folder(planted_root, new).iterdir()}
+        if row.kind == "gender":
+            assert (old["gender"], new["gender"]) == (row.truth, row.given) and old["gender"] != new["gender"]
+            assert moved == files  # the photos still show the true gender
+        elif row.kind == "age":
+            assert age_bin(int(row.given)) != age_bin(int(row.truth)) == age_bin(old["age"])
+            assert abs(int(age_bin(int(row.given))) - int(age_bin(int(row.truth)))) == 1  # adjacent
+            assert moved == files
+        else:
+            assert tuple(old) == tuple(new)
+            names = sorted(files)
+            inc = next(n for n in names if n.startswith("incorrect_mask"))
+            nor = next(n for n in names if n.startswith("normal"))
+            assert moved[inc] == files[nor] and moved[nor] == files[inc]
+            assert {n: b for n, b in moved.items() if n not in (inc, nor)} == \
+                   {n: b for n, b in files.items() if n not in (inc, nor)}
+    assert changed == set(truth.loc[truth["kind"] != "swap_incorrect_normal", "id"])
+    # the eval images are untouched, and the clean demo has no planted-errors file
+    assert _files(planted_root / "eval") == _files(demo / "eval")
+    assert not (demo / PLANTED_FILE).exists()
+    with pytest.raises(MaskpipeError, match="plant_errors"):
+        generate_demo(tmp_path / "bad", persons=2, eval_images=0, plant_errors=1.5)

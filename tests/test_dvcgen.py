@@ -32,3 +32,20 @@ def test_check_flags_a_stale_file(tmp_path, shipped_config):
     cfg["folds"]["k"] = 3
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert cli_main(["dvc-yaml", "--check", "--config", str(tmp_path / "config.yaml"), "--out", str(out)]) == 1
+
+
+def test_corrections_file_feeds_the_labels_stage_only(shipped_config):
+    """Accepting a mislabels fix edits the corrections file: labels and what follows rerun, not crop."""
+    cfg = copy.deepcopy(shipped_config)
+    cfg["labels"]["corrections"] = "corrections.yaml"
+    st = stages(Config(load_raw_dict(cfg)), "config.yaml")
+    assert [name for name, stage in st.items() if "corrections.yaml" in stage["deps"]] == ["labels"]
+    assert st["mislabels"]["params"] == [{"config.yaml": ["mislabels"]}]
+    assert st["mislabels"]["outs"][0] in st["report"]["deps"]
+    assert "results/demo/labels/train.csv" in st["mislabels"]["deps"]
+
+
+def load_raw_dict(raw: dict) -> dict:
+    from maskpipe.config import validate
+
+    return validate(copy.deepcopy(raw))

@@ -94,7 +94,7 @@ def test_lr_edit_reruns_only_that_model(snakemake_project):
     assert jobs == {
         ("train", "model=a, fold=0"), ("train", "model=a, fold=1"),
         ("predict", "model=a, fold=0"), ("predict", "model=a, fold=1"),
-        ("ensemble", ""), ("submit", ""), ("report", ""), ("submission", ""),
+        ("ensemble", ""), ("mislabels", ""), ("submit", ""), ("report", ""), ("submission", ""),
     }
 
 
@@ -104,7 +104,7 @@ def test_ensemble_edit_reruns_nothing_upstream(snakemake_project):
         jobs = scheduled(snakemake_project)
     finally:
         (snakemake_project / "config.yaml").write_text(before)
-    assert jobs == {("ensemble", ""), ("submit", ""), ("report", ""), ("submission", "")}
+    assert jobs == {("ensemble", ""), ("mislabels", ""), ("submit", ""), ("report", ""), ("submission", "")}
 
 
 def test_command_line_overrides_are_refused(snakemake_project):
@@ -238,8 +238,9 @@ def test_fold_seed_edit_refolds_and_retrains(snakemake_project, dvc_project):
         try:
             if project is snakemake_project:
                 rules = {rule for rule, _ in scheduled(project)}
-                assert rules == {"folds", "train", "predict", "ensemble", "submit", "report", "submission"}
-                assert len(scheduled(project)) == 1 + 4 + 4 + 4
+                assert rules == {"folds", "train", "predict", "ensemble", "mislabels", "submit", "report",
+                                 "submission"}
+                assert len(scheduled(project)) == 1 + 4 + 4 + 5
             else:
                 assert dvc_changed(project) == {"folds"}
         finally:
@@ -256,7 +257,7 @@ def test_label_edits_never_recrop_and_crop_edits_do(snakemake_project, dvc_proje
         rules = {rule for rule, _ in scheduled(snakemake_project)}
     finally:
         (snakemake_project / "config.yaml").write_text(before)
-    downstream = {"train", "predict", "ensemble", "submit", "report", "submission"}
+    downstream = {"train", "predict", "ensemble", "mislabels", "submit", "report", "submission"}
     if section == "labels":
         assert rules == {"labels", "folds"} | downstream  # no validate, no crop
     else:
@@ -270,7 +271,7 @@ def test_label_edits_never_recrop_and_crop_edits_do(snakemake_project, dvc_proje
 
 ALL_TRAIN = {("train", f"model={m}, fold={f}") for m in "ab" for f in (0, 1)}
 ALL_PREDICT = {("predict", w) for _, w in ALL_TRAIN}
-TAIL = {("ensemble", ""), ("submit", ""), ("report", ""), ("submission", "")}
+TAIL = {("ensemble", ""), ("mislabels", ""), ("submit", ""), ("report", ""), ("submission", "")}
 
 
 @pytest.mark.parametrize("section, edit, jobs, stages", [
@@ -278,6 +279,8 @@ TAIL = {("ensemble", ""), ("submit", ""), ("report", ""), ("submission", "")}
      {f"train@{m}-{f}" for m in "ab" for f in (0, 1)}),
     ("predict", lambda c: c["predict"].update(batch_size=5), ALL_PREDICT | TAIL,
      {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
+    ("mislabels", lambda c: c["mislabels"].update(top=5),
+     {("mislabels", ""), ("report", ""), ("submission", "")}, {"mislabels"}),
     ("report", lambda c: c["report"].update(title="another title"), {("report", ""), ("submission", "")},
      {"report"}),
 ])
@@ -304,8 +307,8 @@ def test_data_edit_reruns_everything(snakemake_project, dvc_project, config):
     before = edit_config(snakemake_project, edit)
     try:
         assert {rule for rule, _ in scheduled(snakemake_project)} == {
-            "validate", "crop", "labels", "folds", "train", "predict", "ensemble", "submit", "report",
-            "submission"}
+            "validate", "crop", "labels", "folds", "train", "predict", "ensemble", "mislabels", "submit",
+            "report", "submission"}
     finally:
         (snakemake_project / "config.yaml").write_text(before)
     before = edit_config(dvc_project, edit)
@@ -328,6 +331,7 @@ DOWNSTREAM_OF_TRAIN = ALL_TRAIN | ALL_PREDICT | TAIL
     ("predict.py", ALL_PREDICT | TAIL, {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
     ("ensemble_search.py", TAIL, {"ensemble"}),
     ("submission.py", {("submit", ""), ("report", ""), ("submission", "")}, {"submit"}),
+    ("mislabels/rank.py", {("mislabels", ""), ("report", ""), ("submission", "")}, {"mislabels"}),
     ("report/figures.py", {("report", ""), ("submission", "")}, {"report"}),
     ("cli.py", set(), set()),  # plumbing: argument parsing changes no result
 ])

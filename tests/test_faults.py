@@ -311,10 +311,7 @@ def test_same_config_and_seed_on_cpu_give_identical_results(tiny_run, tmp_path):
     config_path, first = tiny_run
     cfg = yaml.safe_load(config_path.read_text())
     cfg["results"] = str(tmp_path / "results")
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    L = Layout(cfg["results"])
-    run_pipeline(config, cfg, first.crop_cache(), report=False)
+    _, L = run_pipeline(cfg, tmp_path, first.crop_cache(), report=False)
 
     same_bytes = {"train manifest": lambda x: x.manifest("train"),
                   "eval manifest": lambda x: x.manifest("eval"),

@@ -17,6 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from maskpipe import classes
 from maskpipe.io import MaskpipeError
+from maskpipe.mislabels.rank import rank_suspects
 from maskpipe.report import ReportInputs, build_report
 from maskpipe.report import html as report_html
 from maskpipe.report import sections
@@ -35,7 +36,8 @@ WEIGHT_SEARCH = {"enabled": True, "weights": {"demo": 0.7, "wide": 0.3}, "fit_ha
                  "holdout_persons": 5}
 FIGURES = {"class_balance", "age_histogram", "crop_sample", "crop_fallbacks", "fold_strata",
            "learning_curves_demo", "learning_curves_wide", "per_class_f1", "confusion",
-           "task_confusions", "mistakes", "class_proportions"}
+           "task_confusions", "mistakes", "mislabels", "class_proportions"}
+MISLABELS_F1_BEFORE = 0.4321
 
 
 def _fake_sha(text: str) -> str:
@@ -66,12 +68,18 @@ def _labels_and_corrections(manifest: pd.DataFrame, with_fixes: bool) -> tuple[p
         rows = labels["person"] == first
         labels.loc[rows, "gender"] = "female"
         labels.loc[rows, "label"] = classes.encode(labels.loc[rows, "mask"], 1, labels.loc[rows, "age_group"])
+        aged = labels["person"] == labels["person"].iloc[7 * 2]  # age 45, fixed to 29 by mislabels
+        labels.loc[aged, ["age", "age_group"]] = [29, 0]
+        labels.loc[aged, "label"] = classes.encode(labels.loc[aged, "mask"], 0, 0)
         labels = labels[labels["person"] != last].reset_index(drop=True)
         fixes = pd.DataFrame([
             {"line": 3, "person": first, "fix": "gender", "old": "male", "new": "female",
              "reason": "long hair <b>and</b> earrings"},
             {"line": 7, "person": last, "fix": "drop_person", "old": "kept", "new": "dropped",
              "reason": "duplicate of 000002"},
+            {"line": 11, "person": labels["person"].iloc[7 * 2], "fix": "age", "old": "45", "new": "29",
+             "reason": "mislabels: age 30-59 (age 45) -> <30, p=0.91, cleanlab normalized_margin 0.040, "
+                       "rank 1; OOF macro F1 0.4321 when ranked"},
         ])
     return labels, fixes
 
@@ -175,6 +183,11 @@ def write_run(folder: Path, with_fixes: bool = True) -> ReportInputs:
                                         "n_train": 56, "n_val": 28, "device": "cpu", "history": history}))
             train_metrics.append(path)
     (folder / "metrics.json").write_text(json.dumps(metrics))
+    table = labels.assign(gender_id=labels["gender"].map(classes.GENDER_BY_NAME))
+    suspects = rank_suspects(table, probs.round(6))
+    suspects.to_csv(folder / "suspects.csv", index=False, lineterminator="\n")
+    (folder / "suspects.json").write_text(json.dumps({"method": "normalized_margin", "suspects": len(suspects),
+                                                      "oof_macro_f1": MISLABELS_F1_BEFORE}))
     from maskpipe.crop.sheet import contact_sheet
 
     crops = rng.integers(0, 255, size=(len(manifest), 24, 20, 3), dtype=np.uint8)
@@ -184,6 +197,7 @@ def write_run(folder: Path, with_fixes: bool = True) -> ReportInputs:
         sheets[name] = folder / f"{name}.png"
         sheets[name].write_bytes(contact_sheet(crops, rows, ["fallback"] * len(rows)))
     return ReportInputs(**paths, **sheets, crops_train=folder / "crops_train.npy",
+                        mislabels=folder / "suspects.csv", mislabels_summary=folder / "suspects.json",
                         train_metrics=train_metrics, tensorboard=tensorboard, metrics=folder / "metrics.json")
 
 
@@ -218,7 +232,8 @@ def test_report_has_every_section_in_order(report):
     _, _, text = report
     headings = re.findall(r"<h2>(.*?)</h2>", text)
     assert headings == ["Summary", "Data", "Label corrections", "Face crops", "Folds", "Training", "Scores",
-                        "Per-class F1", "Confusion matrix", "Confident mistakes", "Submission"]
+                        "Per-class F1", "Confusion matrix", "Confident mistakes", "Suspected mislabels",
+                        "Submission"]
 
 
 def test_report_shows_the_key_numbers(report):
@@ -431,3 +446,24 @@ def test_tiny_run_report_has_figures_and_history(tiny_run):
     assert "TensorBoard log;" not in text
     # The real ensemble scores each model with and without the shipped TTA; no search by default.
     assert "<b>a</b> · out-of-fold macro F1" in text and "No weight search was run" in text
+
+
+def test_mislabels_section_shows_top_suspects_and_the_f1_change(report):
+    inputs, _, text = report
+    section = _section(text, "mislabels")
+    suspects = pd.read_csv(inputs.mislabels)
+    assert len(suspects) > 0  # the synthetic predictions disagree with some labels
+    assert f"{len(suspects)} label(s)" in section and "normalized_margin" in section
+    assert section.count('<img alt="top suspected mislabels"') == 1
+    for suspect in suspects["suspect"].head(3):
+        assert html.escape(suspect) in section
+    # One applied fix came from mislabels, ranked at F1 0.4321; the run now scores metrics.json's F1.
+    now = json.loads(inputs.metrics.read_text())["oof_macro_f1"]
+    assert "Fixes accepted from mislabels" in section and "0.432" in section
+    assert f"change {now - MISLABELS_F1_BEFORE:+.3f}" in section
+
+
+def test_mislabels_section_without_accepted_fixes(tmp_path):
+    inputs = write_run(tmp_path, with_fixes=False)
+    section = report_html.mislabels.section(load(inputs), Figures())
+    assert "No fix from <code>maskpipe mislabels --accept</code>" in section

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--persons", type=int, default=None, help="training persons (7 photos each)")
     p.add_argument("--eval-images", type=int, default=None, help="eval images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plant-errors", type=float, default=0.0, metavar="RATE",
+                   help="share of the train persons (0..1) given a wrong label (gender flip, age "
+                        "shift, incorrect/normal swap) while the photos show the truth; the list "
+                        "goes to planted_errors.csv (default 0: a clean demo)")
     _common(p)
 
     p = sub.add_parser("validate", help="check the data layout; write the image manifests [data]")
@@ -102,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     _common(p)
 
+    p = sub.add_parser(
+        "mislabels", help="rank suspected label errors with cleanlab; accept fixes [mislabels]",
+        description="Without --accept: rank every label the ensemble's out-of-fold probabilities "
+                    "disagree with (cleanlab, per task; gender and age per person, mask per photo, "
+                    "incorrect/normal swaps as pairs) into suspects.csv, review.html and summary.json. "
+                    "With --accept or --accept-marked: append the chosen suspects' fixes to the "
+                    "corrections file named by labels.corrections; the next pipeline run applies them "
+                    "(labels and everything after it rerun, validate and crop do not).")
+    for name in ("oof", "labels", "crops", "crop-index", "out-suspects", "out-review", "out-summary"):
+        p.add_argument(f"--{name}", type=Path, metavar="PATH", help="ranking: required")
+    p.add_argument("--accept", nargs="+", default=[], metavar="SUSPECT",
+                   help="accept these suspects: a suspect id (PERSON:TASK, from suspects.csv) or a "
+                        "person with a single suspect")
+    p.add_argument("--accept-marked", action="store_true",
+                   help="accept the rows whose accept column in suspects.csv says yes")
+    p.add_argument("--suspects", type=Path, metavar="PATH",
+                   help="accepting: suspects.csv (default: the one under the config's results)")
+    _config_arg(p)
+    _common(p)
+
     p = sub.add_parser("submit", help="write the checked ImageID,ans file")
     _paths(p, "probs", "eval-manifest", "out")
     _common(p)
@@ -110,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "learning curves as CSV [report]")
     _paths(p, "train-manifest", "labels", "corrections", "crop-index-train", "crops-train",
            "crop-index-eval", "crop-sample", "crop-fallbacks", "folds", "scores", "ensemble-oof",
-           "metrics", "submission", "out", "out-figures", "out-history")
+           "metrics", "submission", "mislabels", "mislabels-summary", "out", "out-figures",
+           "out-history")
     _paths(p, "train-metrics", "tensorboard", nargs="+")
     _config_arg(p)
     _common(p)

@@ -33,6 +33,7 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("train", "models.{model}"),
     "predict": ("predict",),
     "ensemble": ("ensemble",),
+    "mislabels": ("mislabels",),
     "submit": (),
     "report": ("report",),
 }

@@ -85,6 +85,16 @@ class Layout:
     def metrics(self) -> str:
         return self._p("ensemble", "metrics.json")
 
+    # mislabels
+    def mislabels_suspects(self) -> str:
+        return self._p("mislabels", "suspects.csv")
+
+    def mislabels_review(self) -> str:
+        return self._p("mislabels", "review.html")
+
+    def mislabels_summary(self) -> str:
+        return self._p("mislabels", "summary.json")
+
     # submission, report
     def submission(self) -> str:
         return self._p("submission.csv")

@@ -23,7 +23,7 @@ def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
 
     kwargs = {k: v for k, v in (("persons", args.persons), ("eval_images", args.eval_images))
               if v is not None}
-    summary = generate_demo(args.out, seed=args.seed, **kwargs)
+    summary = generate_demo(args.out, seed=args.seed, plant_errors=args.plant_errors, **kwargs)
     log.info("demo data in %s: %s", args.out, summary)
 
 
@@ -113,6 +113,28 @@ def ensemble(args: argparse.Namespace, load_config: Loader) -> None:
                       cfg["search_weights"], cfg["age_bias"], cfg["seed"])
 
 
+def mislabels(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.mislabels import step
+
+    cfg = load_config(args)
+    if args.accept or args.accept_marked:
+        # Not a pipeline step: it writes the labels step's input, so it reads where that lives.
+        from maskpipe.layout import Layout
+
+        layout = Layout(str(cfg.results))
+        suspects = args.suspects or Path(layout.mislabels_suspects())
+        step.accept(suspects, suspects.parent / Path(layout.mislabels_summary()).name,
+                    cfg.params("labels")["labels"]["corrections"], args.accept, args.accept_marked)
+        return
+    names = ("oof", "labels", "crops", "crop_index", "out_suspects", "out_review", "out_summary")
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise MaskpipeError(f"ranking needs {', '.join(missing)} (or pass --accept to accept fixes)")
+    mcfg = cfg.params("mislabels")["mislabels"]
+    step.run(args.oof, args.labels, args.crops, args.crop_index, mcfg["method"], mcfg["top"],
+             mcfg["thumbnail"], args.out_suspects, args.out_review, args.out_summary)
+
+
 def submit(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe import submission as submission_step
 
@@ -131,7 +153,8 @@ def report(args: argparse.Namespace, load_config: Loader) -> None:
         crop_fallbacks=args.crop_fallbacks, folds=args.folds,
         train_metrics=list(args.train_metrics), tensorboard=list(args.tensorboard),
         scores=args.scores, ensemble_oof=args.ensemble_oof, metrics=args.metrics,
-        submission=args.submission)
+        submission=args.submission, mislabels=args.mislabels,
+        mislabels_summary=args.mislabels_summary)
     build_report(inputs, cfg["title"], args.out, args.out_figures, args.out_history)
     log.info("report written to %s", args.out)
 

@@ -1,4 +1,5 @@
-# Ensemble every model x fold, write the checked submission, build the report.
+# Ensemble every model x fold, rank suspected mislabels, write the checked submission, build the
+# report.
 
 
 rule ensemble:
@@ -23,6 +24,31 @@ rule ensemble:
         "maskpipe ensemble {params.config} --oof {input.oof} --test {input.test}"
         " --labels {input.labels} --out-oof {output.oof} --out-test {output.test}"
         " --out-scores {output.scores} --out-metrics {output.metrics} --log {log}"
+
+
+rule mislabels:
+    input:
+        oof=L.ensemble_oof(),
+        labels=L.labels(),
+        crops=L.crops("train"),
+        crop_index=L.crop_index("train"),
+        code=code("mislabels"),
+    output:
+        suspects=L.mislabels_suspects(),
+        review=L.mislabels_review(),
+        summary=L.mislabels_summary(),
+    log:
+        L.log("mislabels"),
+    conda:
+        "../../envs/maskpipe.yaml"
+    params:
+        sections=sections("mislabels"),
+        config=CONFIG_ARGS,
+    shell:
+        "maskpipe mislabels {params.config} --oof {input.oof} --labels {input.labels}"
+        " --crops {input.crops} --crop-index {input.crop_index}"
+        " --out-suspects {output.suspects} --out-review {output.review}"
+        " --out-summary {output.summary} --log {log}"
 
 
 rule submit:
@@ -58,6 +84,8 @@ rule report:
         ensemble_oof=L.ensemble_oof(),
         metrics=L.metrics(),
         submission=L.submission(),
+        mislabels=L.mislabels_suspects(),
+        mislabels_summary=L.mislabels_summary(),
         code=code("report"),
     output:
         report=L.report(),
@@ -85,5 +113,6 @@ rule report:
         " --folds {input.folds} --train-metrics {input.train_metrics}"
         " --tensorboard {input.tensorboard} --scores {input.scores}"
         " --ensemble-oof {input.ensemble_oof} --metrics {input.metrics}"
-        " --submission {input.submission} --out {output.report}"
+        " --submission {input.submission} --mislabels {input.mislabels}"
+        " --mislabels-summary {input.mislabels_summary} --out {output.report}"
         " --out-figures {output.figures} --out-history {output.history} --log {log}"

@@ -5,6 +5,11 @@ scikit-image's astronaut), so the demo needs no download. Each person is one por
 tinted and cut out onto a background; masks are drawn from the face landmarks. Gender and age
 group are painted as a forehead band (hue = gender, dark stripes = age group) that sits inside
 any face crop, is never covered by a mask and is symmetric under horizontal flips.
+
+With ``plant_errors`` > 0 some persons get a wrong label while their photos keep showing the
+truth, the way the real data's mistakes look: a flipped gender or a shifted age in the folder name
+and train.csv, or incorrect_mask and normal files exchanged. ``planted_errors.csv`` lists them,
+so ``maskpipe mislabels`` can be measured (``bench/mislabels.py``).
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ _MASK_COLOURS = [(236, 236, 232), (172, 204, 232), (34, 34, 38), (128, 130, 134)
 _STRIPE_COLOUR = (236, 236, 232)
 _BAND_HUES = (0.60, 0.93)  # male: blue, female: magenta-pink
 _AGE_STRIPES = ((), (0.5,), (0.28, 0.72))  # positions across the band, per age group
+#: Kinds of planted label errors, named like the corrections that undo them (maskpipe.labels).
+PLANT_KINDS = ("gender", "age", "swap_incorrect_normal")
+PLANTED_FILE = "planted_errors.csv"
+PLANTED_COLUMNS = ["person", "id", "kind", "given", "truth"]
 
 
 @functools.cache
@@ -189,6 +198,26 @@ def _labels(seed: int, group: int, index: int) -> tuple[int, int]:
     return combo // 3, combo % 3
 
 
+def _plant_plan(seed: int, persons: int, rate: float) -> dict[int, str]:
+    """Which persons get a planted error, and its kind: ``round(rate * persons)`` of them.
+
+    Drawn from their own seed stream, so the photos and true labels stay those of the clean demo;
+    the kinds take turns in a shuffled order, so every kind is planted about equally often.
+    """
+    count = int(round(rate * persons))
+    rng = np.random.default_rng([seed, 3])
+    chosen = sorted(rng.choice(persons, size=count, replace=False).tolist()) if count else []
+    kinds = [PLANT_KINDS[k % len(PLANT_KINDS)] for k in rng.permutation(count)]
+    return dict(zip(chosen, kinds, strict=True))
+
+
+def _shifted_age(age_group: int, rng: np.random.Generator) -> int:
+    """An age in an adjacent age group: the likeliest real mistake (a neighbouring decade)."""
+    young, old = OFFICIAL_AGE_BOUNDS
+    group = 1 if age_group != 1 else int(rng.choice([0, 2]))
+    return int(rng.integers(*[(18, young), (young, old), (old, old + 1)][group]))
+
+
 def _save(img: Image.Image, path: Path, fmt: str, mode: str, quality: int) -> None:
     with atomic_path(path) as tmp:
         if fmt == "JPEG":
@@ -197,23 +226,27 @@ def _save(img: Image.Image, path: Path, fmt: str, mode: str, quality: int) -> No
             img.convert(mode).save(tmp, format=fmt, compress_level=1)  # level 6 is 10x slower
 
 
-def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: int = 0) -> dict:
+def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: int = 0,
+                  plant_errors: float = 0.0) -> dict:
     """Write a demo data set in the competition's layout under ``out``.
 
     Writes ``train/train.csv``, ``train/images/<id>_<gender>_Asian_<age>/<stem>.<ext>``,
     ``eval/info.csv``, ``eval/images/<40 hex>.jpg``, ``demo_truth.csv`` (the true class of
     every eval image) and ``demo.json`` (the arguments, written last). Person ``i`` depends only
-    on ``seed`` and ``i``, so a larger demo extends a smaller one with the same seed.
+    on ``seed`` and ``i``, so a larger demo extends a smaller one with the same seed. With
+    ``plant_errors``, ``planted_errors.csv`` lists the wrong labels planted (see the module).
 
     Args:
         out: Folder to create; may exist if empty or if it holds a demo made with these arguments.
         persons: Number of train persons (7 images each).
         eval_images: Number of eval images, each of a different person not in train.
         seed: Seed of every random choice.
+        plant_errors: Share of the train persons (0..1) whose label is made wrong: a gender flip,
+            an age moved to an adjacent group, or incorrect_mask/normal files exchanged.
 
     Returns:
-        Counts: ``persons``, ``train_images``, ``eval_images``, and ``skipped`` (True when ``out``
-        already held this demo).
+        Counts: ``persons``, ``train_images``, ``eval_images``, ``planted`` (when planting), and
+        ``skipped`` (True when ``out`` already held this demo).
 
     Raises:
         MaskpipeError: ``out`` exists and holds something else.
@@ -221,9 +254,15 @@ def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: i
     out = Path(out)
     if persons < 0 or eval_images < 0:
         raise MaskpipeError(f"demo: persons and eval_images must be >= 0, got {persons} and {eval_images}")
+    if not 0 <= plant_errors <= 1:
+        raise MaskpipeError(f"demo: plant_errors is a share of the persons, 0..1; got {plant_errors}")
     params = {"generator": "maskpipe.data.demo", "version": _VERSION, "persons": persons,
               "eval_images": eval_images, "seed": seed}
     summary = {"persons": persons, "train_images": persons * len(IMAGE_STEMS), "eval_images": eval_images}
+    plan = _plant_plan(seed, persons, plant_errors)
+    if plant_errors:  # only then, so a clean demo's demo.json (and folder) stays what it was
+        params["plant_errors"] = plant_errors
+        summary["planted"] = len(plan)
     marker = out / "demo.json"
     if marker.is_file():
         try:
@@ -237,22 +276,35 @@ def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: i
         raise MaskpipeError(f"{out}: exists and does not hold a demo made with persons={persons}, "
                             f"eval_images={eval_images}, seed={seed}; remove it or choose another folder")
 
-    rows = []
+    rows, planted = [], []
     for i in tqdm(range(persons), desc="demo train persons", unit="person", disable=None):
         rng = np.random.default_rng([seed, 0, i])
         gender, age_group = _labels(seed, 0, i)
         p = _person(rng, gender, age_group)
         pid = f"{1 + 2 * i + int(rng.integers(2)):06d}"  # unique, increasing, with gaps like the real ids
-        name = f"{pid}_{GENDER_NAMES[gender]}_Asian_{p['age']}"
+        # The photos show (gender, p["age"]); the written label may be a planted error.
+        kind = plan.get(i)
+        given_gender = 1 - gender if kind == "gender" else gender
+        given_age = _shifted_age(age_group, np.random.default_rng([seed, 4, i])) if kind == "age" else p["age"]
+        name = f"{pid}_{GENDER_NAMES[given_gender]}_Asian_{given_age}"
         suffix, fmt, mode = _QUIRKS.get(i % _QUIRK_PERIOD, (".jpg", "JPEG", "RGB"))
         base, pts = _portrait(p)
         for stem in IMAGE_STEMS:
             img = _render(p, base, pts, stem, rng)
+            if kind == "swap_incorrect_normal" and MASK_BY_STEM[stem] > 0:
+                stem = "normal" if stem == "incorrect_mask" else "incorrect_mask"  # file names exchanged
             _save(img, out / "train" / "images" / name / f"{stem}{suffix}", fmt, mode, p["quality"])
-        rows.append({"id": pid, "gender": GENDER_NAMES[gender], "race": "Asian", "age": p["age"],
+        rows.append({"id": pid, "gender": GENDER_NAMES[given_gender], "race": "Asian", "age": given_age,
                      "path": name})
+        if kind:
+            given, truth = {"gender": (GENDER_NAMES[given_gender], GENDER_NAMES[gender]),
+                            "age": (given_age, p["age"]),
+                            "swap_incorrect_normal": ("incorrect_mask<->normal", "swapped")}[kind]
+            planted.append({"person": name, "id": pid, "kind": kind, "given": given, "truth": truth})
     write_csv(pd.DataFrame(rows, columns=["id", "gender", "race", "age", "path"]),
               out / "train" / "train.csv")
+    if plant_errors:
+        write_csv(pd.DataFrame(planted, columns=PLANTED_COLUMNS), out / PLANTED_FILE)
 
     info, truth = [], []
     kinds = list(IMAGE_STEMS)

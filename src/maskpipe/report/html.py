@@ -20,7 +20,7 @@ import pandas as pd
 
 from maskpipe import classes
 from maskpipe.io import write_bytes_if_changed, write_csv
-from maskpipe.report import figures, sections
+from maskpipe.report import figures, mislabels, sections
 from maskpipe.report.inputs import STRATUM_NAMES, ReportInputs, Run, history_table, load
 from maskpipe.report.markup import Figures, card, counts, esc, f3, join, pct, table
 
@@ -189,6 +189,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[Run, Figures], str]], ...] = (
     ("per-class", "Per-class F1", sections.per_class),
     ("confusion", "Confusion matrix", sections.confusion),
     ("mistakes", "Confident mistakes", sections.mistakes),
+    ("mislabels", "Suspected mislabels", mislabels.section),
     ("submission", "Submission", _submission),
 )
 

@@ -18,6 +18,7 @@ import pandas as pd
 from maskpipe import classes
 from maskpipe.io import MaskpipeError, read_csv
 from maskpipe.metrics import macro_f1
+from maskpipe.mislabels import SUSPECT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class ReportInputs:
     ensemble_oof: Path
     metrics: Path
     submission: Path
+    mislabels: Path
+    mislabels_summary: Path
 
     def __post_init__(self) -> None:
         # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
@@ -83,6 +86,9 @@ class Run:
     oof: pd.DataFrame
     metrics: dict
     submission: pd.DataFrame
+    #: The mislabels step's ranked suspects and its summary (OOF macro F1 when ranked).
+    suspects: pd.DataFrame
+    suspects_summary: dict
     warnings: list[str] = field(default_factory=list)
 
 
@@ -223,6 +229,10 @@ def load(inputs: ReportInputs) -> Run:
         metrics=_read_json(i.metrics, ["oof_macro_f1", "oof_accuracy", "f1_definition", "per_class_f1",
                                        "tasks"]),
         submission=read_csv(i.submission, ["ImageID", "ans"], dtype={"ImageID": str}),
+        suspects=read_csv(i.mislabels, SUSPECT_COLUMNS, dtype={"person": str, "image": str, "given": str,
+                                                              "suggested": str, "fix_value": str},
+                          keep_default_na=False),
+        suspects_summary=_read_json(i.mislabels_summary, ["method", "oof_macro_f1", "suspects"]),
     )
     unknown = ~run.crops_train["key"].isin(run.manifest["key"])
     if unknown.any():
