@@ -5,7 +5,7 @@
 Notebook way: one MTCNN call per image on the full-resolution photo (facenet-pytorch defaults),
 then crop and save a JPEG.
 maskpipe: batches of equal-sized images, detection on a half-size copy, portrait-sized
-min_face_size, one process per core (each with one torch thread). Prints images/s of both, their ratio (target >= 10x on a 2-core CPU), and the
+min_face_size, one chunk per core at once (threads, one torch thread each). Prints images/s of both, their ratio (target >= 10x on a 2-core CPU), and the
 agreement of the boxes (IoU with the full-resolution detection; target median >= 0.9).
 Run by hand; nothing here is timed in the tests.
 """
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the notebook loop")
     parser.add_argument("--workers", type=int, default=None,
-                        help="maskpipe crop processes (default: one per usable core)")
+                        help="chunks the crop step works on at once (default: one per usable core)")
     parser.add_argument("--config", type=Path, default=Path("config.yaml"),
                         help="crop settings are read from this config's crop section")
     args = parser.parse_args()
@@ -68,7 +68,7 @@ def main() -> None:
 
     from maskpipe.config import load_raw
 
-    workers = args.workers or default_workers("cpu")
+    workers = args.workers or default_workers()
 
     crop = load_raw(args.config)["crop"]
     settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]))
@@ -88,7 +88,7 @@ def main() -> None:
     print(f"notebook loop (full size, per image, crop + save): {n / naive_s:7.1f} img/s  "
           f"({sum(b is not None for b in naive_boxes)} faces)")
     print(f"maskpipe crop (scale {settings.detect_scale}, min face {settings.min_face_size}, "
-          f"batch {crop['batch_size']}, {workers} processes): {n / ours_s:7.1f} img/s  "
+          f"batch {crop['batch_size']}, {workers} workers): {n / ours_s:7.1f} img/s  "
           f"({sum(b is not None for b in ours)} faces, detection + crop + write)")
     print(f"speed-up: {naive_s / ours_s:.1f}x   (target >= 10x)")
     if len(ious):

@@ -127,8 +127,8 @@ def test_person_fallback_uses_the_persons_detected_photos(tmp_path, portrait, de
     assert pd.read_csv(tmp_path / "x.csv")["source"].tolist() == list(idx["source"])
 
 
-def test_worker_processes_make_the_same_crops(tmp_path, portrait, caplog):
-    """Chunks cropped in 2 processes (one torch thread each) equal one process's crops, in order."""
+def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
+    """Chunks cropped 2 at a time (threads, one torch thread each) equal one at a time, in order."""
     import functools
 
     from PIL import ImageOps
@@ -138,17 +138,17 @@ def test_worker_processes_make_the_same_crops(tmp_path, portrait, caplog):
     images = [portrait, Image.new("RGB", portrait.size, (40, 40, 40)), ImageOps.mirror(portrait),
               portrait.rotate(8), portrait.resize((portrait.size[0] // 2, portrait.size[1] // 2))]
     manifest = _manifest(tmp_path, images)
-    manifest["person"] = ["p1", "p1", "p2", "p3", "p4"]  # 4 chunks: enough to share
+    manifest["person"] = ["p1", "p1", "p2", "p3", "p4"]  # 4 chunks
     settings, geometry = DetectorSettings(0.5, 60), CropGeometry(48, 40, 0.2)
     factory = functools.partial(make_detector, settings, "cpu")
     out = {}
-    caplog.set_level("INFO", logger="maskpipe.crop.step")
+    caplog.set_level("DEBUG", logger="maskpipe.crop.step")
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
         idx = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry, settings,
                          BoxCache(d / "cache", settings), factory, batch_size=1, workers=workers)
         out[workers] = (np.load(d / "x.npy"), idx, (d / "cache").iterdir().__next__().read_bytes())
-    assert "crop: 2 processes" in caplog.text
+    assert "crop: 4 chunks on 2 threads" in caplog.text
     assert list(out[1][1]["source"]) == ["detected", "person", "detected", "detected", "detected"]
     assert np.array_equal(out[1][0], out[2][0])
     pd.testing.assert_frame_equal(out[1][1], out[2][1])

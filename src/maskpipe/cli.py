@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, required=True, help="data folder the manifest paths start from")
     _paths(p, "train-manifest", "eval-manifest", "out-dir", "cache")
     p.add_argument("--workers", type=int, default=None,
-                   help="crop processes, one torch thread each (default: one per usable core on "
-                        "CPU, 1 on a GPU); the crops are the same for any number")
+                   help="chunks of crop.batch_size images cropped at once, in threads with one "
+                        "torch thread each (default: usable cores + 1); the crops are the same "
+                        "for any number")
     _config_arg(p)
     _common(p, threads=True)
 
