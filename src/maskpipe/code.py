@@ -28,6 +28,9 @@ PLUMBING = frozenset({
     "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.train.devices",
 })
 
+#: Modules no step runs: benchmarks and tests score planted label errors with them.
+OFFLINE = frozenset({"maskpipe.mislabels.planted"})
+
 
 def package_dir() -> Path:
     """The directory of the maskpipe package that runs (``src/maskpipe`` in a clone)."""

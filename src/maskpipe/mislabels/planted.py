@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from maskpipe.predict import PROB_COLUMNS
+from maskpipe.classes import PROB_COLUMNS
 
 #: Planted kind (the correction that undoes it) -> suspect task.
 TASK_OF_KIND = {"gender": "gender", "age": "age", "swap_incorrect_normal": "swap"}

@@ -8,6 +8,7 @@ what the ensemble reads in it for the suspect's task.
 from __future__ import annotations
 
 import base64
+import html
 import io
 
 import numpy as np
@@ -16,7 +17,12 @@ from PIL import Image
 
 from maskpipe import classes
 from maskpipe.mislabels.rank import task_probs
-from maskpipe.report.markup import esc
+
+
+def esc(value: object) -> str:
+    """``value`` as text that is safe inside HTML elements and attributes."""
+    return html.escape(str(value))
+
 
 _CSS = """
 body{margin:0 auto;max-width:1150px;padding:1rem 1.5rem;color:#1f2933;

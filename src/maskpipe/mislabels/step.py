@@ -14,7 +14,7 @@ from maskpipe.metrics import macro_f1
 from maskpipe.mislabels import accept as accept_mod
 from maskpipe.mislabels.rank import rank_suspects
 from maskpipe.mislabels.review import review_page
-from maskpipe.predict import PROB_COLUMNS
+from maskpipe.classes import PROB_COLUMNS
 
 log = logging.getLogger(__name__)
 
