@@ -51,19 +51,30 @@ def edit_config(project, edit) -> str:
 
 @pytest.fixture(scope="module")
 def config(shipped_config, demo_root):
-    return shrink(shipped_config, demo_root, results=RESULTS)
+    cfg = shrink(shipped_config, demo_root, results=RESULTS)
+    cfg["labels"]["corrections"] = CORRECTIONS  # an input of the labels step, for the table's last row
+    return cfg
+
+
+CORRECTIONS = "corrections.yaml"
+
+
+def engine_project(dest, config):
+    project = make_project(dest, config)
+    (project / CORRECTIONS).write_text("fixes: []\n")
+    return project
 
 
 @pytest.fixture(scope="module")
 def snakemake_project(tmp_path_factory, config):
-    project = make_project(tmp_path_factory.mktemp("smk"), config)
+    project = engine_project(tmp_path_factory.mktemp("smk"), config)
     sh(["snakemake", "submission", "--cores", "2", "--resources", "gpu=1"], project)
     return project
 
 
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory, config):
-    project = make_project(tmp_path_factory.mktemp("dvc"), config)
+    project = engine_project(tmp_path_factory.mktemp("dvc"), config)
     (project / ".gitignore").write_text("/results/\n/.snakemake/\n")
     sh(["git", "init", "-q"], project)
     sh(["dvc", "init", "-q"], project)
@@ -322,6 +333,24 @@ def test_data_edit_reruns_everything(snakemake_project, dvc_project, config):
 
 
 DOWNSTREAM_OF_TRAIN = ALL_TRAIN | ALL_PREDICT | TAIL
+
+
+def test_corrections_file_edit_reruns_labels_and_after(snakemake_project, dvc_project):
+    """The table's last row: a fix appended to the corrections file (as `mislabels --accept`
+    does) reruns labels and what follows it, not validate or crop."""
+    for project in (snakemake_project, dvc_project):
+        path = project / CORRECTIONS
+        before = path.read_text()
+        person = pd.read_csv(project / RESULTS / "labels" / "train.csv", dtype=str)["person"].iloc[0]
+        path.write_text(f"fixes:\n  - person: {person}\n    gender: female\n    reason: a test\n")
+        try:
+            if project is snakemake_project:
+                assert scheduled(project) == {("labels", ""), ("folds", "")} | DOWNSTREAM_OF_TRAIN
+            else:
+                assert dvc_changed(project) == {"labels"}
+        finally:
+            path.write_text(before)
+        assert (scheduled(project) if project is snakemake_project else dvc_changed(project)) == set()
 
 
 @pytest.mark.parametrize("module, jobs, stages", [
