@@ -103,7 +103,7 @@ def tiny_disk(tmp_path):
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or proc.returncode})")
     yield mnt
-    subprocess.run(["umount", str(mnt)], check=True)
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
 
 
 def test_a_really_full_disk_keeps_previous_outputs(tiny_disk):
@@ -116,6 +116,14 @@ def test_a_really_full_disk_keeps_previous_outputs(tiny_disk):
         write_csv(big, csv)
     with pytest.raises(MaskpipeError, match="checkpoint.pt: no space left on the device"):
         save_torch({"w": torch.ones(1_000_000)}, ckpt)  # 4 MB of weights
+    # A memory-mapped array (the crops) would die of SIGBUS on a full disk unless allocated first.
+    crops = tiny_disk / "crops.npy"
+    with npy_writer(crops, (4, 8, 8, 3)) as a:
+        a[:] = 7
+    with pytest.raises(MaskpipeError, match="crops.npy: no space left on the device"):
+        with npy_writer(crops, (200, 64, 64, 3)) as a:  # 2.4 MB
+            a[:] = 1
+    assert np.load(crops).tolist() == np.full((4, 8, 8, 3), 7, np.uint8).tolist()
     assert (csv.read_bytes(), ckpt.read_bytes()) == before
     assert torch.load(ckpt, weights_only=True)["w"].tolist() == [1.0] * 4
     assert _no_temp_files(tiny_disk)

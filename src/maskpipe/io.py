@@ -184,12 +184,25 @@ def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype=np.uint8) 
     try:
         with _full_disk_named(path):
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            _allocate(tmp)
             yield array
             array.flush()
             del array
             replace_if_changed(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _allocate(path: Path) -> None:
+    """Give a new sparse file its blocks now. Writing into a memory map of a sparse file on a full
+    disk kills the process with SIGBUS; allocating first turns that into ENOSPC, here."""
+    if not hasattr(os, "posix_fallocate"):  # macOS: no such call; a full disk stays a crash there
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def read_csv(path: str | os.PathLike, required: list[str] | None = None, **kwargs) -> pd.DataFrame:
