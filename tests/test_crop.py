@@ -153,3 +153,24 @@ def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
     assert np.array_equal(out[1][0], out[2][0])
     pd.testing.assert_frame_equal(out[1][1], out[2][1])
     assert out[1][2] == out[2][2]  # the same detections cached
+
+
+def test_detection_cache_key_covers_settings_code_and_libraries(tmp_path, monkeypatch):
+    """Cached boxes are reused only by the same settings, detection code and library versions."""
+    from pathlib import Path
+
+    from maskpipe.crop import detect
+
+    base = DetectorSettings(0.5, 120).key()
+    assert DetectorSettings(0.5, 100).key() != base
+    assert DetectorSettings(0.5, 120, (0.6, 0.7, 0.8)).key() != base
+    edited = tmp_path / "detect.py"
+    edited.write_bytes(Path(detect.__file__).read_bytes() + b"\n# an edit\n")
+    detect.detector_fingerprint.cache_clear()
+    monkeypatch.setattr(detect, "__file__", str(edited))
+    try:
+        assert DetectorSettings(0.5, 120).key() != base  # an edit to the detection code re-detects
+    finally:
+        monkeypatch.undo()
+        detect.detector_fingerprint.cache_clear()
+    assert DetectorSettings(0.5, 120).key() == base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -26,8 +27,25 @@ class DetectorSettings:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        """The settings, plus what else decides a box: this module's and the image reader's code
+        and the versions of facenet-pytorch, torch and Pillow (an edit there re-detects)."""
+        text = json.dumps({**asdict(self), "code": detector_fingerprint()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def detector_fingerprint() -> str:
+    """Hash of the code and library versions that turn an image file into a box."""
+    from importlib.metadata import version
+
+    from maskpipe import images
+
+    h = hashlib.sha256()
+    for source in (Path(__file__), Path(images.__file__)):
+        h.update(source.read_bytes())
+    for dist in ("facenet-pytorch", "torch", "pillow"):
+        h.update(f"{dist}=={version(dist)}".encode())
+    return h.hexdigest()[:16]
 
 
 def make_detector(settings: DetectorSettings, device: str):
