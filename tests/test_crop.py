@@ -174,3 +174,18 @@ def test_detection_cache_key_covers_settings_code_and_libraries(tmp_path, monkey
         monkeypatch.undo()
         detect.detector_fingerprint.cache_clear()
     assert DetectorSettings(0.5, 120).key() == base
+
+
+def test_default_workers_follow_the_jobs_cpu_budget(monkeypatch):
+    """Snakemake sets OMP_NUM_THREADS to a rule's threads: the crop step stays within it."""
+    import os
+
+    from maskpipe.crop.step import default_workers
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_workers() == cores + 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_workers() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "999")
+    assert default_workers() == cores + 1

@@ -70,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     _paths(p, "train-manifest", "eval-manifest", "out-dir", "cache")
     p.add_argument("--workers", type=int, default=None,
                    help="chunks of crop.batch_size images cropped at once, in threads with one "
-                        "torch thread each (default: usable cores + 1); the crops are the same "
-                        "for any number")
+                        "torch thread each (default: usable cores, capped by OMP_NUM_THREADS, "
+                        "plus 1); the crops are the same for any number")
     _config_arg(p)
-    _common(p, threads=True)
+    _common(p)
 
     p = sub.add_parser("labels", help="apply person-level label corrections [labels]")
     _paths(p, "manifest", "out", "out-applied")
