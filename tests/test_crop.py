@@ -6,6 +6,7 @@ from PIL import Image
 
 from maskpipe.crop import (BoxCache, CropGeometry, DetectorSettings, crop_region, crop_split,
                            detect_boxes, make_detector)
+from maskpipe.crop.detect import BOX_COLUMNS
 from maskpipe.images import read_rgb
 from maskpipe.io import sha256_file
 
@@ -189,3 +190,63 @@ def test_default_workers_follow_the_jobs_cpu_budget(monkeypatch):
     assert default_workers() == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "999")
     assert default_workers() == cores + 1
+
+
+def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged(tmp_path, portrait):
+    """The same photo in two persons' folders is detected once (MTCNN's boxes depend a little on
+    the batch), so a rerun from the cache rewrites nothing; a broken image fails the step in one
+    line and leaves no thread waiting."""
+    import functools
+
+    from PIL import ImageOps
+
+    from maskpipe.crop import make_detector
+    from maskpipe.io import MaskpipeError
+
+    others = [ImageOps.mirror(portrait), portrait.rotate(6), portrait.rotate(-6)]
+    manifest = _manifest(tmp_path, [portrait, *others])
+    manifest = pd.concat([manifest, manifest.iloc[[0]].assign(key="dup")], ignore_index=True)
+    manifest["person"] = ["p1", "p2", "p3", "p4", "p5"]  # the copy is alone in the last chunk
+    settings, geometry = DetectorSettings(0.5, 60), CropGeometry(48, 40, 0.2)
+    factory = functools.partial(make_detector, settings, "cpu")
+    npy, index = tmp_path / "out" / "x.npy", tmp_path / "out" / "x.csv"
+
+    def run():
+        return crop_split(manifest, tmp_path, npy, index, geometry, settings,
+                          BoxCache(tmp_path / "cache", settings), factory, batch_size=1, workers=3)
+
+    idx = run()
+    assert idx.loc[0, BOX_COLUMNS].tolist() == idx.loc[4, BOX_COLUMNS].tolist()
+    crops = np.load(npy)
+    assert np.array_equal(crops[0], crops[4])
+    stamp = npy.stat().st_mtime_ns
+    run()
+    assert npy.stat().st_mtime_ns == stamp
+
+    (tmp_path / manifest.loc[1, "path"]).write_bytes(b"not an image")
+    with pytest.raises(MaskpipeError, match="unreadable image"):
+        run()
+    assert npy.stat().st_mtime_ns == stamp
+
+    # The detection of the shared image fails: the chunk waiting for its box fails too, no hang.
+    import threading
+
+    class Broken:
+        def detect(self, images):
+            raise RuntimeError("detector broke")
+
+    manifest = manifest.drop(index=1)
+    errors = []
+
+    def broken_run():
+        try:
+            crop_split(manifest, tmp_path, npy, index, geometry, settings,
+                       BoxCache(tmp_path / "empty-cache", settings), Broken, batch_size=1, workers=3)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    thread = threading.Thread(target=broken_run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and errors == ["detector broke"]
+    assert npy.stat().st_mtime_ns == stamp

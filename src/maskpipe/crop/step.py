@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,20 +47,35 @@ class _Chunk:
     groups: list[str] | None  # persons, or None for eval (no person step)
     known: dict  # cached detections of these rows' images: sha256 -> (box, prob)
     shas: list[str]
+    owner: dict  # sha256 -> start of the first chunk detecting it, for images in several chunks
 
 
-def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, scale: float,
-                detector) -> tuple[np.ndarray, list[dict], dict]:
+def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, scale: float, detector,
+                shared: dict[str, Future]) -> tuple[np.ndarray, list[dict], dict]:
     """Decode, detect what is not cached, place boxes (own, person's, fixed) and cut the crops.
 
-    Returns (crops, per-row records, new detections by sha256)."""
-    images = [read_rgb(root / p) for p in chunk.paths]
-    todo = [i for i, h in enumerate(chunk.shas) if h not in chunk.known]
-    new = {}
-    if todo:
-        found = detect_boxes([images[i] for i in todo], detector, scale)
-        new = {chunk.shas[i]: hit for i, hit in zip(todo, found, strict=True)}
-    hits = [chunk.known.get(h) or new[h] for h in chunk.shas]
+    An image that is in several chunks (the same photo in two folders) is detected once, by the
+    first chunk, which hands the box to the others through ``shared``: MTCNN's boxes depend a
+    little on the rest of the batch, and two boxes for one image would make a rerun from the cache
+    change a crop. Returns (crops, per-row records, new detections by sha256)."""
+    first = {}
+    for i, h in enumerate(chunk.shas):
+        first.setdefault(h, i)
+    todo = [h for h in first if h not in chunk.known and chunk.owner.get(h, chunk.start) == chunk.start]
+    try:
+        images = [read_rgb(root / p) for p in chunk.paths]
+        new = dict(zip(todo, detect_boxes([images[first[h]] for h in todo], detector, scale),
+                       strict=True)) if todo else {}
+    except BaseException as e:  # the chunks waiting for boxes of this one fail too, never hang
+        for h in todo:
+            if h in shared:
+                shared[h].set_exception(e)
+        raise
+    for h, hit in new.items():
+        if h in shared:
+            shared[h].set_result(hit)
+    hits = [chunk.known[h] if h in chunk.known else new[h] if h in new else shared[h].result()
+            for h in chunk.shas]
     by_person = person_boxes([b for b, _ in hits], chunk.groups) if chunk.groups is not None else {}
     aspect = geometry.height / geometry.width
     crops = np.empty((len(images), geometry.height, geometry.width, 3), np.uint8)
@@ -148,11 +163,22 @@ def crop_split(
     n = len(manifest)
     has_person = "person" in manifest
     groups = manifest["person"] if has_person else manifest["key"]
+    spans = list(_chunks(groups, batch_size))
+    shas = manifest["sha256"].tolist()
+    owner: dict[str, int] = {}  # images to detect that several chunks hold -> first chunk's start
+    seen: dict[str, int] = {}
+    for start, stop in spans:
+        for h in dict.fromkeys(shas[start:stop]):
+            if h not in cache.boxes:
+                if h in seen:
+                    owner[h] = seen[h]
+                seen.setdefault(h, start)
+    shared = {h: Future() for h in owner}
     chunks = [_Chunk(start, manifest["path"].iloc[start:stop].tolist(),
                      groups.iloc[start:stop].tolist() if has_person else None,
-                     {h: cache.boxes[h] for h in manifest["sha256"].iloc[start:stop] if h in cache.boxes},
-                     manifest["sha256"].iloc[start:stop].tolist())
-              for start, stop in _chunks(groups, batch_size)]
+                     {h: cache.boxes[h] for h in shas[start:stop] if h in cache.boxes},
+                     shas[start:stop], owner)
+              for start, stop in spans]
     need_detector = any(len(c.known) < len(c.shas) for c in chunks)
     detector = detector_factory() if need_detector else None
     workers = max(1, min(workers, len(chunks)))
@@ -162,7 +188,7 @@ def crop_split(
             _one_torch_thread(), ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=n, desc=desc, unit="img", disable=None) as bar:
         log.debug("%s: %d chunks on %d threads", desc, len(chunks), workers)
-        results = _ordered_map(pool, lambda c: _crop_chunk(c, root, geometry, scale, detector),
+        results = _ordered_map(pool, lambda c: _crop_chunk(c, root, geometry, scale, detector, shared),
                                chunks, ahead=2 * workers)
         for chunk, (crops, recs, new) in zip(chunks, results, strict=True):
             array[chunk.start:chunk.start + len(crops)] = crops
