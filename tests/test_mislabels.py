@@ -180,7 +180,7 @@ def test_appending_keeps_an_existing_file_byte_for_byte(ranked, tmp_path):
     assert len(parsed) == n + 1 and parsed[-1]["age"] == 29
 
 
-@pytest.mark.parametrize("text", ["fixes: []\n", "# only a comment\n", ""])
+@pytest.mark.parametrize("text", ["fixes: []\n", "# only a comment\n", "", "fixes: []\n\n# keep me\n"])
 def test_appending_to_an_empty_corrections_file(ranked, tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -188,6 +188,7 @@ def test_appending_to_an_empty_corrections_file(ranked, tmp_path, text):
     fixes = accept.fixes_for(accept.select(suspects, ["000001_male_Asian_25"], "s.csv"), SUMMARY)
     assert accept.append_fixes(path, fixes, "s.csv") == 1
     assert [f["gender"] for f in read_corrections(path)] == ["female"]
+    assert all(line in path.read_text() for line in text.splitlines() if line.startswith("#"))
 
 
 def test_selection_errors_name_the_file(ranked, tmp_path):

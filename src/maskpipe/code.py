@@ -74,7 +74,11 @@ def _closure(modules: set[str], root: Path) -> set[str]:
         seen.add(m)
         parts = m.split(".")
         todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))
-        todo.extend(_imports(ast.parse(_file_of(m, root).read_text()), root))
+        path = _file_of(m, root)
+        try:
+            todo.extend(_imports(ast.parse(path.read_text()), root))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     return seen
 
 

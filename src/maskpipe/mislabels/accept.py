@@ -104,7 +104,8 @@ def append_fixes(path: Path, fixes: list[dict], source: str) -> int:
         text = _NEW_FILE
     elif _yaml(text, path) is None:  # only comments so far
         text += ("" if text.endswith("\n") else "\n") + "fixes:\n"
-    text = re.sub(r"^fixes:\s*\[\s*\]\s*(#.*)?$", "fixes:", text, flags=re.M)  # block style, to append to
+    # block style, to append to ([ \t], not \s: a newline must not be eaten with the lines after it)
+    text = re.sub(r"^fixes:[ \t]*\[[ \t]*\][ \t]*(#.*)?$", "fixes:", text, flags=re.M)
     existing = _read(text, path)
     new = []
     for fix in fixes:

@@ -57,7 +57,7 @@ def _cleanlab(labels: np.ndarray, probs: np.ndarray, method: str) -> tuple[np.nd
         warnings.simplefilter("ignore", UserWarning)
         quality = get_label_quality_scores(labels, probs, method=method)
         try:
-            flagged = find_label_issues(labels, probs)
+            flagged = find_label_issues(labels, probs, n_jobs=1)  # a pool costs more than 2-3 classes
         except ValueError as e:  # e.g. a single class: confident learning has nothing to compare
             log.debug("cleanlab find_label_issues skipped: %s", e)
             flagged = np.zeros(len(labels), dtype=bool)

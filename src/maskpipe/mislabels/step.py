@@ -64,6 +64,10 @@ def run(oof_path: Path, labels_path: Path, crops_path: Path, crop_index_path: Pa
     crops = np.load(crops_path, mmap_mode="r")
     index = read_csv(crop_index_path, ["key", "row"], dtype={"key": str})
     rows = index.set_index("key")["row"].astype(int)
+    missing = table.loc[~table["key"].isin(rows.index), "key"]
+    if len(missing):
+        raise MaskpipeError(f"{crop_index_path}: no crop for {len(missing)} labelled image(s), e.g. "
+                            f"{missing.iloc[0]!r}; rerun the crop step")
     page = review_page(suspects.head(top), table, probs, crops, rows, summary, thumbnail)
     write_bytes_if_changed(out_review, page.encode())
     write_json(summary, out_summary)
