@@ -290,3 +290,19 @@ def test_planted_errors_are_among_the_first_suspects(tmp_path_factory, shipped_c
     assert len(planted) == 11 and set(planted["kind"]) == {"gender", "age", "swap_incorrect_normal"}
     assert ours["recall"] >= 0.9, (ours, suspects.head(ours["cut"]))
     assert ours["recall"] >= naive["recall"]
+
+
+def test_dropping_photos_of_one_person_adds_up(tmp_path):
+    """drop_image fixes are a set per person: accepted one call at a time or together, the same."""
+    path = tmp_path / "c.yaml"
+    person = "000007_female_Asian_33"
+
+    def drop(*stems):
+        return accept.append_fixes(path, [{"person": person, "drop_image": s, "reason": "r"} for s in stems],
+                                   "s.csv")
+
+    assert drop("mask2") == 1 and drop("mask3") == 1
+    assert drop("mask2") == 0  # already dropped
+    path.write_text(path.read_text() + f"  - person: {person}\n    drop_image: [mask4, mask5]\n    reason: by hand\n")
+    assert drop("mask5") == 0 and drop("normal") == 1
+    assert [f["drop_image"] for f in read_corrections(path)] == ["mask2", "mask3", ["mask4", "mask5"], "normal"]

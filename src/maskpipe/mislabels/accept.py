@@ -111,6 +111,12 @@ def append_fixes(path: Path, fixes: list[dict], source: str) -> int:
     for fix in fixes:
         kind = _kind(fix)
         clash = [e for e in existing if _same_person(e["person"], fix["person"]) and kind in e]
+        if kind == "drop_image":  # a set of photos: another photo of the person adds to it
+            dropped = {s for e in clash for s in ([e[kind]] if isinstance(e[kind], str) else e[kind])}
+            if fix[kind] in dropped:
+                log.warning("%s: %s already drops %s; skipped", path, fix["person"], fix[kind])
+                continue
+            clash = []
         if any(e[kind] == fix[kind] for e in clash):
             log.warning("%s: %s already has %s: %s; skipped", path, fix["person"], kind, fix[kind])
             continue
