@@ -317,8 +317,15 @@ def test_same_config_and_seed_on_cpu_give_identical_results(tiny_run, tmp_path):
                   "eval manifest": lambda x: x.manifest("eval"),
                   "train crops": lambda x: x.crops("train"), "eval crops": lambda x: x.crops("eval"),
                   "labels": Layout.labels, "folds": Layout.folds,
+                  "train crop index": lambda x: x.crop_index("train"),
+                  "eval crop index": lambda x: x.crop_index("eval"),
+                  "crop sample sheet": lambda x: x.crop_sheet("sample"),
+                  "crop fallback sheet": lambda x: x.crop_sheet("fallbacks"),
+                  "ensemble oof": Layout.ensemble_oof,
                   "ensemble test": Layout.ensemble_test, "scores": Layout.ensemble_scores,
-                  "metrics": Layout.metrics, "submission": Layout.submission}
+                  "metrics": Layout.metrics, "submission": Layout.submission,
+                  "suspects": Layout.mislabels_suspects, "review page": Layout.mislabels_review,
+                  "mislabels summary": Layout.mislabels_summary}
     for name, path in same_bytes.items():
         assert Path(path(L)).read_bytes() == Path(path(first)).read_bytes(), name
     for m in cfg["models"]:
