@@ -47,7 +47,7 @@ class _Chunk:
     groups: list[str] | None  # persons, or None for eval (no person step)
     known: dict  # cached detections of these rows' images: sha256 -> (box, prob)
     shas: list[str]
-    owner: dict  # sha256 -> start of the first chunk detecting it, for images in several chunks
+    detect: list[str]  # the images this chunk detects: uncached, and not detected by an earlier chunk
 
 
 def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, scale: float, detector,
@@ -58,13 +58,10 @@ def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, scale: float,
     first chunk, which hands the box to the others through ``shared``: MTCNN's boxes depend a
     little on the rest of the batch, and two boxes for one image would make a rerun from the cache
     change a crop. Returns (crops, per-row records, new detections by sha256)."""
-    first = {}
-    for i, h in enumerate(chunk.shas):
-        first.setdefault(h, i)
-    todo = [h for h in first if h not in chunk.known and chunk.owner.get(h, chunk.start) == chunk.start]
+    todo = chunk.detect
     try:
         images = [read_rgb(root / p) for p in chunk.paths]
-        new = dict(zip(todo, detect_boxes([images[first[h]] for h in todo], detector, scale),
+        new = dict(zip(todo, detect_boxes([images[chunk.shas.index(h)] for h in todo], detector, scale),
                        strict=True)) if todo else {}
     except BaseException as e:  # the chunks waiting for boxes of this one fail too, never hang
         for h in todo:
@@ -163,24 +160,18 @@ def crop_split(
     n = len(manifest)
     has_person = "person" in manifest
     groups = manifest["person"] if has_person else manifest["key"]
-    spans = list(_chunks(groups, batch_size))
     shas = manifest["sha256"].tolist()
-    owner: dict[str, int] = {}  # images to detect that several chunks hold -> first chunk's start
-    seen: dict[str, int] = {}
-    for start, stop in spans:
-        for h in dict.fromkeys(shas[start:stop]):
-            if h not in cache.boxes:
-                if h in seen:
-                    owner[h] = seen[h]
-                seen.setdefault(h, start)
-    shared = {h: Future() for h in owner}
-    chunks = [_Chunk(start, manifest["path"].iloc[start:stop].tolist(),
-                     groups.iloc[start:stop].tolist() if has_person else None,
-                     {h: cache.boxes[h] for h in shas[start:stop] if h in cache.boxes},
-                     shas[start:stop], owner)
-              for start, stop in spans]
-    need_detector = any(len(c.known) < len(c.shas) for c in chunks)
-    detector = detector_factory() if need_detector else None
+    chunks, claimed, shared = [], set(), {}  # shared: boxes one chunk detects for later chunks
+    for start, stop in _chunks(groups, batch_size):
+        uncached = [h for h in dict.fromkeys(shas[start:stop]) if h not in cache.boxes]
+        shared.update((h, Future()) for h in uncached if h in claimed and h not in shared)
+        detect = [h for h in uncached if h not in claimed]
+        claimed.update(detect)
+        chunks.append(_Chunk(start, manifest["path"].iloc[start:stop].tolist(),
+                             groups.iloc[start:stop].tolist() if has_person else None,
+                             {h: cache.boxes[h] for h in shas[start:stop] if h in cache.boxes},
+                             shas[start:stop], detect))
+    detector = detector_factory() if claimed else None
     workers = max(1, min(workers, len(chunks)))
     scale = detector_settings.detect_scale
     records = []

@@ -22,6 +22,7 @@ other class, mapped to 0..1: below 0.5 means another class is likelier, whatever
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 
@@ -50,11 +51,18 @@ def task_probs(probs: np.ndarray) -> dict[str, np.ndarray]:
     return {task: m / m.sum(axis=1, keepdims=True) for task, m in out.items()}
 
 
+@contextlib.contextmanager
+def _quiet():
+    """cleanlab warns "too few examples to flag all issues of class k" on small data; the scores
+    are still right."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 def _cleanlab(labels: np.ndarray, probs: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     """(quality score, confident-learning flag) of each label."""
-    with warnings.catch_warnings():
-        # "too few examples to flag all issues of class k" on small data; the scores are still right.
-        warnings.simplefilter("ignore", UserWarning)
+    with _quiet():
         quality = get_label_quality_scores(labels, probs, method=method)
         try:
             flagged = find_label_issues(labels, probs, n_jobs=1)  # a pool costs more than 2-3 classes
@@ -125,8 +133,7 @@ def _mask_rows(table: pd.DataFrame, probs: np.ndarray, method: str) -> list[dict
         i, n = np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
         both = np.stack([probs[i, inc] * probs[n, nor], probs[i, nor] * probs[n, inc]], axis=1)
         both /= np.clip(both.sum(axis=1, keepdims=True), 1e-12, None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        with _quiet():
             pair_quality = get_label_quality_scores(np.zeros(len(pairs), dtype=int), both, method=method)
         for k in np.flatnonzero(both[:, 1] > both[:, 0]):
             person, a, b = pairs[k]

@@ -20,7 +20,8 @@ from maskpipe.mislabels.rank import task_probs
 
 
 def esc(value: object) -> str:
-    """``value`` as text that is safe inside HTML elements and attributes."""
+    """``value`` as text that is safe inside HTML elements and attributes (as
+    ``report.markup.esc``; not imported from there, or every report edit would rerun this step)."""
     return html.escape(str(value))
 
 

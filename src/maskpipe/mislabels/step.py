@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskpipe.classes import PROB_COLUMNS
 from maskpipe.io import MaskpipeError, read_csv, write_bytes_if_changed, write_csv, write_json
 from maskpipe.metrics import macro_f1
 from maskpipe.mislabels import accept as accept_mod
 from maskpipe.mislabels.rank import rank_suspects
 from maskpipe.mislabels.review import review_page
-from maskpipe.classes import PROB_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ def run(oof_path: Path, labels_path: Path, crops_path: Path, crop_index_path: Pa
     in their reason, and the report compares it with the F1 after the rerun.
     """
     table, probs = load_table(oof_path, labels_path)
+    index = read_csv(crop_index_path, ["key", "row"], dtype={"key": str})
+    rows = index.set_index("key")["row"].astype(int)
+    missing = table.loc[~table["key"].isin(rows.index), "key"]
+    if len(missing):
+        raise MaskpipeError(f"{crop_index_path}: no crop for {len(missing)} labelled image(s), e.g. "
+                            f"{missing.iloc[0]!r}; rerun the crop step")
     suspects = rank_suspects(table, probs, method)
     pred = probs.argmax(axis=1)
     summary = {
@@ -62,12 +68,6 @@ def run(oof_path: Path, labels_path: Path, crops_path: Path, crop_index_path: Pa
     }
     write_csv(suspects.round({"score": 6, "p_suggested": 4}), out_suspects)
     crops = np.load(crops_path, mmap_mode="r")
-    index = read_csv(crop_index_path, ["key", "row"], dtype={"key": str})
-    rows = index.set_index("key")["row"].astype(int)
-    missing = table.loc[~table["key"].isin(rows.index), "key"]
-    if len(missing):
-        raise MaskpipeError(f"{crop_index_path}: no crop for {len(missing)} labelled image(s), e.g. "
-                            f"{missing.iloc[0]!r}; rerun the crop step")
     page = review_page(suspects.head(top), table, probs, crops, rows, summary, thumbnail)
     write_bytes_if_changed(out_review, page.encode())
     write_json(summary, out_summary)
