@@ -79,13 +79,17 @@ def gpu_busy(gpu: str, samples: list[float], period_ms: int = 200) -> Iterator[N
         samples.extend(float(v) for v in out.split() if v.strip().replace(".", "", 1).isdigit())
 
 
+def _workers(setting: str) -> int | str:
+    return setting if setting == "auto" else int(setting)
+
+
 def pipeline_config(args: argparse.Namespace, data: Path, results: Path) -> dict:
     """The shipped config.yaml with this run's data, sizes, model and schedule."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["data"]["root"], cfg["results"] = str(data), str(results)
     cfg["crop"]["size"] = list(args.crop_size)
     cfg["folds"]["k"] = args.folds
-    cfg["train"]["num_workers"] = args.num_workers if args.num_workers == "auto" else int(args.num_workers)
+    cfg["train"]["num_workers"] = _workers(args.num_workers)
     base = copy.deepcopy(next(iter(cfg["models"].values())))
     base.update(arch=args.arch, pretrained=False, image_size=list(args.image_size),
                 epochs=args.epochs, batch_size=args.batch, amp="bf16", channels_last=True)
@@ -148,8 +152,11 @@ def report(args: argparse.Namespace, L, model: str, seconds: dict[str, float], b
     metrics = [json.loads(Path(L.train_metrics(model, f)).read_text()) for f in range(args.folds)]
     device = metrics[0]["device"]
     size = f"{args.persons} persons + {args.eval_images} eval, crop {args.crop_size[0]}x{args.crop_size[1]}"
+    from maskpipe.train.devices import resolve_workers
+
     add_row(args.rows, "pipeline", f"run: {size}, {args.arch} {args.image_size[0]}x{args.image_size[1]}, "
-            f"{args.folds} folds x {args.epochs} epochs, {device}",
+            f"{args.folds} folds x {args.epochs} epochs, {device}, "
+            f"{resolve_workers(_workers(args.num_workers))} loader workers",
             " ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
     add_row(args.rows, "crop img/s", f"{n_images} images, detection and crops, {device}",
             f"{n_images / seconds['crop']:.0f}")
