@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,18 +94,18 @@ def test_training_inputs_are_channels_last_only_when_configured(setup, tmp_path,
     import maskpipe.train.loop as loop
 
     raw, _ = setup
+    real, formats = loop._to, []
+
+    def spy(x, device, channels_last=False):
+        out = real(x, device, channels_last)
+        formats.append(out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous())
+        return out
+
+    monkeypatch.setattr(loop, "_to", spy)
     for channels_last in (False, True):
-        formats = []
-        real = loop._to
-
-        def spy(x, device, cl=False, real=real):
-            out = real(x, device, cl)
-            formats.append(out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous())
-            return out
-
-        monkeypatch.setattr(loop, "_to", spy)
+        formats.clear()
         _train(setup, tmp_path / str(channels_last), _cfg(raw, channels_last=channels_last, epochs=1))
-        assert formats and set(formats) == {channels_last}
+        assert formats and set(formats) == {channels_last}  # training and validation batches
 
 
 def test_resume_from_cpu_to_cuda_starts_over_and_cuda_to_cuda_resumes(setup, tmp_path, caplog):
@@ -135,7 +136,9 @@ CLAIM = ("import json, torch; from maskpipe.train.devices import claim_device\n"
 
 def _claim_in_child(tmp_path, **env: str | None) -> tuple:
     """What ``claim_device`` gives a fresh process (CUDA_VISIBLE_DEVICES acts before CUDA starts)."""
-    full = {**os.environ, "TMPDIR": str(tmp_path)}
+    src = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's maskpipe
+    full = {**os.environ, "TMPDIR": str(tmp_path),
+            "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     for var in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "GPU_DEVICE_ORDINAL", "SLURM_JOB_ID"):
         full.pop(var, None)
     for var, value in env.items():
