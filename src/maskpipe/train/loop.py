@@ -25,10 +25,10 @@ from maskpipe.io import MaskpipeError, save_torch, write_json
 from maskpipe.metrics import head_score
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split
+from maskpipe.train.devices import resolve_workers
 from maskpipe.train.heads import MASK_STATES, HeadLoss, probabilities
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import make_optimizer, make_schedule
-from maskpipe.train.devices import resolve_workers
 from maskpipe.train.resume import ResumeState, fingerprint, runtime
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,8 @@ def train_fold(
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
         seconds = time.perf_counter() - start
         scored = ema.module if ema is not None else model
-        val_loss, pred = evaluate(scored, val_dl, device, loss_fn, autocast, head, model_cfg["channels_last"])
+        val_loss, pred = evaluate(scored, val_dl, device, loss_fn, autocast, head,
+                                  model_cfg["channels_last"])
         val_f1, val_acc, per_task = head_score(head, val_official, pred)
         # Training F1: the (augmented, possibly mixed) batches against their unmixed targets.
         train_f1, _, train_tasks = head_score(head, torch.cat(train_true).numpy(), torch.cat(train_pred).cpu().numpy())
