@@ -36,11 +36,13 @@ if [[ $SMOKE == 1 ]]; then
 else
   row "mode" "full" "$(date -u +%F)"
   row "GPU" "nvidia-smi" "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
-  SPEED=(--archs "${GPU_CHECK_ARCHS:-resnet50,convnext_tiny,efficientnet_b0}" --size 224
+  SPEED=(--archs "${GPU_CHECK_ARCHS:-resnet50,convnext_tiny,efficientnet_b0}" --size "${GPU_CHECK_SIZE:-224}"
          --batch "${GPU_CHECK_SPEED_BATCH:-128}" --steps "${GPU_CHECK_SPEED_STEPS:-20}")
   DEMO=(--persons "${GPU_CHECK_PERSONS:-2700}" --eval-images "${GPU_CHECK_EVAL:-12600}")
-  PIPE=(--crop-size 320 256 --arch "${GPU_CHECK_ARCH:-efficientnet_b0}" --image-size 256 224 --folds 5
-        --epochs "${GPU_CHECK_EPOCHS:-2}" --full-epochs "${GPU_CHECK_FULL_EPOCHS:-15}" --batch 64)
+  PIPE=(--crop-size ${GPU_CHECK_CROP:-320 256} --arch "${GPU_CHECK_ARCH:-efficientnet_b0}"
+        --image-size ${GPU_CHECK_IMAGE:-256 224} --folds "${GPU_CHECK_FOLDS:-5}"
+        --epochs "${GPU_CHECK_EPOCHS:-2}" --full-epochs "${GPU_CHECK_FULL_EPOCHS:-15}"
+        --batch "${GPU_CHECK_BATCH:-64}")
   # 180 + 60 + 220 s, plus start-up: under 8 minutes. The demo data is written meanwhile.
   LIMIT_DEMO=${GPU_CHECK_LIMIT_DEMO:-230} LIMIT_PYTEST=${GPU_CHECK_LIMIT_PYTEST:-180}
   LIMIT_SPEED=${GPU_CHECK_LIMIT_SPEED:-60} LIMIT_PIPE=${GPU_CHECK_LIMIT_PIPE:-220}
