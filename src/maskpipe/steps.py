@@ -42,12 +42,12 @@ def validate(args: argparse.Namespace, load_config: Loader) -> None:
 
 def crop(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe import crop as crop_step
-    from maskpipe.train.devices import resolve_device
+    from maskpipe.train.devices import claim_device
 
     cfg = load_config(args).params("crop")["crop"]
-    device = str(resolve_device(cfg["device"]))
-    crop_step.run(args.train_manifest, args.eval_manifest, args.root, args.out_dir, args.cache,
-                  cfg, device, workers=args.workers)
+    with claim_device(cfg["device"]) as device:  # a GPU of its own, like train and predict
+        crop_step.run(args.train_manifest, args.eval_manifest, args.root, args.out_dir, args.cache,
+                      cfg, str(device), workers=args.workers)
 
 
 def labels(args: argparse.Namespace, load_config: Loader) -> None:

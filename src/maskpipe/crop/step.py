@@ -221,7 +221,8 @@ def run(
     fb = crop["fallback"]
     geometry = CropGeometry(height, width, crop["margin"],
                             (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
-    settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]))
+    settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]),
+                                device.split(":")[0])  # issue 15: the device type is in the cache key
     cache = BoxCache(cache_dir, settings)
     factory = functools.partial(make_detector, settings, device)
     manifests = {}
