@@ -10,7 +10,7 @@ from conftest import REPO
 
 
 def test_shipped_dvc_yaml_is_up_to_date():
-    expected = render_dvc_yaml(Config.load(REPO / "config.yaml"), ["config.yaml"])
+    expected = render_dvc_yaml(Config.load(REPO / "config.yaml"), "config.yaml")
     assert (REPO / "dvc.yaml").read_text() == expected, "run `make dvc.yaml`"
 
 

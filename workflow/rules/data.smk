@@ -1,92 +1,70 @@
 # Data steps: validate the layout, crop faces, apply label fixes, assign folds.
+# Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 
 
 rule validate:
     input:
-        train_csv=f"{DATA}/train/train.csv",
-        train_images=f"{DATA}/train/images",
-        eval_csv=f"{DATA}/eval/info.csv",
-        eval_images=f"{DATA}/eval/images",
-        code=code("validate"),
+        **inputs("validate"),
     output:
-        train=L.manifest("train"),
-        eval=L.manifest("eval"),
+        **outputs("validate"),
+    params:
+        **params("validate"),
     log:
-        L.log("validate"),
+        log("validate"),
+    threads: threads("validate")
+    localrule: local("validate")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 2
-    params:
-        sections=sections("validate"),
-        config=CONFIG_ARGS,
     shell:
-        "maskpipe validate {params.config} --out-train {output.train} --out-eval {output.eval}"
-        " --log {log}"
+        shell("validate")
 
 
 rule crop:
     input:
-        train=L.manifest("train"),
-        eval=L.manifest("eval"),
-        code=code("crop"),
+        **inputs("crop"),
     output:
-        train=L.crops("train"),
-        train_index=L.crop_index("train"),
-        eval=L.crops("eval"),
-        eval_index=L.crop_index("eval"),
-        sample_sheet=L.crop_sheet("sample"),
-        fallback_sheet=L.crop_sheet("fallbacks"),
+        **outputs("crop"),
+    params:
+        **params("crop"),
     log:
-        L.log("crop"),
+        log("crop"),
+    threads: threads("crop")
+    resources:
+        **resources("crop"),
+    localrule: local("crop")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 4
-    resources:
-        gpu=1,
-    params:
-        sections=sections("crop"),
-        config=CONFIG_ARGS,
-        root=DATA,
-        out_dir=lambda wildcards, output: os.path.dirname(output.train),
-        cache=L.crop_cache(),
     shell:
-        "maskpipe crop {params.config} --root {params.root} --train-manifest {input.train}"
-        " --eval-manifest {input.eval} --out-dir {params.out_dir} --cache {params.cache}"
-        " --log {log}"
+        shell("crop")
 
 
 rule labels:
     input:
-        manifest=L.manifest("train"),
-        corrections=corrections_input,
-        code=code("labels"),
+        **inputs("labels"),
     output:
-        labels=L.labels(),
-        applied=L.corrections_applied(),
+        **outputs("labels"),
+    params:
+        **params("labels"),
     log:
-        L.log("labels"),
+        log("labels"),
+    localrule: local("labels")
     conda:
         "../../envs/maskpipe.yaml"
-    params:
-        sections=sections("labels"),
-        config=CONFIG_ARGS,
     shell:
-        "maskpipe labels {params.config} --manifest {input.manifest} --out {output.labels}"
-        " --out-applied {output.applied} --log {log}"
+        shell("labels")
 
 
 rule folds:
     input:
-        labels=L.labels(),
-        code=code("folds"),
+        **inputs("folds"),
     output:
-        folds=L.folds(),
+        **outputs("folds"),
+    params:
+        **params("folds"),
     log:
-        L.log("folds"),
+        log("folds"),
+    localrule: local("folds")
     conda:
         "../../envs/maskpipe.yaml"
-    params:
-        sections=sections("folds"),
-        config=CONFIG_ARGS,
     shell:
-        "maskpipe folds {params.config} --labels {input.labels} --out {output.folds} --log {log}"
+        shell("folds")

@@ -1,60 +1,40 @@
 # Per model x fold: train (best checkpoint by validation macro F1), then predict OOF + test.
+# Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 
 
 rule train:
     input:
-        crops=L.crops("train"),
-        crop_index=L.crop_index("train"),
-        labels=L.labels(),
-        folds=L.folds(),
-        code=code("train"),
+        **inputs("train"),
     output:
-        checkpoint=L.checkpoint(),
-        metrics=L.train_metrics(),
-        tensorboard=directory(L.tensorboard()),
+        **outputs("train"),
+    params:
+        **params("train"),
     log:
-        L.log("train", "{model}", "{fold}"),
+        log("train"),
+    threads: threads("train")
+    resources:
+        **resources("train"),
+    localrule: local("train")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 4
-    resources:
-        gpu=1,
-    params:
-        sections=sections("train"),
-        config=CONFIG_ARGS,
     shell:
-        "maskpipe train {params.config} --model {wildcards.model} --fold {wildcards.fold}"
-        " --crops {input.crops} --crop-index {input.crop_index} --labels {input.labels}"
-        " --folds {input.folds} --out-checkpoint {output.checkpoint}"
-        " --out-metrics {output.metrics} --out-tensorboard {output.tensorboard} --log {log}"
+        shell("train")
 
 
 rule predict:
     input:
-        checkpoint=L.checkpoint(),
-        train_crops=L.crops("train"),
-        train_index=L.crop_index("train"),
-        eval_crops=L.crops("eval"),
-        eval_index=L.crop_index("eval"),
-        labels=L.labels(),
-        folds=L.folds(),
-        code=code("predict"),
+        **inputs("predict"),
     output:
-        oof=L.oof(),
-        test=L.test_probs(),
+        **outputs("predict"),
+    params:
+        **params("predict"),
     log:
-        L.log("predict", "{model}", "{fold}"),
+        log("predict"),
+    threads: threads("predict")
+    resources:
+        **resources("predict"),
+    localrule: local("predict")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 4
-    resources:
-        gpu=1,
-    params:
-        sections=sections("predict"),
-        config=CONFIG_ARGS,
     shell:
-        "maskpipe predict {params.config} --model {wildcards.model} --fold {wildcards.fold}"
-        " --checkpoint {input.checkpoint} --train-crops {input.train_crops}"
-        " --train-index {input.train_index} --eval-crops {input.eval_crops}"
-        " --eval-index {input.eval_index} --labels {input.labels} --folds {input.folds}"
-        " --out-oof {output.oof} --out-test {output.test} --log {log}"
+        shell("predict")
