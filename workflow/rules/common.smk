@@ -1,5 +1,7 @@
 # Config loading and the small helpers every rule uses. Each rule's files, params, resources and
 # shell line come from the step table (maskpipe.pipeline); logic lives in the maskpipe package.
+import os
+
 import maskpipe.code as mcode
 import maskpipe.config as mcfg
 import maskpipe.pipeline as P
@@ -21,6 +23,14 @@ CONFIG_FILES = list(
 config.clear()
 config.update(mcfg.load_raw(CONFIG_FILES))
 CONFIG_ARGS = " ".join(f"--config {f}" for f in CONFIG_FILES)
+
+# Under `--software-deployment-method conda` the env (envs/maskpipe.yaml) holds the pinned
+# dependencies but not maskpipe (an env file cannot name this checkout portably): every job
+# imports it from this workflow's src/. Cluster jobs parse this file again, so they get it too.
+if "conda" in {str(m.item_to_choice()) for m in workflow.deployment_settings.deployment_method}:
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")) if p
+    )
 
 L = Layout(config["results"])
 MODELS = list(config["models"])
