@@ -1,7 +1,5 @@
 # Config loading and the small helpers every rule uses. Each rule's files, params, resources and
 # shell line come from the step table (maskpipe.pipeline); logic lives in the maskpipe package.
-import os
-
 import maskpipe.code as mcode
 import maskpipe.config as mcfg
 import maskpipe.pipeline as P
@@ -27,10 +25,11 @@ CONFIG_ARGS = " ".join(f"--config {f}" for f in CONFIG_FILES)
 # Under `--software-deployment-method conda` the env (envs/maskpipe.yaml) holds the pinned
 # dependencies but not maskpipe (an env file cannot name this checkout portably): every job
 # imports it from this workflow's src/. Cluster jobs parse this file again, so they get it too.
-if "conda" in {str(m.item_to_choice()) for m in workflow.deployment_settings.deployment_method}:
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")) if p
-    )
+CONDA = {
+    str(m.item_to_choice()) for m in workflow.deployment_settings.deployment_method
+}
+if "conda" in CONDA:
+    shell.prefix(f"set -euo pipefail; export PYTHONPATH={workflow.basedir}/src; ")
 
 L = Layout(config["results"])
 MODELS = list(config["models"])
@@ -45,7 +44,10 @@ wildcard_constraints:
 def _paths(step, side):
     """A step's files by name: patterns with {model}/{fold}, one path or a list."""
     found = P.files(P.STEPS[step], side, config)
-    return {k: v[0] if len(v) == 1 and not _every(step, side, k) else v for k, v in found.items()}
+    return {
+        k: v[0] if len(v) == 1 and not _every(step, side, k) else v
+        for k, v in found.items()
+    }
 
 
 def _every(step, side, name):
@@ -73,7 +75,9 @@ def params(step):
     the paths it is given that are neither inputs nor outputs."""
     if not P.STEPS[step].sections:
         return _paths(step, "options")
-    sections = lambda wildcards: mcfg.step_params(config, step, **dict(wildcards.items()))
+    sections = lambda wildcards: mcfg.step_params(
+        config, step, **dict(wildcards.items())
+    )
     return {"sections": sections, "config": CONFIG_ARGS, **_paths(step, "options")}
 
 

@@ -7,14 +7,14 @@ rule validate:
         **inputs("validate"),
     output:
         **outputs("validate"),
-    params:
-        **params("validate"),
     log:
         log("validate"),
-    threads: threads("validate")
     localrule: local("validate")
     conda:
         "../../envs/maskpipe.yaml"
+    threads: threads("validate")
+    params:
+        **params("validate"),
     shell:
         shell("validate")
 
@@ -24,16 +24,16 @@ rule crop:
         **inputs("crop"),
     output:
         **outputs("crop"),
-    params:
-        **params("crop"),
     log:
         log("crop"),
-    threads: threads("crop")
-    resources:
-        **resources("crop"),
     localrule: local("crop")
     conda:
         "../../envs/maskpipe.yaml"
+    threads: threads("crop")
+    resources:
+        **resources("crop"),
+    params:
+        **params("crop"),
     shell:
         shell("crop")
 
@@ -43,13 +43,13 @@ rule labels:
         **inputs("labels"),
     output:
         **outputs("labels"),
-    params:
-        **params("labels"),
     log:
         log("labels"),
     localrule: local("labels")
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        **params("labels"),
     shell:
         shell("labels")
 
@@ -59,12 +59,12 @@ rule folds:
         **inputs("folds"),
     output:
         **outputs("folds"),
-    params:
-        **params("folds"),
     log:
         log("folds"),
     localrule: local("folds")
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        **params("folds"),
     shell:
         shell("folds")

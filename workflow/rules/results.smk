@@ -7,13 +7,13 @@ rule ensemble:
         **inputs("ensemble"),
     output:
         **outputs("ensemble"),
-    params:
-        **params("ensemble"),
     log:
         log("ensemble"),
     localrule: local("ensemble")
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        **params("ensemble"),
     shell:
         shell("ensemble")
 
@@ -23,13 +23,13 @@ rule mislabels:
         **inputs("mislabels"),
     output:
         **outputs("mislabels"),
-    params:
-        **params("mislabels"),
     log:
         log("mislabels"),
     localrule: local("mislabels")
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        **params("mislabels"),
     shell:
         shell("mislabels")
 
@@ -39,13 +39,13 @@ rule submit:
         **inputs("submit"),
     output:
         **outputs("submit"),
-    params:
-        **params("submit"),
     log:
         log("submit"),
     localrule: local("submit")
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        **params("submit"),
     shell:
         shell("submit")
 
@@ -65,12 +65,12 @@ rule report:
                 labels={"figure": "{name}"},
             ),
         ),
-    params:
-        **params("report"),
     log:
         log("report"),
     localrule: local("report")
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        **params("report"),
     shell:
         shell("report")

@@ -7,16 +7,16 @@ rule train:
         **inputs("train"),
     output:
         **outputs("train"),
-    params:
-        **params("train"),
     log:
         log("train"),
-    threads: threads("train")
-    resources:
-        **resources("train"),
     localrule: local("train")
     conda:
         "../../envs/maskpipe.yaml"
+    threads: threads("train")
+    resources:
+        **resources("train"),
+    params:
+        **params("train"),
     shell:
         shell("train")
 
@@ -26,15 +26,15 @@ rule predict:
         **inputs("predict"),
     output:
         **outputs("predict"),
-    params:
-        **params("predict"),
     log:
         log("predict"),
-    threads: threads("predict")
-    resources:
-        **resources("predict"),
     localrule: local("predict")
     conda:
         "../../envs/maskpipe.yaml"
+    threads: threads("predict")
+    resources:
+        **resources("predict"),
+    params:
+        **params("predict"),
     shell:
         shell("predict")
