@@ -113,3 +113,14 @@ def test_each_step_function_imports_only_what_its_table_entry_tracks():
     for name, step in STEPS.items():
         used = code.imports(funcs[step.runs], root) - code.PLUMBING
         assert used <= set(code.step_modules(name)), (name, used - set(code.step_modules(name)))
+
+
+def test_report_inputs_are_the_report_steps_inputs():
+    """steps.report builds ReportInputs from the table's names: the two must list the same files."""
+    from dataclasses import fields
+
+    from maskpipe.report import ReportInputs
+
+    assert [f.name for f in fields(ReportInputs)] == [p.name for p in STEPS["report"].inputs]
+    many = {f.name for f in fields(ReportInputs) if "tuple" in str(f.type)}
+    assert many == {p.name for p in STEPS["report"].inputs if p.every_job}

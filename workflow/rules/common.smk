@@ -54,12 +54,12 @@ def _every(step, side, name):
     return any(p.name == name and p.every_job for p in getattr(P.STEPS[step], side))
 
 
-def inputs(step):
+def step_inputs(step):
     """The step's input files, and its source files (editing one reruns it; maskpipe.code)."""
     return {**_paths(step, "inputs"), "code": mcode.step_sources(step)}
 
 
-def outputs(step, **wrap):
+def step_outputs(step, **wrap):
     """The step's output files; folders marked as such; ``wrap`` may mark one for the report."""
     out = _paths(step, "outputs")
     for port in P.STEPS[step].outputs:
@@ -70,7 +70,7 @@ def outputs(step, **wrap):
     return out
 
 
-def params(step):
+def step_params(step):
     """The config sections a step reads (compared by Snakemake on reruns), the config files and
     the paths it is given that are neither inputs nor outputs."""
     if not P.STEPS[step].sections:
@@ -81,24 +81,24 @@ def params(step):
     return {"sections": sections, "config": CONFIG_ARGS, **_paths(step, "options")}
 
 
-def log(step):
+def step_log(step):
     return P.log_path(P.STEPS[step], config)
 
 
-def threads(step):
+def step_threads(step):
     return P.STEPS[step].threads
 
 
-def resources(step):
+def step_resources(step):
     return {"gpu": 1} if P.STEPS[step].gpu else {}
 
 
-def local(step):
+def step_local(step):
     return P.STEPS[step].local
 
 
-def shell(step):
-    """The step's `maskpipe` command with Snakemake placeholders, output to its log."""
+def step_shell(step):
+    """The step's `maskpipe` command, with Snakemake placeholders for its files and log."""
 
     def value(arg):
         if arg.kind == "config":

@@ -4,67 +4,67 @@
 
 rule validate:
     input:
-        **inputs("validate"),
+        **step_inputs("validate"),
     output:
-        **outputs("validate"),
+        **step_outputs("validate"),
     log:
-        log("validate"),
-    localrule: local("validate")
+        step_log("validate"),
+    localrule: step_local("validate")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: threads("validate")
+    threads: step_threads("validate")
     params:
-        **params("validate"),
+        **step_params("validate"),
     shell:
-        shell("validate")
+        step_shell("validate")
 
 
 rule crop:
     input:
-        **inputs("crop"),
+        **step_inputs("crop"),
     output:
-        **outputs("crop"),
+        **step_outputs("crop"),
     log:
-        log("crop"),
-    localrule: local("crop")
+        step_log("crop"),
+    localrule: step_local("crop")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: threads("crop")
+    threads: step_threads("crop")
     resources:
-        **resources("crop"),
+        **step_resources("crop"),
     params:
-        **params("crop"),
+        **step_params("crop"),
     shell:
-        shell("crop")
+        step_shell("crop")
 
 
 rule labels:
     input:
-        **inputs("labels"),
+        **step_inputs("labels"),
     output:
-        **outputs("labels"),
+        **step_outputs("labels"),
     log:
-        log("labels"),
-    localrule: local("labels")
+        step_log("labels"),
+    localrule: step_local("labels")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        **params("labels"),
+        **step_params("labels"),
     shell:
-        shell("labels")
+        step_shell("labels")
 
 
 rule folds:
     input:
-        **inputs("folds"),
+        **step_inputs("folds"),
     output:
-        **outputs("folds"),
+        **step_outputs("folds"),
     log:
-        log("folds"),
-    localrule: local("folds")
+        step_log("folds"),
+    localrule: step_local("folds")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        **params("folds"),
+        **step_params("folds"),
     shell:
-        shell("folds")
+        step_shell("folds")

@@ -4,58 +4,58 @@
 
 rule ensemble:
     input:
-        **inputs("ensemble"),
+        **step_inputs("ensemble"),
     output:
-        **outputs("ensemble"),
+        **step_outputs("ensemble"),
     log:
-        log("ensemble"),
-    localrule: local("ensemble")
+        step_log("ensemble"),
+    localrule: step_local("ensemble")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        **params("ensemble"),
+        **step_params("ensemble"),
     shell:
-        shell("ensemble")
+        step_shell("ensemble")
 
 
 rule mislabels:
     input:
-        **inputs("mislabels"),
+        **step_inputs("mislabels"),
     output:
-        **outputs("mislabels"),
+        **step_outputs("mislabels"),
     log:
-        log("mislabels"),
-    localrule: local("mislabels")
+        step_log("mislabels"),
+    localrule: step_local("mislabels")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        **params("mislabels"),
+        **step_params("mislabels"),
     shell:
-        shell("mislabels")
+        step_shell("mislabels")
 
 
 rule submit:
     input:
-        **inputs("submit"),
+        **step_inputs("submit"),
     output:
-        **outputs("submit"),
+        **step_outputs("submit"),
     log:
-        log("submit"),
-    localrule: local("submit")
+        step_log("submit"),
+    localrule: step_local("submit")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        **params("submit"),
+        **step_params("submit"),
     shell:
-        shell("submit")
+        step_shell("submit")
 
 
 rule report:
     input:
-        **inputs("report"),
+        **step_inputs("report"),
     output:
         # The figures also go into `snakemake --report`, one entry per PNG.
-        **outputs(
+        **step_outputs(
             "report",
             figures=lambda path: report(
                 path,
@@ -66,11 +66,11 @@ rule report:
             ),
         ),
     log:
-        log("report"),
-    localrule: local("report")
+        step_log("report"),
+    localrule: step_local("report")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        **params("report"),
+        **step_params("report"),
     shell:
-        shell("report")
+        step_shell("report")

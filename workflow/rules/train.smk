@@ -4,37 +4,37 @@
 
 rule train:
     input:
-        **inputs("train"),
+        **step_inputs("train"),
     output:
-        **outputs("train"),
+        **step_outputs("train"),
     log:
-        log("train"),
-    localrule: local("train")
+        step_log("train"),
+    localrule: step_local("train")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: threads("train")
+    threads: step_threads("train")
     resources:
-        **resources("train"),
+        **step_resources("train"),
     params:
-        **params("train"),
+        **step_params("train"),
     shell:
-        shell("train")
+        step_shell("train")
 
 
 rule predict:
     input:
-        **inputs("predict"),
+        **step_inputs("predict"),
     output:
-        **outputs("predict"),
+        **step_outputs("predict"),
     log:
-        log("predict"),
-    localrule: local("predict")
+        step_log("predict"),
+    localrule: step_local("predict")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: threads("predict")
+    threads: step_threads("predict")
     resources:
-        **resources("predict"),
+        **step_resources("predict"),
     params:
-        **params("predict"),
+        **step_params("predict"),
     shell:
-        shell("predict")
+        step_shell("predict")
