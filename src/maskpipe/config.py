@@ -1,8 +1,9 @@
 """One schema, one loader, one typed config object.
 
-The schema (``schemas/config.schema.yaml``, linked from ``workflow/schemas/``) is the one
-Snakemake's ``validate()`` uses; :func:`load` validates with it too and fills the same defaults,
-so Snakemake's ``config`` and maskpipe's :class:`Config` always agree (``common.smk`` checks it).
+The schema (``schemas/config.schema.yaml``, linked from ``workflow/schemas/``) is validated and
+its defaults filled by :func:`load_raw`, which ``workflow/rules/common.smk`` also uses to build
+Snakemake's ``config`` from the same files, so Snakemake's ``config`` and maskpipe's
+:class:`Config` always agree.
 
 Each step reads only the sections listed for it in the step table (:mod:`maskpipe.pipeline`).
 The Snakemake rules and the DVC stages declare exactly those sections as ``params``; that is what
@@ -111,8 +112,7 @@ def merge_file(base: dict, part: dict, source: str = "config") -> dict:
     if not isinstance(replace, list) or not all(isinstance(k, str) and k in part for k in replace):
         raise MaskpipeError(f"{source}: {REPLACE}: must list top-level sections this file sets, "
                             f"found {replace!r}")
-    out = merge({k: v for k, v in base.items() if k not in replace}, part)
-    return out
+    return merge({k: v for k, v in base.items() if k not in replace}, part)
 
 
 def load_raw(paths: str | Path | Iterable[str | Path]) -> dict:

@@ -42,16 +42,11 @@ wildcard_constraints:
 
 
 def _paths(step, side):
-    """A step's files by name: patterns with {model}/{fold}, one path or a list."""
+    """A step's files by name: patterns with {model}/{fold}; a list for every model x fold's
+    files and for a path the config leaves empty (null)."""
+    ports = {p.name: p for p in getattr(P.STEPS[step], side)}
     found = P.files(P.STEPS[step], side, config)
-    return {
-        k: v[0] if len(v) == 1 and not _every(step, side, k) else v
-        for k, v in found.items()
-    }
-
-
-def _every(step, side, name):
-    return any(p.name == name and p.every_job for p in getattr(P.STEPS[step], side))
+    return {k: v if ports[k].every_job or not v else v[0] for k, v in found.items()}
 
 
 def step_inputs(step):
