@@ -44,7 +44,7 @@ def _train_argv(config: Path, L: Layout, out: Path) -> list[str]:
             "--crops", L.crops("train"), "--crop-index", L.crop_index("train"),
             "--labels", L.labels(), "--folds", L.folds(),
             "--out-checkpoint", str(out / "checkpoint.pt"), "--out-metrics", str(out / "metrics.json"),
-            "--out-tensorboard", str(out / "tensorboard")]
+            "--out-tensorboard", str(out / "tensorboard"), "--resume", str(out / "resume.pt")]
 
 
 def _child(argv: list[str]) -> None:
