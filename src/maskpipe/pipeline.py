@@ -82,6 +82,7 @@ class Step:
 
     @property
     def runs(self) -> str:
+        """The name of the function in :mod:`maskpipe.steps` that runs this step."""
         return self.function or self.name.replace("-", "_")
 
 
@@ -218,6 +219,7 @@ def files(step: Step, side: str, raw: dict, model: str = MODEL, fold: str = FOLD
 
 
 def log_path(step: Step, raw: dict, model: str = MODEL, fold: str = FOLD) -> str:
+    """The log file of one job of ``step``."""
     wildcards = (model, fold) if step.fan_out else ()
     return Layout(str(raw["results"])).log(step.name, *wildcards)
 
@@ -283,4 +285,5 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
 
 
 def local_steps() -> list[str]:
+    """The cheap steps, which stay on the submitting machine under a cluster executor."""
     return [s.name for s in STEPS.values() if s.local]
