@@ -34,11 +34,13 @@ from maskpipe.classes import GENDER_NAMES, IMAGE_STEMS, MASK_BY_STEM, age_bin, e
 from maskpipe.data.competition import TrainWriter, check_out, finish, plant_plan, save_image, write_eval_tables
 from maskpipe.data.landmarks import POINT_COLUMNS, face_path, find_landmarks
 from maskpipe.data.shoot import plan_shoot, render
-from maskpipe.io import MaskpipeError, read_csv, sha256_file
+from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
 
 _VERSION = 1  # bump when the images change
+#: Which face each person is (split, person: train folder or eval person, file, the face's age).
+FACES_FILE = "demo_faces.csv"
 MIN_AGE = 18  # the real data's persons are adults
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
 _YOUNG_SHARE = 1281 / (1281 + 1227)
@@ -167,6 +169,10 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
                        landmark_cache: Path | None = None) -> dict:
     """Write a data set in the competition's layout under ``out``, one real face per person.
 
+    Writes what :func:`maskpipe.data.demo.generate_demo` writes (``demo_truth.csv`` with a
+    ``person`` column: the eval person of each photo) and ``demo_faces.csv``: the face of every
+    person, so that a face is seen to be used once.
+
     Args:
         out: Folder to create; may exist if empty or if it holds a set made with these arguments.
         faces_dir: Folder of ``labels.csv`` (``file,age,gender``) and the face photos (beside it
@@ -212,15 +218,20 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     faces, marks = _read_faces(faces_dir, landmark_cache or out.with_name(out.name + ".landmarks.csv"))
     summary["faces"] = len(faces)
     train, evals = assign_faces(faces, persons, eval_persons, priors, seed, where=str(labels_path))
-    _write_train(out, faces_dir, marks, train, seed, plan, planting=bool(plant_errors))
+    folders = _write_train(out, faces_dir, marks, train, seed, plan, planting=bool(plant_errors))
     _write_eval(out, faces_dir, marks, evals, seed)
+    used = [pd.DataFrame({"split": "train", "person": folders, "file": train["file"], "age": train["age"]}),
+            pd.DataFrame({"split": "eval", "person": [str(j) for j in range(len(evals))], "file": evals["file"],
+                          "age": evals["age"]})]
+    write_csv(pd.concat(used), out / FACES_FILE)
     finish(out, params)
     log.info("wrote %d train and %d eval persons from %s to %s", persons, eval_persons, faces_dir, out)
     return {**summary, "skipped": False}
 
 
 def _write_train(out: Path, faces_dir: Path, marks: pd.DataFrame, train: pd.DataFrame, seed: int,
-                 plan: dict[int, str], planting: bool) -> None:
+                 plan: dict[int, str], planting: bool) -> list[str]:
+    """Write the train persons; returns their folder names."""
     writer = TrainWriter(out, seed, plan)
     for i, row in enumerate(tqdm(train.itertuples(), total=len(train), desc="train persons", unit="person",
                                  disable=None)):
@@ -230,6 +241,7 @@ def _write_train(out: Path, faces_dir: Path, marks: pd.DataFrame, train: pd.Data
         photos = {stem: render(shoot, stem, rng) for stem in IMAGE_STEMS}
         writer.person(i, pid, int(row.gender), int(row.label_age), int(row.group), photos, shoot.quality)
     writer.finish(planting)
+    return [row["path"] for row in writer.rows]
 
 
 def _write_eval(out: Path, faces_dir: Path, marks: pd.DataFrame, evals: pd.DataFrame, seed: int) -> None:
