@@ -158,10 +158,10 @@ def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFram
     return labels[found].reset_index(drop=True), marks[found]
 
 
-def _shoot(faces_dir: Path, file: str, marks: pd.DataFrame, rng: np.random.Generator):
+def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator):
     with Image.open(face_path(faces_dir, file)) as im:
         face = im.convert("RGB")
-    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), rng)
+    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), age, rng)
 
 
 def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_persons: int = 60, seed: int = 0,
@@ -237,7 +237,7 @@ def _write_train(out: Path, faces_dir: Path, marks: pd.DataFrame, train: pd.Data
                                  disable=None)):
         rng = np.random.default_rng([seed, 11, i])
         pid = f"{1 + 2 * i + int(rng.integers(2)):06d}"  # unique, increasing, with gaps like the real ids
-        shoot = _shoot(faces_dir, row.file, marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
         photos = {stem: render(shoot, stem, rng) for stem in IMAGE_STEMS}
         writer.person(i, pid, int(row.gender), int(row.label_age), int(row.group), photos, shoot.quality)
     writer.finish(planting)
@@ -249,7 +249,7 @@ def _write_eval(out: Path, faces_dir: Path, marks: pd.DataFrame, evals: pd.DataF
     for j, row in enumerate(tqdm(evals.itertuples(), total=len(evals), desc="eval persons", unit="person",
                                  disable=None)):
         rng = np.random.default_rng([seed, 12, j])
-        shoot = _shoot(faces_dir, row.file, marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
         for stem in IMAGE_STEMS:
             image_id = rng.bytes(20).hex() + ".jpg"
             save_image(render(shoot, stem, rng), out / "eval" / "images" / image_id, "JPEG", "RGB", shoot.quality)
