@@ -165,7 +165,7 @@ def test_cli_demo_data_faces(faces, cache, tmp_path, capsys):
 
 def _made_up(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"file": [f"f{i}.jpg" for i in range(n)], "age": rng.integers(18, 86, n),
+    return pd.DataFrame({"file": [f"f{i}.jpg" for i in range(n)], "age": rng.integers(15, 86, n),
                          "gender": rng.integers(0, 2, n)})
 
 
@@ -189,5 +189,7 @@ def test_assign_faces_old_ages_option_and_shortage():
     assert (train.loc[train["group"] == 2, "age"] == 60).all() and (train["group"] == 2).sum() == 50
     with pytest.raises(MaskpipeError, match="has 6000 usable faces, needs 1500.*train needs"):
         assign_faces(faces, 1500, 0, Priors(old_ages=(60, 60), old_share=0.5), seed=0)
+    young, _ = assign_faces(faces, 1000, 0, Priors(min_age=15), seed=0)
+    assert young["age"].min() == 15 and train["age"].min() >= 18
     with pytest.raises(MaskpipeError, match="female_share"):
         Priors(female_share=1.5).check()

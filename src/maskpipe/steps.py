@@ -19,7 +19,7 @@ Loader = Callable[[argparse.Namespace], Config]
 
 
 _REAL_ONLY = ("eval_persons", "landmark_cache", "female_share", "old_share", "old_ages", "eval_male_share",
-              "eval_old_share")
+              "eval_old_share", "min_age")
 
 
 def demo_data(args: argparse.Namespace, load_config: Loader) -> None:

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 _VERSION = 1  # bump when the images change
 #: Which face each person is (split, person: train folder or eval person, file, the face's age).
 FACES_FILE = "demo_faces.csv"
-MIN_AGE = 18  # the real data's persons are adults
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
 _YOUNG_SHARE = 1281 / (1281 + 1227)
 
@@ -56,6 +55,7 @@ class Priors:
     old_label: int = 60
     eval_male_share: float = 0.60
     eval_old_share: float = 0.25  # eval persons aged 60+, any age over 60
+    min_age: int = 18  # the youngest face used: the real data's persons are adults
 
     def check(self) -> None:
         """Raises MaskpipeError naming a share outside 0..1 or an empty age range."""
@@ -63,6 +63,8 @@ class Priors:
             if not 0 <= getattr(self, name) <= 1:
                 raise MaskpipeError(f"demo-data: {name} is a share, 0..1; got {getattr(self, name)}")
         lo, hi = self.old_ages
+        if not 0 <= self.min_age < 30:
+            raise MaskpipeError(f"demo-data: min_age must be 0..29 (the <30 group), got {self.min_age}")
         if not 60 <= lo <= hi:
             raise MaskpipeError(f"demo-data: old_ages must be a range of ages >= 60, got {self.old_ages}")
 
@@ -108,7 +110,7 @@ def assign_faces(faces: pd.DataFrame, persons: int, eval_persons: int, priors: P
     pool = faces.iloc[rng.permutation(len(faces))].reset_index(drop=True)
     used = np.zeros(len(pool), bool)
     lo, hi = priors.old_ages
-    age_ranges = {0: (MIN_AGE, 29), 1: (30, 59)}
+    age_ranges = {0: (priors.min_age, 29), 1: (30, 59)}
     plans = [("train", _draws(persons, priors.female_share, priors.old_share, rng), {**age_ranges, 2: (lo, hi)}),
              ("eval", _draws(eval_persons, 1 - priors.eval_male_share, priors.eval_old_share, rng),
               {**age_ranges, 2: (60, 200)})]
@@ -137,8 +139,9 @@ def assign_faces(faces: pd.DataFrame, persons: int, eval_persons: int, priors: P
     return out[0], out[1]
 
 
-def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """labels.csv with gender as 0/1, restricted to faces with landmarks; and the landmarks."""
+def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """labels.csv with gender as 0/1, restricted to faces with landmarks; the landmarks; and how
+    many faces had none (MTCNN found no face: they are left out)."""
     labels_path = faces_dir / "labels.csv"
     labels = read_csv(labels_path, required=["file", "age", "gender"])
     bad = labels[~labels["gender"].isin(GENDER_NAMES)]
@@ -155,7 +158,7 @@ def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFram
     if not found.all():
         log.warning("%s: no landmarks found on %d of %d faces; they are not used",
                     labels_path, int((~found).sum()), len(found))
-    return labels[found].reset_index(drop=True), marks[found]
+    return labels[found].reset_index(drop=True), marks[found], int((~found).sum())
 
 
 def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator):
@@ -188,7 +191,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
 
     Returns:
         Counts: ``persons``, ``eval_persons``, ``train_images``, ``eval_images``, ``faces`` (usable
-        faces in the folder), ``planted`` (when planting) and ``skipped``.
+        faces in the folder) and ``faces_without_landmarks`` (left out; both absent when
+        skipped), ``planted`` (when planting) and ``skipped``.
 
     Raises:
         MaskpipeError: bad arguments, a bad labels.csv, too few faces, or ``out`` holding
@@ -215,8 +219,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         summary["planted"] = len(plan)
     if check_out(out, params, what):
         return {**summary, "skipped": True}
-    faces, marks = _read_faces(faces_dir, landmark_cache or out.with_name(out.name + ".landmarks.csv"))
-    summary["faces"] = len(faces)
+    faces, marks, missed = _read_faces(faces_dir, landmark_cache or out.with_name(out.name + ".landmarks.csv"))
+    summary.update(faces=len(faces), faces_without_landmarks=missed)
     train, evals = assign_faces(faces, persons, eval_persons, priors, seed, where=str(labels_path))
     folders = _write_train(out, faces_dir, marks, train, seed, plan, planting=bool(plant_errors))
     _write_eval(out, faces_dir, marks, evals, seed)
