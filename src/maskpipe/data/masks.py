@@ -104,9 +104,8 @@ def _outline(f: Frame, style: str, wear: str, rng: np.random.Generator) -> tuple
     t = np.linspace(0.0, 1.0, _OUTLINE)
     u = left + (right - left) * t
     c = 2 * t - 1  # -1 .. 1 across the mask
-    centre_u = un + (1 - abs(un)) * 0.0
     if style == "surgical":  # straight top with a nose bump, flat sides, bottom under the chin
-        top_v = top + 0.12 * c**2 - 0.06 * np.exp(-(((u - centre_u) / 0.3) ** 2))
+        top_v = top + 0.12 * c**2 - 0.06 * np.exp(-(((u - un) / 0.3) ** 2))
         bot_v = bottom - 0.28 * c**4
     elif style == "kf94":  # boat-shaped: a peak over the nose, a point under the chin
         top_v = top - 0.1 + 0.32 * np.abs(u - un) / max(right - left, 1e-6) * 2
@@ -168,7 +167,7 @@ def _creases(draw: ImageDraw.ImageDraw, f: Frame, mask: MaskStyle, poly: np.ndar
         wire = f.to_px(np.linspace(f.nose[0] - 0.3, f.nose[0] + 0.3, 5), top + 0.08) - offset
         draw.line([tuple(p) for p in wire], fill=light, width=width)
     elif mask.style == "kf94":
-        v = np.full_like(us, f.nose[1] + 0.2 + 0.35 * (bottom - top) * 0.3)
+        v = np.full_like(us, top + 0.45 * (bottom - top))
         draw.line([tuple(p) for p in f.to_px(us, v) - offset], fill=dark, width=width)
     else:
         vs = np.linspace(top + 0.02, bottom - 0.02, 6)

@@ -91,7 +91,9 @@ def _layer(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generato
     draw.ellipse((cx - 3.6 * d, chin_y + 0.9 * d, cx + 3.6 * d, chin_y + 6 * d), fill=(*clothes, 255))
     draw.rectangle((cx - 0.62 * d, mouth_y, cx + 0.62 * d, chin_y + 1.0 * d),
                    fill=(*(int(c * 0.85) for c in skin), 255))
-    draw.ellipse((cx - 1.45 * d, eyes[1] - 1.9 * d, cx + 1.45 * d, mouth_y + 0.4 * d),
+    # Short, full or long hair: the head's outline differs from person to person.
+    half, top, low = rng.uniform(1.3, 1.6), rng.uniform(1.6, 2.1), rng.uniform(-0.3, 1.2)
+    draw.ellipse((cx - half * d, eyes[1] - top * d, cx + half * d, mouth_y + low * d),
                  fill=(*(int(c) for c in np.clip(hair, 0, 255)), 255))
     # The face crop, faded out at its borders (the top too: aligned crops cut the forehead) so
     # the hair and neck take over.
