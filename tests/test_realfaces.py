@@ -160,6 +160,19 @@ def test_cli_demo_data_faces(faces, cache, tmp_path, capsys):
     assert "--eval-persons needs --faces" in capsys.readouterr().err
 
 
+def test_bad_labels_are_named(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "labels.csv").write_text("file,age,gender\na.jpg,30,male\nb.jpg,thirty,female\n")
+    with pytest.raises(MaskpipeError, match=r"labels\.csv: row 3: age must be a whole number, got 'thirty'"):
+        generate_realfaces(tmp_path / "out", bad, persons=1, eval_persons=0)
+    (bad / "labels.csv").write_text("file,age,gender\na.jpg,30,M\n")
+    with pytest.raises(MaskpipeError, match=r"labels\.csv: row 2: gender must be male or female, got 'M'"):
+        generate_realfaces(tmp_path / "out", bad, persons=1, eval_persons=0)
+    with pytest.raises(MaskpipeError, match="labels.csv: not found"):
+        generate_realfaces(tmp_path / "out", tmp_path / "nowhere", persons=1, eval_persons=0)
+
+
 # --- assign_faces on made-up faces: no photo needed -------------------------------------------------
 
 

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
 
-    p = sub.add_parser("demo-data", help="generate a small, learnable demo dataset in the real layout")
+    p = sub.add_parser("demo-data", help="generate a small, learnable demo dataset in the real layout "
+                                    "(with --faces: one of real faces)")
     p.add_argument("--out", type=Path, default=Path("data/demo"), help="folder to create")
     p.add_argument("--persons", type=int, default=None, help="training persons (7 photos each)")
     p.add_argument("--eval-images", type=int, default=None, help="eval images")

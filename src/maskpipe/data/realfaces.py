@@ -116,20 +116,8 @@ def assign_faces(faces: pd.DataFrame, persons: int, eval_persons: int, priors: P
               {**age_ranges, 2: (60, 200)})]
     out, short = [], []
     for split, draws, ranges in plans:
-        rows = []
-        for (gender, group), idx in draws.groupby(["gender", "group"]).groups.items():
-            a, b = ranges[group]
-            ok = np.flatnonzero(~used & (pool["gender"] == gender).to_numpy() & pool["age"].between(a, b).to_numpy())
-            if len(ok) < len(idx):
-                short.append(f"{split} needs {len(idx)} {GENDER_NAMES[gender]} faces aged {a}-{min(b, 120)}, "
-                             f"has {len(ok)}")
-                continue
-            used[ok[: len(idx)]] = True
-            rows.append(pd.DataFrame({"person": idx, "file": pool["file"].to_numpy()[ok[: len(idx)]],
-                                      "gender": gender, "age": pool["age"].to_numpy()[ok[: len(idx)]],
-                                      "group": group}))
-        table = pd.concat(rows).sort_values("person").drop(columns="person").reset_index(drop=True) if rows \
-            else pd.DataFrame(columns=["file", "gender", "age", "group"])
+        table = _pick(pool, used, draws, ranges, lambda text, s=split: short.append(f"{s} needs {text}"))
+        # Train's >=60 faces are 60-65 but say 60, as the real train set does.
         table["label_age"] = np.where(table["group"] == 2, priors.old_label, table["age"]) if split == "train" \
             else table["age"]
         out.append(table)
@@ -137,6 +125,26 @@ def assign_faces(faces: pd.DataFrame, persons: int, eval_persons: int, priors: P
         raise MaskpipeError(f"{where}: has {len(faces)} usable faces, needs {persons + eval_persons} "
                             f"({persons} train + {eval_persons} eval persons), short in: {'; '.join(short)}")
     return out[0], out[1]
+
+
+def _pick(pool: pd.DataFrame, used: np.ndarray, draws: pd.DataFrame, ranges: dict[int, tuple[int, int]],
+          shortage) -> pd.DataFrame:
+    """The first unused faces of ``pool`` for each (gender, age group) cell of ``draws``; marks
+    them ``used``; calls ``shortage(text)`` for a cell the pool cannot fill."""
+    rows = []
+    for (gender, group), idx in draws.groupby(["gender", "group"]).groups.items():
+        a, b = ranges[group]
+        ok = np.flatnonzero(~used & (pool["gender"] == gender).to_numpy() & pool["age"].between(a, b).to_numpy())
+        if len(ok) < len(idx):
+            shortage(f"{len(idx)} {GENDER_NAMES[gender]} faces aged {a}-{min(b, 120)}, has {len(ok)}")
+            continue
+        take = ok[: len(idx)]
+        used[take] = True
+        rows.append(pd.DataFrame({"person": idx, "file": pool["file"].to_numpy()[take], "gender": gender,
+                                  "age": pool["age"].to_numpy()[take], "group": group}))
+    if not rows:
+        return pd.DataFrame(columns=["file", "gender", "age", "group"])
+    return pd.concat(rows).sort_values("person").drop(columns="person").reset_index(drop=True)
 
 
 def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -152,7 +160,11 @@ def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFram
     if dup.any():
         raise MaskpipeError(f"{labels_path}: row {int(np.flatnonzero(dup)[0]) + 2}: "
                             f"{labels['file'][dup].iloc[0]} is listed twice")
-    labels = labels.assign(gender=labels["gender"].map(GENDER_NAMES.index), age=labels["age"].astype(int))
+    ages = pd.to_numeric(labels["age"], errors="coerce")
+    if ages.isna().any() or (ages % 1 != 0).any():
+        row = int(np.flatnonzero(ages.isna() | (ages % 1 != 0))[0])
+        raise MaskpipeError(f"{labels_path}: row {row + 2}: age must be a whole number, got {labels['age'][row]!r}")
+    labels = labels.assign(gender=labels["gender"].map(GENDER_NAMES.index), age=ages.astype(int))
     marks = find_landmarks(faces_dir, labels["file"].tolist(), cache)
     found = marks[POINT_COLUMNS].notna().all(axis=1).to_numpy()
     if not found.all():
