@@ -108,7 +108,7 @@ def _outline(f: Frame, style: str, wear: str, rng: np.random.Generator) -> tuple
         top_v = top + 0.12 * c**2 - 0.06 * np.exp(-(((u - un) / 0.3) ** 2))
         bot_v = bottom - 0.28 * c**4
     elif style == "kf94":  # boat-shaped: a peak over the nose, a point under the chin
-        top_v = top - 0.1 + 0.32 * np.abs(u - un) / max(right - left, 1e-6) * 2
+        top_v = top + 0.32 * np.abs(u - un) / max(right - left, 1e-6) * 2
         bot_v = bottom + 0.08 - 0.55 * np.abs(c) ** 1.5
     else:  # cloth: rounded all round
         top_v = top - 0.04 + 0.22 * c**2
