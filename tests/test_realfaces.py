@@ -17,6 +17,7 @@ from PIL import Image
 from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
 from maskpipe.data.competition import PLANTED_FILE
+from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
 from maskpipe.data.realfaces import FACES_FILE, Priors, assign_faces, generate_realfaces
 from maskpipe.io import MaskpipeError
 
@@ -77,6 +78,9 @@ def test_layout_tables_and_photos(real):
     assert list(info["ImageID"]) == list(truth["ImageID"]) and (info["ans"] == 0).all()
     assert all(re.fullmatch(r"[0-9a-f]{40}\.jpg", n) for n in info["ImageID"])
     assert list(truth["person"]) != sorted(truth["person"])  # shuffled, not seven in a row
+    # The pipeline's own validation takes it as it takes the competition's data.
+    assert len(build_train_manifest(real, workers=1)) == 7 * PERSONS
+    assert len(build_eval_manifest(real, workers=1)) == 7 * EVAL
     for _, photos in truth.groupby("person"):  # one person: 5 wear, 1 incorrect, 1 normal; one label
         mask, gender, age = decode(photos["ans"].to_numpy())
         assert sorted(mask) == [0, 0, 0, 0, 0, 1, 2]
