@@ -12,6 +12,7 @@ from maskpipe import ensemble_search
 from maskpipe.classes import MASK_STATES, PROB_COLUMNS, TASK_COLUMNS, TASKS, joint
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, head_score, macro_f1, per_class_f1, task_f1
+from maskpipe.persons.adjust import adjust_eval
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def _model_rows(m: str, mo: pd.DataFrame, lab: pd.DataFrame, tta: str) -> tuple[
 def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str,
         weights: dict[str, float], out_oof: Path, out_test: Path, out_scores: Path,
         out_metrics: Path, search_weights: bool = False, age_bias: bool = False,
-        seed: int = 0) -> dict:
+        seed: int = 0, persons: Path | None = None, person_options: dict | None = None,
+        prior_shift: bool = False) -> dict:
     """Combine every model × fold prediction; write ensemble OOF, test, scores and metrics.
 
     Models with an 18-class output vote directly. Single-task models (head mask / gender / age)
@@ -72,7 +74,9 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     probabilities, then the product of the three (see :mod:`maskpipe.train.heads`); the member
     votes with the mean weight of its models. Each model is scored with its TTA setting and,
     where the OOF file has them, without TTA. ``search_weights`` and ``age_bias`` fit on half
-    the persons and report on the other half (:mod:`maskpipe.ensemble_search`).
+    the persons and report on the other half (:mod:`maskpipe.ensemble_search`). ``prior_shift``
+    and ``person_options`` (with the ``persons`` step's groups) then adjust the eval probabilities
+    only (:func:`maskpipe.persons.adjust.adjust_eval`).
     """
     lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
     oof = pd.concat([read_csv(p, dtype={"key": str}) for p in oof_paths], ignore_index=True)
@@ -136,6 +140,7 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
                     holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
         ens_oof = ensemble_search.apply_age_bias(ens_oof, b)
         ens_test = ensemble_search.apply_age_bias(ens_test, b)
+    ens_test, eval_info = adjust_eval(ens_test, keys, y, persons, person_options or {}, prior_shift)
     score = _score(y, ens_oof)
     rows.append({"model": "ensemble", "fold": "all", "tta": "-", **score})
     scores = pd.DataFrame(rows)
@@ -152,7 +157,7 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
         "tasks": {k: score[f"{k}_f1"] for k in TASKS},
         "models": {r["model"]: {"oof_macro_f1": _num(r["macro_f1"]), "oof_accuracy": _num(r["accuracy"])}
                    for r in rows if r["fold"] == "all" and r["tta"] == configured.get(r["model"])},
-        "tta_gain": tta_gain, "weight_search": search, "age_bias": bias,
+        "tta_gain": tta_gain, "weight_search": search, "age_bias": bias, **eval_info,
     }
     write_csv(oof_table, out_oof)
     write_csv(test_table, out_test)

@@ -41,6 +41,10 @@ class Layout:
         """Detection cache; deliberately not a declared output, so no engine deletes it."""
         return self._p("cache", "boxes")
 
+    # persons
+    def persons_groups(self) -> str:
+        return self._p("persons", "groups.csv")
+
     # labels
     def labels(self) -> str:
         return self._p("labels", "train.csv")

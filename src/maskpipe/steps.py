@@ -77,6 +77,16 @@ def crop(args: argparse.Namespace, load_config: Loader) -> None:
                       str(device), workers=args.workers)
 
 
+def persons(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe.persons import step
+    from maskpipe.persons.group import Grouping
+
+    config = load_config(args)
+    root = args.root or Path(config.raw["data"]["root"])  # by hand, the config's data folder
+    grouping = Grouping(**config.params("persons")["persons"])
+    step.run(args.eval_manifest, root, args.eval_crops, args.eval_index, grouping, args.out_groups)
+
+
 def labels(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe.labels import add_training_targets, apply_corrections, read_corrections
 
@@ -136,7 +146,9 @@ def ensemble(args: argparse.Namespace, load_config: Loader) -> None:
     cfg = load_config(args).params("ensemble")["ensemble"]
     ensemble_step.run(args.oof, args.test, args.labels, cfg["method"], cfg["weights"],
                       args.out_oof, args.out_test, args.out_scores, args.out_metrics,
-                      cfg["search_weights"], cfg["age_bias"], cfg["seed"])
+                      cfg["search_weights"], cfg["age_bias"], cfg["seed"],
+                      persons=args.persons, person_options=cfg["persons"],
+                      prior_shift=cfg["prior_shift"])
 
 
 def mislabels(args: argparse.Namespace, load_config: Loader) -> None:

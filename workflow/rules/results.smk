@@ -1,5 +1,21 @@
-# Ensemble every model x fold, rank suspected mislabels, write the checked submission, build the
+# Group the eval photos into persons, ensemble every model x fold, rank suspected mislabels, write the checked submission, build the
 # report. Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
+
+
+rule persons:
+    input:
+        **step_inputs("persons"),
+    output:
+        **step_outputs("persons"),
+    log:
+        step_log("persons"),
+    localrule: step_local("persons")
+    conda:
+        "../../envs/maskpipe.yaml"
+    params:
+        **step_params("persons"),
+    shell:
+        step_shell("persons")
 
 
 rule ensemble:
