@@ -69,7 +69,7 @@ def test_step_params_are_exactly_the_declared_sections(shipped_config):
     raw = load_raw(REPO / "config.yaml")
     assert set(step_params(raw, "train", model="demo")) == {"train", "models.demo"}
     assert step_params(raw, "submit") == {}
-    assert set(STEPS) == {"validate", "crop", "labels", "folds", "train", "predict",
+    assert set(STEPS) == {"validate", "crop", "persons", "labels", "folds", "train", "predict",
                                   "ensemble", "mislabels", "submit", "report"}
     assert step_params(raw, "mislabels") == {"mislabels": raw["mislabels"]}
     with pytest.raises(MaskpipeError, match="no model 'nope'"):

@@ -39,7 +39,7 @@ def test_every_rule_is_a_step_of_the_table(planned):
     assert counts == {name: len(jobs(step, raw)) for name, step in STEPS.items()}
     assert counts["train"] == 4
     assert workflow._localrules == set(local_steps()) | {"all", "submission"}
-    assert set(local_steps()) == {"validate", "labels", "folds", "ensemble", "mislabels", "submit", "report"}
+    assert set(local_steps()) == {"validate", "labels", "folds", "persons", "ensemble", "mislabels", "submit", "report"}
 
 
 def test_every_job_has_the_tables_files_params_and_command(planned):

@@ -33,8 +33,8 @@ PLUMBING = frozenset({
 })
 
 #: Modules no pipeline step runs: the demo data generator (``maskpipe demo-data``, upstream of
-#: the pipeline), and the planted-error scorer of benchmarks and tests.
-OFFLINE = frozenset({"maskpipe.data.demo", "maskpipe.mislabels.planted"})
+#: the pipeline), and the scorers of benchmarks and tests (planted errors, eval person groups).
+OFFLINE = frozenset({"maskpipe.data.demo", "maskpipe.mislabels.planted", "maskpipe.persons.score"})
 
 
 def package_dir() -> Path:
