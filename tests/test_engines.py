@@ -217,6 +217,7 @@ TAIL = {("ensemble", ""), ("mislabels", ""), ("submit", ""), ("report", ""), ("s
      {f"train@{m}-{f}" for m in "ab" for f in (0, 1)}),
     ("predict", lambda c: c["predict"].update(batch_size=5), ALL_PREDICT | TAIL,
      {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
+    ("persons", lambda c: c["persons"].update(max_distance=0.3), {("persons", "")} | TAIL, {"persons"}),
     ("mislabels", lambda c: c["mislabels"].update(top=5),
      {("mislabels", ""), ("report", ""), ("submission", "")}, {"mislabels"}),
     ("report", lambda c: c["report"].update(title="another title"), {("report", ""), ("submission", "")},

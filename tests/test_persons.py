@@ -1,6 +1,7 @@
 """The persons step and the ensemble options that use its groups (tiny generated data)."""
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from maskpipe.persons.group import Grouping, group_persons
 from maskpipe.persons.prior import em_priors, shift_priors, task_marginals
 from maskpipe.persons.score import score_groups
 from maskpipe.persons.vote import PATTERN, apply_persons, assign_masks
+from maskpipe.report.persons import section
 
 
 def _shoots(tmp_path, persons=12, seed=0, twins=()):
@@ -174,3 +176,19 @@ def test_ensemble_options_keep_the_submissions_rows_and_order(tmp_path):
     with pytest.raises(MaskpipeError, match="needs the persons step"):
         ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft", {},
                      *out, person_options={"pool": True})
+
+
+def test_report_section_shows_groups_changes_and_priors():
+    groups = _group_table([f"e{i}" for i in range(16)], [0] * 7 + [1] * 7 + [2, 3])
+    off = section(SimpleNamespace(persons=groups, metrics={}), None)
+    assert "4</div>" in off.replace(" ", "") and "is off" in off  # 4 groups; options off
+    priors = {"mask": {"train": [0.7, 0.15, 0.15], "eval": [0.6, 0.25, 0.15]},
+              "gender": {"train": [0.4, 0.6], "eval": [0.55, 0.45]},
+              "age": {"train": [0.5, 0.4, 0.1], "eval": [0.4, 0.35, 0.25]}}
+    metrics = {"persons": {"enabled": True, "pool": True, "assign_masks": True, "clean_groups": 2,
+                           "photos_in_clean_groups": 14, "min_confidence": 0.0, "changed": 5,
+                           "changed_mask": 3, "changed_gender": 2, "changed_age": 0},
+               "prior_shift": {"enabled": True, "priors": priors, "changed": 9}}
+    on = section(SimpleNamespace(persons=groups, metrics=metrics), None)
+    assert "2 clean groups (14 photos" in on and "mask states assigned 5/1/1" in on
+    assert "<td class=\"num\">5</td>" in on and "55.0%" in on and "40.0%" in on

@@ -23,6 +23,7 @@ from maskpipe.io import write_bytes_if_changed, write_csv
 from maskpipe.report import figures, mislabels, sections
 from maskpipe.report.inputs import STRATUM_NAMES, ReportInputs, Run, history_table, load
 from maskpipe.report.markup import Figures, card, counts, esc, f3, join, pct, table
+from maskpipe.report.persons import section as persons_section
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[Run, Figures], str]], ...] = (
     ("confusion", "Confusion matrix", sections.confusion),
     ("mistakes", "Confident mistakes", sections.mistakes),
     ("mislabels", "Suspected mislabels", mislabels.section),
+    ("persons", "Eval persons", persons_section),
     ("submission", "Submission", _submission),
 )
 

@@ -57,6 +57,7 @@ class ReportInputs:
     submission: Path
     mislabels: Path
     mislabels_summary: Path
+    persons: Path | None = None  #: the persons step's eval photo groups
 
     def __post_init__(self) -> None:
         # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
@@ -64,7 +65,7 @@ class ReportInputs:
             if name in ("train_metrics", "tensorboard"):
                 paths = [value] if isinstance(value, str | Path) else value
                 object.__setattr__(self, name, tuple(Path(p) for p in paths))
-            else:
+            elif value is not None:
                 object.__setattr__(self, name, Path(value))
 
 
@@ -89,6 +90,8 @@ class Run:
     #: The mislabels step's ranked suspects and its summary (OOF macro F1 when ranked).
     suspects: pd.DataFrame
     suspects_summary: dict
+    #: The persons step's groups (``key, group, size, confidence``), when given.
+    persons: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -233,6 +236,8 @@ def load(inputs: ReportInputs) -> Run:
                                                               "suggested": str, "fix_value": str},
                           keep_default_na=False),
         suspects_summary=_read_json(i.mislabels_summary, ["method", "oof_macro_f1", "suspects"]),
+        persons=None if i.persons is None else read_csv(i.persons, ["key", "group", "size", "confidence"],
+                                                        dtype={"key": str}),
     )
     unknown = ~run.crops_train["key"].isin(run.manifest["key"])
     if unknown.any():
