@@ -67,7 +67,8 @@ def option_table(layout: Layout, truth: pd.DataFrame, groups: dict[str, pd.DataF
     keys = pd.Index(test["key"])
     probs = test[PROB_COLUMNS].to_numpy()
     y_true = truth.loc[keys, "ans"].to_numpy()
-    labels = read_csv(layout.labels())["label"].to_numpy()
+    oof = read_csv(layout.ensemble_oof())
+    labels, oof_probs = oof["label"].to_numpy(), oof[PROB_COLUMNS].to_numpy()
     base = probs.argmax(1)
     rows = []
     for source, table in groups.items():
@@ -76,7 +77,10 @@ def option_table(layout: Layout, truth: pd.DataFrame, groups: dict[str, pd.DataF
         for name, shift, opts in OPTIONS:
             if source != "found" and not opts:
                 continue
-            adjusted, _ = adjust_eval(probs, keys, labels, path, opts, shift)
+            adjusted, info = adjust_eval(probs, keys, labels, path, opts, shift, oof=oof_probs)
+            if shift and source == "found" and not opts:
+                print(f"prior shift at temperature {info['prior_shift']['temperature']}: "
+                      f"{info['prior_shift']['priors']}")
             pred = adjusted.argmax(1)
             rows.append({"groups": source if opts else "-", "option": name,
                          "eval_macro_f1": macro_f1(y_true, pred), **changes(base, pred)})

@@ -140,7 +140,8 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
                     holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
         ens_oof = ensemble_search.apply_age_bias(ens_oof, b)
         ens_test = ensemble_search.apply_age_bias(ens_test, b)
-    ens_test, eval_info = adjust_eval(ens_test, keys, y, persons, person_options or {}, prior_shift)
+    ens_test, eval_info = adjust_eval(ens_test, keys, y, persons, person_options or {}, prior_shift,
+                                      oof=ens_oof)
     score = _score(y, ens_oof)
     rows.append({"model": "ensemble", "fold": "all", "tta": "-", **score})
     scores = pd.DataFrame(rows)

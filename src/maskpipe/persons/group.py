@@ -102,28 +102,38 @@ def _cut(children: np.ndarray, heights: np.ndarray, n: int, size: int, max_dista
 
 
 def _join_small(x: np.ndarray, labels: np.ndarray, size: int, join_distance: float) -> np.ndarray:
-    """Join groups smaller than ``size`` pairwise, closest first (average distance), while the
-    union fits one person and the distance is under ``join_distance``."""
+    """Join groups smaller than ``size`` pairwise, closest first by average distance, while the
+    union fits one person and the distance is under ``join_distance``.
+
+    The distances between small groups are computed once; a join updates them by the
+    Lance-Williams rule of average linkage, so the loop never revisits photos.
+    """
     from scipy.spatial.distance import cdist
 
     labels = labels.copy()
+    ids, counts = np.unique(labels, return_counts=True)
+    small = ids[counts < size]
+    if len(small) < 2:
+        return labels
+    rows = [np.flatnonzero(labels == g) for g in small]
+    members = np.concatenate(rows)
+    d = cdist(x[members], x[members])
+    starts = np.cumsum([0] + [len(r) for r in rows])
+    n = np.array([len(r) for r in rows], dtype=np.float64)
+    dist = np.array([[d[starts[i]:starts[i + 1], starts[j]:starts[j + 1]].mean() for j in range(len(rows))]
+                     for i in range(len(rows))])
+    np.fill_diagonal(dist, np.inf)
     while True:
-        ids, counts = np.unique(labels, return_counts=True)
-        small = ids[counts < size]
-        if len(small) < 2:
+        fits = n[:, None] + n[None, :] <= size
+        masked = np.where(fits, dist, np.inf)
+        i, j = np.unravel_index(np.argmin(masked), masked.shape)
+        if not masked[i, j] < join_distance:
             return labels
-        centre = {g: x[labels == g] for g in small}
-        best = (join_distance, None, None)
-        for i, a in enumerate(small):
-            for b in small[i + 1:]:
-                if len(centre[a]) + len(centre[b]) > size:
-                    continue
-                d = cdist(centre[a], centre[b]).mean()
-                if d < best[0]:
-                    best = (d, a, b)
-        if best[1] is None:
-            return labels
-        labels[labels == best[2]] = best[1]
+        labels[labels == small[j]] = small[i]
+        dist[i] = dist[:, i] = (n[i] * dist[i] + n[j] * dist[j]) / (n[i] + n[j])
+        dist[i, i] = np.inf
+        dist[j] = dist[:, j] = np.inf
+        n[i], n[j] = n[i] + n[j], size + 1  # j is gone: it fits nothing any more
 
 
 def confidence(x: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -4,6 +4,12 @@ Neither scikit-learn nor scipy has this EM (QuaPy's ``EMQ`` does, but it is not 
 the method is a dozen lines): with p(y|x) from a model trained under priors ``pi_train``, the eval
 priors ``pi`` are the fixed point of  pi <- mean over photos of  p(y|x) pi/pi_train (renormalised
 per photo), and the renormalised terms are the eval-adjusted probabilities.
+
+The EM assumes calibrated probabilities; on overconfident ones it runs to degenerate priors (all
+eval photos one gender), as Alexandari et al. (2020) found. So the probabilities are first
+temperature-scaled on the out-of-fold predictions (the calibration the paper recommends; scikit-
+learn's temperature calibration wraps an estimator, not a table of probabilities). The mask task
+is left alone: every person, in train and eval, has 5/1/1 photos, so its prior cannot shift.
 """
 
 from __future__ import annotations
@@ -28,6 +34,32 @@ def em_priors(probs: np.ndarray, train_priors: np.ndarray, tol: float = 1e-8,
         if done:
             break
     return prior, adjusted
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the log loss of softmax(log p / T) on labelled probabilities."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None))
+    rows = np.arange(len(logp))
+
+    def nll(t: float) -> float:
+        z = logp / t
+        z -= z.max(1, keepdims=True)
+        return float(-(z[rows, labels] - np.log(np.exp(z).sum(1))).mean())
+
+    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+
+
+def scale(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities at a temperature: softmax(log p / T)."""
+    z = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None)) / temperature
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+#: Tasks whose eval priors are estimated (mask: fixed at 5/1/1 per person by design).
+SHIFTED_TASKS = ("gender", "age")
 
 
 def task_marginals(probs18: np.ndarray) -> dict[str, np.ndarray]:
@@ -56,15 +88,19 @@ def train_priors(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {t: np.bincount(parts[t], minlength=k) / max(len(labels), 1) for t, k in TASKS.items()}
 
 
-def shift_priors(probs18: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Adjust eval probabilities to each task's eval priors, estimated by EM per task.
+def shift_priors(probs18: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
+                 tasks: tuple[str, ...] = SHIFTED_TASKS) -> tuple[np.ndarray, dict]:
+    """Adjust eval probabilities to each task's eval priors, estimated by EM per task on the
+    probabilities at ``temperature`` (fitted with :func:`fit_temperature` on out-of-fold ones).
 
-    Returns the adjusted 18-class probabilities and, per task, the train and estimated eval priors.
+    Returns the adjusted (and temperature-scaled) 18-class probabilities and, per task, the train
+    and estimated eval priors.
     """
     base = train_priors(labels)
+    probs18 = scale(probs18, temperature)
     marg = task_marginals(probs18)
     factors, info = {}, {}
-    for task in TASKS:
+    for task in tasks:
         prior, _ = em_priors(marg[task], base[task])
         factors[task] = prior / np.clip(base[task], 1e-12, None)
         info[task] = {"train": [round(float(v), 4) for v in base[task]],
