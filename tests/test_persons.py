@@ -138,6 +138,19 @@ def test_em_recovers_a_shifted_prior():
     assert (adjusted.argmax(1) == y).mean() > (posterior.argmax(1) == y).mean()
 
 
+def test_prior_shift_self_check_on_oof_refuses_uncalibrated_tasks():
+    rng = np.random.default_rng(4)
+    marg = {t: rng.dirichlet(np.ones(k), size=60) for t, k in TASKS.items()}
+    labels = encode(rng.integers(0, 3, 60), rng.integers(0, 2, 60), rng.integers(0, 3, 60))
+    calibrated = np.eye(18)[labels] * 0.9 + 0.1 / 18  # OOF that give back the train priors
+    out, info = shift_priors(joint(marg), labels, oof=calibrated)
+    assert info["gender"]["applied"] and info["age"]["applied"]
+    skewed = joint({**task_marginals(calibrated), "age": np.tile([0.05, 0.05, 0.9], (60, 1))})  # >=60 for all
+    out, info = shift_priors(joint(marg), labels, oof=skewed)
+    assert info["gender"]["applied"] and not info["age"]["applied"]
+    assert np.allclose(task_marginals(out)["age"], marg["age"])  # age left as it was
+
+
 def test_shift_priors_per_task_keeps_rows_and_reports_priors():
     rng = np.random.default_rng(1)
     # Tasks independent given the photo: then each task's adjusted marginal is its own EM's.

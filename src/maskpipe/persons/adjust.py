@@ -27,7 +27,7 @@ def adjust_eval(test: np.ndarray, keys: pd.Index, train_labels: np.ndarray, grou
     info: dict = {"prior_shift": {"enabled": prior_shift}}
     if prior_shift:
         temperature = 1.0 if oof is None else fit_temperature(oof, train_labels)
-        shifted, priors = shift_priors(test, train_labels, temperature)
+        shifted, priors = shift_priors(test, train_labels, temperature, oof=oof)
         info["prior_shift"].update(temperature=round(temperature, 4), priors=priors,
                                    **changes(test.argmax(1), shifted.argmax(1)))
         log.info("prior shift: eval priors %s (train %s); %d predictions changed",

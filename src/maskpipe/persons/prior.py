@@ -10,6 +10,11 @@ eval photos one gender), as Alexandari et al. (2020) found. So the probabilities
 temperature-scaled on the out-of-fold predictions (the calibration the paper recommends; scikit-
 learn's temperature calibration wraps an estimator, not a table of probabilities). The mask task
 is left alone: every person, in train and eval, has 5/1/1 photos, so its prior cannot shift.
+
+Temperature scaling is not always enough (a weak model's age probabilities still ran EM to
+">=60 for everyone"). So the same EM is first run on the out-of-fold probabilities, whose
+priors are known to be the train priors: a task is shifted only where that self-check lands
+within ``tolerance`` of them.
 """
 
 from __future__ import annotations
@@ -89,20 +94,31 @@ def train_priors(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def shift_priors(probs18: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
-                 tasks: tuple[str, ...] = SHIFTED_TASKS) -> tuple[np.ndarray, dict]:
+                 tasks: tuple[str, ...] = SHIFTED_TASKS, oof: np.ndarray | None = None,
+                 tolerance: float = 0.05) -> tuple[np.ndarray, dict]:
     """Adjust eval probabilities to each task's eval priors, estimated by EM per task on the
     probabilities at ``temperature`` (fitted with :func:`fit_temperature` on out-of-fold ones).
 
-    Returns the adjusted (and temperature-scaled) 18-class probabilities and, per task, the train
-    and estimated eval priors.
+    ``oof``: out-of-fold probabilities in ``labels`` order for the self-check (module docstring);
+    without them every task is shifted. Returns the adjusted (and temperature-scaled) 18-class
+    probabilities and, per task, the train priors, the estimated eval priors, the self-check's
+    estimate (``oof``) and whether the task was shifted (``applied``).
     """
     base = train_priors(labels)
-    probs18 = scale(probs18, temperature)
+    original, probs18 = probs18, scale(probs18, temperature)
     marg = task_marginals(probs18)
     factors, info = {}, {}
+    check = None if oof is None else task_marginals(scale(oof, temperature))
     for task in tasks:
         prior, _ = em_priors(marg[task], base[task])
-        factors[task] = prior / np.clip(base[task], 1e-12, None)
         info[task] = {"train": [round(float(v), 4) for v in base[task]],
-                      "eval": [round(float(v), 4) for v in prior]}
+                      "eval": [round(float(v), 4) for v in prior], "applied": True}
+        if check is not None:
+            own, _ = em_priors(check[task], base[task])
+            info[task].update(oof=[round(float(v), 4) for v in own],
+                              applied=bool(np.abs(own - base[task]).max() <= tolerance))
+        if info[task]["applied"]:
+            factors[task] = prior / np.clip(base[task], 1e-12, None)
+    if not factors:  # every task failed its self-check: the probabilities stay as they were
+        return np.asarray(original, np.float64), info
     return reweight(probs18, factors), info
