@@ -8,7 +8,6 @@ Every builder takes the values it needs, never the whole config; ``where`` is th
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.heads import HeadLoss
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import Schedule, make_optimizer, make_schedule
-
-log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
