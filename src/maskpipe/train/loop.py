@@ -31,6 +31,9 @@ from maskpipe.train.resume import ResumeState, fingerprint, runtime
 
 log = logging.getLogger(__name__)
 
+#: Batches between progress-bar updates (each reads the loss sum from the device: a GPU sync).
+POSTFIX_EVERY = 20
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy (timm's Mixup draws from it) and torch; return a loader generator."""
@@ -53,16 +56,22 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
              autocast, head: str, channels_last: bool = False) -> tuple[float, np.ndarray]:
     """Mean loss and predicted classes: 18-class, or the task's for a single-task model."""
     model.eval()
-    total, n, preds = 0.0, 0, []
+    # Loss and predictions stay on the device until the pass ends: one GPU sync, not one a batch.
+    total, n, preds = _zero(device), 0, []
     for x, y in loader:
         x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
         with autocast():
             logits = model(x)
-        total += loss_fn(logits, y).item() * len(y)
+        total += loss_fn(logits, y).double() * len(y)
         n += len(y)
         p18, tasks = probabilities(logits, head)
-        preds.append((p18 if p18 is not None else tasks[head]).argmax(1).cpu())
-    return total / max(n, 1), torch.cat(preds).numpy()
+        preds.append((p18 if p18 is not None else tasks[head]).argmax(1))
+    return total.item() / max(n, 1), torch.cat(preds).cpu().numpy()
+
+
+def _zero(device: torch.device) -> torch.Tensor:
+    """A loss sum on ``device``: float64, as the Python float sum it replaces (same digits)."""
+    return torch.zeros((), dtype=torch.float64, device=device)
 
 
 def _to(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -171,7 +180,9 @@ def run_epoch(parts: Parts, data: Data, device: torch.device, epoch: int, epoch_
 def fit_epoch(parts: Parts, data: Data, device: torch.device, desc: str) -> dict[str, Any]:
     """One pass over the training loader: forward, backward, (accumulated) optimizer steps."""
     parts.model.train()
-    start, seen, total = time.perf_counter(), 0, 0.0
+    # The loss is summed on the device (detached) and read once an epoch: a per-batch .item()
+    # would make the CPU wait for the GPU every batch. The bar shows it every POSTFIX_EVERY.
+    start, seen, total = time.perf_counter(), 0, _zero(device)
     bar = tqdm(data.train, desc=desc, unit="batch", disable=None)
     parts.optimizer.zero_grad(set_to_none=True)
     train_true, train_pred = [], []
@@ -189,13 +200,16 @@ def fit_epoch(parts: Parts, data: Data, device: torch.device, desc: str) -> dict
         if step % parts.accumulate == 0 or step == len(data.train):
             _optimizer_step(parts)
         seen += len(x)
-        total += loss.item() * len(x)
-        bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        total += loss.detach().double() * len(x)
+        if not bar.disable and step % POSTFIX_EVERY == 0:
+            bar.set_postfix(loss=f"{total.item() / seen:.3f}",
+                            img_s=f"{seen / (time.perf_counter() - start):.0f}")
+    train_loss = total.item() / max(seen, 1)  # waits for the GPU: the time below is all work
     seconds = time.perf_counter() - start
     # Training F1: the (augmented, possibly mixed) batches against their unmixed targets.
     train_f1, _, tasks = head_score(parts.head, torch.cat(train_true).numpy(),
                                 torch.cat(train_pred).cpu().numpy())
-    return {"train_loss": total / max(seen, 1), "train_f1": train_f1, "seconds": round(seconds, 3),
+    return {"train_loss": train_loss, "train_f1": train_f1, "seconds": round(seconds, 3),
             "images_per_second": round(seen / seconds, 1),
             "train_tasks": {f"train_{k}_f1": v for k, v in tasks.items()}}
 
