@@ -32,9 +32,14 @@ PLUMBING = frozenset({
     "maskpipe.train.devices",
 })
 
-#: Modules no pipeline step runs: the demo data generator (``maskpipe demo-data``, upstream of
-#: the pipeline), and the planted-error scorer of benchmarks and tests.
-OFFLINE = frozenset({"maskpipe.data.demo", "maskpipe.mislabels.planted"})
+#: Modules no pipeline step runs: the demo data generators (``maskpipe demo-data``, upstream of
+#: the pipeline; with ``--faces`` the real-face modules), and the planted-error scorer of
+#: benchmarks and tests.
+OFFLINE = frozenset({
+    "maskpipe.data.demo", "maskpipe.data.realfaces", "maskpipe.data.competition",
+    "maskpipe.data.shoot", "maskpipe.data.masks", "maskpipe.data.landmarks",
+    "maskpipe.mislabels.planted",
+})
 
 
 def package_dir() -> Path:
