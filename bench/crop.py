@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskpipe.crop import BoxCache, CropGeometry, DetectorSettings, crop_split, make_detector
+from maskpipe.crop import BoxCache, CropGeometry, DetectionPass, DetectorSettings, crop_split, make_detector
 from maskpipe.crop.step import default_workers
 from maskpipe.data.manifest import build_train_manifest
 from maskpipe.images import read_rgb
@@ -77,7 +77,7 @@ def main() -> None:
         cache = BoxCache(tmp / "cache", settings)
         start = time.perf_counter()
         crop_split(manifest, args.data, tmp / "c.npy", tmp / "c.csv", CropGeometry(256, 192, 0.2),
-                   settings, cache, functools.partial(make_detector, settings, "cpu"),
+                   [DetectionPass(settings, cache, functools.partial(make_detector, settings, "cpu"))],
                    batch_size=crop["batch_size"], desc="bench", workers=workers)
         ours_s = time.perf_counter() - start
         ours = [cache.boxes[h][0] for h in manifest["sha256"]]

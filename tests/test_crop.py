@@ -4,8 +4,9 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
-from maskpipe.crop import (BoxCache, CropGeometry, DetectorSettings, crop_region, crop_split,
-                           detect_boxes, make_detector)
+from maskpipe.crop import (BoxCache, CropGeometry, DetectionPass, DetectorSettings, crop_region,
+                           crop_split, detect_boxes, make_detector)
+from maskpipe.crop import SOURCES
 from maskpipe.crop.detect import BOX_COLUMNS
 from maskpipe.images import read_rgb
 from maskpipe.io import sha256_file
@@ -78,8 +79,8 @@ def test_cache_hits_skip_detection_and_leave_files_untouched(tmp_path, portrait,
         return detector
 
     def run(factory):
-        return crop_split(manifest, tmp_path, npy, index, geometry, settings,
-                          BoxCache(tmp_path / "cache", settings), factory, batch_size=2)
+        return crop_split(manifest, tmp_path, npy, index, geometry,
+                          [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), factory)], batch_size=2)
 
     idx = run(factory)
     assert calls == [1]
@@ -105,7 +106,7 @@ def test_eval_is_cropped_like_train(tiny_run):
     train, ev = np.load(L.crops("train"), mmap_mode="r"), np.load(L.crops("eval"), mmap_mode="r")
     assert train.shape[1:] == ev.shape[1:] == (40, 32, 3)
     index = pd.read_csv(L.crop_index("train"))
-    assert set(index["source"]) <= {"detected", "person", "fallback"}
+    assert set(index["source"]) <= set(SOURCES)
     assert (index["row"] == np.arange(len(index))).all()
 
 
@@ -118,8 +119,8 @@ def test_person_fallback_uses_the_persons_detected_photos(tmp_path, portrait, de
     manifest = _manifest(tmp_path, [portrait, hidden, faceless])
     manifest["person"] = ["p1", "p1", "p2"]
     settings, geometry = DetectorSettings(0.5, 60), CropGeometry(48, 40, 0.2)
-    idx = crop_split(manifest, tmp_path, tmp_path / "x.npy", tmp_path / "x.csv", geometry, settings,
-                     BoxCache(tmp_path / "cache", settings), lambda: detector, batch_size=1)
+    idx = crop_split(manifest, tmp_path, tmp_path / "x.npy", tmp_path / "x.csv", geometry,
+                     [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), lambda: detector)], batch_size=1)
     assert list(idx["source"]) == ["detected", "person", "fallback"]
     # the person's hidden photo is cropped where the face was found in its other photo
     assert np.allclose(idx.loc[0, ["x1", "y1", "x2", "y2"]].to_numpy(float),
@@ -146,8 +147,8 @@ def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
     caplog.set_level("DEBUG", logger="maskpipe.crop.step")
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
-        idx = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry, settings,
-                         BoxCache(d / "cache", settings), factory, batch_size=1, workers=workers)
+        idx = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry,
+                         [DetectionPass(settings, BoxCache(d / "cache", settings), factory)], batch_size=1, workers=workers)
         out[workers] = (np.load(d / "x.npy"), idx, (d / "cache").iterdir().__next__().read_bytes())
     assert "crop: 4 chunks on 2 threads" in caplog.text
     assert list(out[1][1]["source"]) == ["detected", "person", "detected", "detected", "detected"]
@@ -212,8 +213,8 @@ def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged
     npy, index = tmp_path / "out" / "x.npy", tmp_path / "out" / "x.csv"
 
     def run():
-        return crop_split(manifest, tmp_path, npy, index, geometry, settings,
-                          BoxCache(tmp_path / "cache", settings), factory, batch_size=1, workers=3)
+        return crop_split(manifest, tmp_path, npy, index, geometry,
+                          [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), factory)], batch_size=1, workers=3)
 
     idx = run()
     assert idx.loc[0, BOX_COLUMNS].tolist() == idx.loc[4, BOX_COLUMNS].tolist()
@@ -240,8 +241,8 @@ def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged
 
     def broken_run():
         try:
-            crop_split(manifest, tmp_path, npy, index, geometry, settings,
-                       BoxCache(tmp_path / "empty-cache", settings), Broken, batch_size=1, workers=3)
+            crop_split(manifest, tmp_path, npy, index, geometry,
+                       [DetectionPass(settings, BoxCache(tmp_path / "empty-cache", settings), Broken)], batch_size=1, workers=3)
         except RuntimeError as e:
             errors.append(str(e))
 
