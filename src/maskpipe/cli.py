@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the train persons (0..1) given a wrong label (gender flip, age "
                         "shift, incorrect/normal swap) while the photos show the truth; the list "
                         "goes to planted_errors.csv (default 0: a clean demo)")
+    real = p.add_argument_group("real faces (README 'Real faces'): each person is one face of DIR")
+    real.add_argument("--faces", type=Path, metavar="DIR",
+                      help="folder with labels.csv (file,age,gender) and the face photos; with it, "
+                           "--persons and --eval-persons count persons of 7 photos each")
+    real.add_argument("--eval-persons", type=int, default=None, help="eval persons (default 60)")
+    real.add_argument("--landmark-cache", type=Path, metavar="CSV",
+                      help="landmarks found on the faces, kept between runs (default <out>.landmarks.csv)")
+    real.add_argument("--female-share", type=float, help="train persons female (default 0.61)")
+    real.add_argument("--old-share", type=float,
+                      help="train persons in the >=60 group (default 192/2700, as the real train set)")
+    real.add_argument("--old-ages", type=int, nargs=2, metavar=("LO", "HI"),
+                      help="ages of the faces of train's >=60 persons, all labelled 60 (default 60 65)")
+    real.add_argument("--eval-male-share", type=float, help="eval persons male (default 0.6)")
+    real.add_argument("--eval-old-share", type=float,
+                      help="eval persons aged 60 or over, any age (default 0.25)")
     _common(p)
 
     p = sub.add_parser("validate", help="check the data layout; write the image manifests [data]")

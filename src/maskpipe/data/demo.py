@@ -7,16 +7,14 @@ group are painted as a forehead band (hue = gender, dark stripes = age group) th
 any face crop, is never covered by a mask and is symmetric under horizontal flips.
 
 With ``plant_errors`` > 0 some persons get a wrong label while their photos keep showing the
-truth, the way the real data's mistakes look: a flipped gender or a shifted age in the folder name
-and train.csv, or incorrect_mask and normal files exchanged. ``planted_errors.csv`` lists them,
-so ``maskpipe mislabels`` can be measured (``bench/mislabels.py``).
+truth (see :mod:`maskpipe.data.competition`). ``planted_errors.csv`` lists them, so
+``maskpipe mislabels`` can be measured (``bench/mislabels.py``).
 """
 
 from __future__ import annotations
 
 import colorsys
 import functools
-import json
 import logging
 from pathlib import Path
 
@@ -25,12 +23,14 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from maskpipe.classes import GENDER_NAMES, IMAGE_STEMS, MASK_BY_STEM, OFFICIAL_AGE_BOUNDS, age_bin, encode
-from maskpipe.io import MaskpipeError, atomic_path, write_csv, write_json
+from maskpipe.classes import IMAGE_STEMS, MASK_BY_STEM, OFFICIAL_AGE_BOUNDS, age_bin, encode
+from maskpipe.data.competition import (HEIGHT, PLANT_KINDS, PLANTED_COLUMNS, PLANTED_FILE, WIDTH, TrainWriter,
+                                       check_out, finish, plant_plan, save_image, write_eval_tables)
+from maskpipe.io import MaskpipeError
 
 log = logging.getLogger(__name__)
 
-WIDTH, HEIGHT = 384, 512
+__all__ = ["PLANTED_COLUMNS", "PLANTED_FILE", "PLANT_KINDS", "generate_demo"]
 _VERSION = 1  # bump when the images change, so an old demo folder is not mistaken for this one
 
 # Landmarks (x, y): left eye, right eye, nose, left and right mouth corner; and the face box
@@ -47,20 +47,12 @@ _SOURCES = {
     ),
 }
 _WEAR_STEMS = [s for s in IMAGE_STEMS if MASK_BY_STEM[s] == 0]
-# File-format quirks of the real data, one extension per person, placed by index so that any
-# demo of >= 6 persons has each of them: (suffix, PIL format, image mode).
-_QUIRKS = {1: (".png", "PNG", "RGBA"), 3: (".jpeg", "JPEG", "RGB"), 5: (".png", "PNG", "RGB")}
-_QUIRK_PERIOD = 23
 _JITTER = 4  # pixels a person's photos are shifted against each other
 _MASK_COLOURS = [(236, 236, 232), (172, 204, 232), (34, 34, 38), (128, 130, 134),
                  (214, 198, 170), (176, 214, 190), (60, 72, 100)]
 _STRIPE_COLOUR = (236, 236, 232)
 _BAND_HUES = (0.60, 0.93)  # male: blue, female: magenta-pink
 _AGE_STRIPES = ((), (0.5,), (0.28, 0.72))  # positions across the band, per age group
-#: Kinds of planted label errors, named like the corrections that undo them (maskpipe.labels).
-PLANT_KINDS = ("gender", "age", "swap_incorrect_normal")
-PLANTED_FILE = "planted_errors.csv"
-PLANTED_COLUMNS = ["person", "id", "kind", "given", "truth"]
 
 
 @functools.cache
@@ -198,34 +190,6 @@ def _labels(seed: int, group: int, index: int) -> tuple[int, int]:
     return combo // 3, combo % 3
 
 
-def _plant_plan(seed: int, persons: int, rate: float) -> dict[int, str]:
-    """Which persons get a planted error, and its kind: ``round(rate * persons)`` of them.
-
-    Drawn from their own seed stream, so the photos and true labels stay those of the clean demo;
-    the kinds take turns in a shuffled order, so every kind is planted about equally often.
-    """
-    count = int(round(rate * persons))
-    rng = np.random.default_rng([seed, 3])
-    chosen = sorted(rng.choice(persons, size=count, replace=False).tolist()) if count else []
-    kinds = [PLANT_KINDS[k % len(PLANT_KINDS)] for k in rng.permutation(count)]
-    return dict(zip(chosen, kinds, strict=True))
-
-
-def _shifted_age(age_group: int, rng: np.random.Generator) -> int:
-    """An age in an adjacent age group: the likeliest real mistake (a neighbouring decade)."""
-    young, old = OFFICIAL_AGE_BOUNDS
-    group = 1 if age_group != 1 else int(rng.choice([0, 2]))
-    return int(rng.integers(*[(18, young), (young, old), (old, old + 1)][group]))
-
-
-def _save(img: Image.Image, path: Path, fmt: str, mode: str, quality: int) -> None:
-    with atomic_path(path) as tmp:
-        if fmt == "JPEG":
-            img.convert(mode).save(tmp, format=fmt, quality=quality, subsampling=2)
-        else:
-            img.convert(mode).save(tmp, format=fmt, compress_level=1)  # level 6 is 10x slower
-
-
 def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: int = 0,
                   plant_errors: float = 0.0) -> dict:
     """Write a demo data set in the competition's layout under ``out``.
@@ -254,59 +218,28 @@ def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: i
     out = Path(out)
     if persons < 0 or eval_images < 0:
         raise MaskpipeError(f"demo: persons and eval_images must be >= 0, got {persons} and {eval_images}")
-    if not 0 <= plant_errors <= 1:
-        raise MaskpipeError(f"demo: plant_errors is a share of the persons, 0..1; got {plant_errors}")
+    plan = plant_plan(seed, persons, plant_errors)
     params = {"generator": "maskpipe.data.demo", "version": _VERSION, "persons": persons,
               "eval_images": eval_images, "seed": seed}
     summary = {"persons": persons, "train_images": persons * len(IMAGE_STEMS), "eval_images": eval_images}
-    plan = _plant_plan(seed, persons, plant_errors)
     if plant_errors:  # only then, so a clean demo's demo.json (and folder) stays what it was
         params["plant_errors"] = plant_errors
         summary["planted"] = len(plan)
-    marker = out / "demo.json"
-    if marker.is_file():
-        try:
-            same = json.loads(marker.read_text()) == params
-        except json.JSONDecodeError:
-            same = False
-        if same:
-            log.info("%s already holds this demo (%s); skipping", out, marker.name)
-            return {**summary, "skipped": True}
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MaskpipeError(f"{out}: exists and does not hold a demo made with persons={persons}, "
-                            f"eval_images={eval_images}, seed={seed}; remove it or choose another folder")
+    if check_out(out, params, f"persons={persons}, eval_images={eval_images}, seed={seed}"):
+        return {**summary, "skipped": True}
 
-    rows, planted = [], []
+    writer = TrainWriter(out, seed, plan)
     for i in tqdm(range(persons), desc="demo train persons", unit="person", disable=None):
         rng = np.random.default_rng([seed, 0, i])
         gender, age_group = _labels(seed, 0, i)
         p = _person(rng, gender, age_group)
         pid = f"{1 + 2 * i + int(rng.integers(2)):06d}"  # unique, increasing, with gaps like the real ids
-        # The photos show (gender, p["age"]); the written label may be a planted error.
-        kind = plan.get(i)
-        given_gender = 1 - gender if kind == "gender" else gender
-        given_age = _shifted_age(age_group, np.random.default_rng([seed, 4, i])) if kind == "age" else p["age"]
-        name = f"{pid}_{GENDER_NAMES[given_gender]}_Asian_{given_age}"
-        suffix, fmt, mode = _QUIRKS.get(i % _QUIRK_PERIOD, (".jpg", "JPEG", "RGB"))
         base, pts = _portrait(p)
-        for stem in IMAGE_STEMS:
-            img = _render(p, base, pts, stem, rng)
-            if kind == "swap_incorrect_normal" and MASK_BY_STEM[stem] > 0:
-                stem = "normal" if stem == "incorrect_mask" else "incorrect_mask"  # file names exchanged
-            _save(img, out / "train" / "images" / name / f"{stem}{suffix}", fmt, mode, p["quality"])
-        rows.append({"id": pid, "gender": GENDER_NAMES[given_gender], "race": "Asian", "age": given_age,
-                     "path": name})
-        if kind:
-            given, truth = {"gender": (GENDER_NAMES[given_gender], GENDER_NAMES[gender]),
-                            "age": (given_age, p["age"]),
-                            "swap_incorrect_normal": ("incorrect_mask<->normal", "swapped")}[kind]
-            planted.append({"person": name, "id": pid, "kind": kind, "given": given, "truth": truth})
-    write_csv(pd.DataFrame(rows, columns=["id", "gender", "race", "age", "path"]),
-              out / "train" / "train.csv")
-    if plant_errors:
-        write_csv(pd.DataFrame(planted, columns=PLANTED_COLUMNS), out / PLANTED_FILE)
+        photos = {stem: _render(p, base, pts, stem, rng) for stem in IMAGE_STEMS}
+        writer.person(i, pid, gender, p["age"], age_group, photos, p["quality"])
+    writer.finish(planting=bool(plant_errors))
 
-    info, truth = [], []
+    truth = []
     kinds = list(IMAGE_STEMS)
     for j in tqdm(range(eval_images), desc="demo eval images", unit="image", disable=None):
         rng = np.random.default_rng([seed, 1, j])
@@ -315,11 +248,9 @@ def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: i
         stem = kinds[int(rng.integers(len(kinds)))]  # 5/7 wear, 1/7 incorrect, 1/7 normal
         image_id = rng.bytes(20).hex() + ".jpg"
         img = _render(p, *_portrait(p), stem, rng)
-        _save(img, out / "eval" / "images" / image_id, "JPEG", "RGB", p["quality"])
-        info.append({"ImageID": image_id, "ans": 0})
+        save_image(img, out / "eval" / "images" / image_id, "JPEG", "RGB", p["quality"])
         truth.append({"ImageID": image_id, "ans": int(encode(MASK_BY_STEM[stem], gender, age_bin(p["age"])))})
-    write_csv(pd.DataFrame(info, columns=["ImageID", "ans"]), out / "eval" / "info.csv")
-    write_csv(pd.DataFrame(truth, columns=["ImageID", "ans"]), out / "demo_truth.csv")
-    write_json(params, marker)
+    write_eval_tables(out, pd.DataFrame(truth, columns=["ImageID", "ans"]))
+    finish(out, params)
     log.info("wrote a demo of %d persons and %d eval images to %s", persons, eval_images, out)
     return {**summary, "skipped": False}

@@ -1,0 +1,193 @@
+"""demo-data --faces: competition-layout data from the real faces in ../shared/realfaces/.
+
+The faces are research-only: the tests read them from the shared folder (through symlinks in a
+temporary folder) and skip, saying why, where it is absent. ``assign_faces`` is also tested on a
+table of made-up faces, which needs no photo.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from maskpipe.classes import IMAGE_STEMS, age_bin, decode
+from maskpipe.cli import main as cli_main
+from maskpipe.data.competition import PLANTED_FILE
+from maskpipe.data.realfaces import FACES_FILE, Priors, assign_faces, generate_realfaces
+from maskpipe.io import MaskpipeError
+
+UTKFACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "realfaces" / "utkface"
+# (gender, youngest, oldest): faces; enough for 12 train and 6 eval persons whatever the draws.
+PICK = {(0, 18, 29): 9, (1, 18, 29): 9, (0, 30, 59): 9, (1, 30, 59): 9, (0, 60, 65): 1, (1, 60, 65): 1,
+        (0, 66, 90): 3, (1, 66, 90): 3}
+PERSONS, EVAL = 12, 6
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """A folder of ~30 real faces: labels.csv and symlinks to the shared photos (no copies)."""
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
+    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
+    gender = (labels["gender"] == "female").astype(int)
+    picked = pd.concat([labels[(gender == g) & labels["age"].between(lo, hi)].head(n)
+                        for (g, lo, hi), n in PICK.items()])
+    folder = tmp_path_factory.mktemp("faces")
+    (folder / "images").mkdir()
+    for name in picked["file"]:
+        os.symlink((UTKFACE / "images" / name).resolve(), folder / "images" / name)
+    picked.to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache") / "landmarks.csv"
+
+
+@pytest.fixture(scope="module")
+def real(faces, cache, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("real") / "data"
+    summary = generate_realfaces(root, faces, persons=PERSONS, eval_persons=EVAL, seed=0, landmark_cache=cache)
+    assert summary["skipped"] is False and summary["train_images"] == 7 * PERSONS
+    return root
+
+
+def test_layout_tables_and_photos(real):
+    train = pd.read_csv(real / "train" / "train.csv", dtype={"id": str})
+    assert list(train.columns) == ["id", "gender", "race", "age", "path"] and len(train) == PERSONS
+    assert list(train["path"]) == list(train["id"] + "_" + train["gender"] + "_Asian_" + train["age"].astype(str))
+    for folder in train["path"]:
+        files = sorted((real / "train" / "images" / folder).iterdir())
+        assert sorted(f.stem for f in files) == sorted(IMAGE_STEMS) and len({f.suffix for f in files}) == 1
+        for f in files:
+            with Image.open(f) as im:
+                assert im.size == (384, 512)
+    info = pd.read_csv(real / "eval" / "info.csv")
+    truth = pd.read_csv(real / "demo_truth.csv")
+    assert list(truth.columns) == ["ImageID", "ans", "person"] and len(info) == 7 * EVAL
+    assert list(info["ImageID"]) == list(truth["ImageID"]) and (info["ans"] == 0).all()
+    assert all(re.fullmatch(r"[0-9a-f]{40}\.jpg", n) for n in info["ImageID"])
+    assert list(truth["person"]) != sorted(truth["person"])  # shuffled, not seven in a row
+    for _, photos in truth.groupby("person"):  # one person: 5 wear, 1 incorrect, 1 normal; one label
+        mask, gender, age = decode(photos["ans"].to_numpy())
+        assert sorted(mask) == [0, 0, 0, 0, 0, 1, 2]
+        assert len(set(gender)) == 1 and len(set(age)) == 1
+
+
+def test_faces_never_reused_and_old_policy(real, faces):
+    used = pd.read_csv(real / FACES_FILE)
+    assert used["file"].is_unique and len(used) == PERSONS + EVAL
+    labels = pd.read_csv(faces / "labels.csv").set_index("file")
+    assert (used["age"].to_numpy() == labels.loc[used["file"], "age"].to_numpy()).all()
+    train = pd.read_csv(real / "train" / "train.csv", dtype={"id": str}).set_index("path")
+    tr = used[used["split"] == "train"].set_index("person")
+    old = age_bin(train["age"].to_numpy()) == 2
+    # Train's >=60 persons are faces aged 60-65 labelled 60; the others keep the face's age.
+    assert (train.loc[old, "age"] == 60).all() and tr.loc[train.index[old], "age"].between(60, 65).all()
+    assert (train.loc[~old, "age"].to_numpy() == tr.loc[train.index[~old], "age"].to_numpy()).all()
+    assert (train["gender"].to_numpy() == labels.loc[tr.loc[train.index, "file"], "gender"].to_numpy()).all()
+    # Default priors: round(0.61 * 12) = 7 female train persons, 1 of 12 aged >= 60.
+    assert (train["gender"] == "female").sum() == 7 and old.sum() == 1
+    # Eval: 60% male (3.6 -> 4 of 6), 25% aged 60+ (1.5 -> 1: the tie goes to the under-60s).
+    truth = pd.read_csv(real / "demo_truth.csv").drop_duplicates("person")
+    _, gender, age = decode(truth["ans"].to_numpy())
+    assert (gender == 0).sum() == 4 and (age == 2).sum() == 1
+
+
+def test_priors_change_the_tables(faces, cache, tmp_path):
+    root = tmp_path / "skewed"
+    priors = Priors(female_share=1.0, old_share=0.5, eval_male_share=1.0, eval_old_share=1.0)
+    generate_realfaces(root, faces, persons=2, eval_persons=3, seed=1, priors=priors, landmark_cache=cache)
+    train = pd.read_csv(root / "train" / "train.csv")
+    assert (train["gender"] == "female").all() and sorted(train["age"] >= 60) == [False, True]
+    used = pd.read_csv(root / FACES_FILE).set_index("split")
+    _, gender, age = decode(pd.read_csv(root / "demo_truth.csv")["ans"].to_numpy())
+    assert (gender == 0).all() and (age == 2).all()
+    assert (used.loc["eval", "age"] >= 60).all()
+
+
+def test_deterministic_seeded_and_planted(faces, cache, tmp_path, real):
+    kwargs = {"persons": 3, "eval_persons": 1, "landmark_cache": cache}
+    generate_realfaces(tmp_path / "a", faces, seed=5, **kwargs)
+    generate_realfaces(tmp_path / "b", faces, seed=5, **kwargs)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    generate_realfaces(tmp_path / "c", faces, seed=6, **kwargs)
+    assert _files(tmp_path / "c" / "train") != _files(tmp_path / "a" / "train")
+    assert generate_realfaces(tmp_path / "a", faces, seed=5, **kwargs)["skipped"] is True
+
+    planted = tmp_path / "planted"
+    assert generate_realfaces(planted, faces, seed=5, plant_errors=1.0, **kwargs)["planted"] == 3
+    errors = pd.read_csv(planted / PLANTED_FILE, dtype={"id": str})
+    assert sorted(errors["kind"]) == ["age", "gender", "swap_incorrect_normal"]
+    clean = pd.read_csv(tmp_path / "a" / "train" / "train.csv", dtype={"id": str}).set_index("id")
+    dirty = pd.read_csv(planted / "train" / "train.csv", dtype={"id": str}).set_index("id")
+    def photos(root: Path, folder: str) -> dict[str, bytes]:
+        return {f.name: f.read_bytes() for f in (root / "train" / "images" / folder).iterdir()}
+
+    for row in errors.itertuples():
+        before = photos(tmp_path / "a", clean.loc[row.id, "path"])
+        after = photos(planted, dirty.loc[row.id, "path"])
+        if row.kind == "swap_incorrect_normal":
+            assert before != after and sorted(before.values()) == sorted(after.values())
+        else:
+            assert before == after and tuple(clean.loc[row.id]) != tuple(dirty.loc[row.id])
+    assert _files(planted / "eval") == _files(tmp_path / "a" / "eval")
+
+
+def test_too_many_persons_names_what_it_has_and_needs(faces, cache, tmp_path):
+    has = sum(PICK.values())
+    with pytest.raises(MaskpipeError, match=rf"labels\.csv: has {has} usable faces, needs 200 \(150 train"):
+        generate_realfaces(tmp_path / "big", faces, persons=150, eval_persons=50, landmark_cache=cache)
+    assert not (tmp_path / "big").exists()
+
+
+def test_cli_demo_data_faces(faces, cache, tmp_path, capsys):
+    out = tmp_path / "cli"
+    cli_main(["demo-data", "--out", str(out), "--faces", str(faces), "--persons", "1", "--eval-persons", "1",
+              "--landmark-cache", str(cache), "--female-share", "0", "--eval-male-share", "0"])
+    assert pd.read_csv(out / "train" / "train.csv")["gender"].tolist() == ["male"]
+    assert set(decode(pd.read_csv(out / "demo_truth.csv")["ans"].to_numpy())[1]) == {1}
+    assert cli_main(["demo-data", "--out", str(tmp_path / "x"), "--eval-persons", "3"]) == 1
+    assert "--eval-persons needs --faces" in capsys.readouterr().err
+
+
+# --- assign_faces on made-up faces: no photo needed -------------------------------------------------
+
+
+def _made_up(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"file": [f"f{i}.jpg" for i in range(n)], "age": rng.integers(18, 86, n),
+                         "gender": rng.integers(0, 2, n)})
+
+
+def test_assign_faces_meets_the_priors_exactly():
+    train, evals = assign_faces(_made_up(6000), 1000, 400, Priors(), seed=0)
+    assert pd.concat([train["file"], evals["file"]]).is_unique
+    assert train["gender"].sum() == 610 and (train["group"] == 2).sum() == round(1000 * 192 / 2700)
+    assert (train.loc[train["group"] == 2, "label_age"] == 60).all()
+    assert train.loc[train["group"] == 2, "age"].between(60, 65).all() and train["age"].min() >= 18
+    assert (evals["gender"] == 0).sum() == 240 and (evals["group"] == 2).sum() == 100
+    assert evals.loc[evals["group"] == 2, "age"].max() > 65 and (evals["label_age"] == evals["age"]).all()
+    again, _ = assign_faces(_made_up(6000), 1000, 400, Priors(), seed=0)
+    pd.testing.assert_frame_equal(train, again)
+    other, _ = assign_faces(_made_up(6000), 1000, 400, Priors(), seed=1)
+    assert list(other["file"]) != list(train["file"])
+
+
+def test_assign_faces_old_ages_option_and_shortage():
+    faces = _made_up(6000)
+    train, _ = assign_faces(faces, 500, 0, Priors(old_ages=(60, 60), old_share=0.1), seed=0)
+    assert (train.loc[train["group"] == 2, "age"] == 60).all() and (train["group"] == 2).sum() == 50
+    with pytest.raises(MaskpipeError, match="has 6000 usable faces, needs 1500.*train needs"):
+        assign_faces(faces, 1500, 0, Priors(old_ages=(60, 60), old_share=0.5), seed=0)
+    with pytest.raises(MaskpipeError, match="female_share"):
+        Priors(female_share=1.5).check()
