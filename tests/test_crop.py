@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,7 +161,6 @@ def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
 
 def test_detection_cache_key_covers_settings_code_and_libraries(tmp_path, monkeypatch):
     """Cached boxes are reused only by the same settings, detection code and library versions."""
-    from pathlib import Path
 
     from maskpipe.crop import detect
 
@@ -399,3 +400,58 @@ def test_detector_passes_follow_the_config_and_key_their_caches(shipped_config):
     assert placement(crop).shoots.max_distance == crop["shoots"]["max_distance"]
     crop["second_pass"]["enabled"] = crop["shoots"]["enabled"] = False
     assert detector_passes(crop) == [first] and placement(crop).shoots is None
+
+
+UTKFACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "realfaces" / "utkface"
+
+
+@pytest.fixture(scope="module")
+def real_set(tmp_path_factory):
+    """A tiny realistic set (demo-data --faces: 6 train and 4 eval persons of real faces), read
+    from the shared folder through symlinks (the faces are research-only: never copied)."""
+    import os
+
+    from maskpipe.data.realfaces import generate_realfaces
+
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
+    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
+    picked = pd.concat([labels[(labels["gender"] == g) & labels["age"].between(lo, hi)].head(6)
+                        for g in ("male", "female") for lo, hi in ((18, 29), (30, 59), (60, 65), (66, 90))])
+    faces = tmp_path_factory.mktemp("faces")
+    (faces / "images").mkdir()
+    for name in picked["file"]:
+        os.symlink((UTKFACE / "images" / name).resolve(), faces / "images" / name)
+    picked.to_csv(faces / "labels.csv", index=False)
+    root = tmp_path_factory.mktemp("real") / "data"
+    generate_realfaces(root, faces, persons=6, eval_persons=4, seed=0)
+    return root
+
+
+def test_real_faces_eval_photos_are_cropped_like_train(real_set, tmp_path, shipped_config):
+    """On real faces with drawn masks, with the shipped crop settings: every train photo and at
+    least 95% of eval photos get a box found on their own face or their shoot's, and every eval
+    shoot holds photos of one person only."""
+    import copy
+
+    import yaml
+    from conftest import shrink
+
+    from maskpipe.cli import main as cli_main
+    from maskpipe.layout import Layout
+
+    cfg = shrink(copy.deepcopy(shipped_config), real_set, results=str(tmp_path / "results"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    L, c = Layout(cfg["results"]), ["--config", str(tmp_path / "config.yaml")]
+    assert cli_main(["validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval")]) == 0
+    assert cli_main(["crop", *c, "--root", str(real_set), "--train-manifest", L.manifest("train"),
+                     "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(),
+                     "--cache", str(tmp_path / "cache")]) == 0
+    train = pd.read_csv(L.crop_index("train"))
+    ev = pd.read_csv(L.crop_index("eval"), dtype={"shoot": str})
+    assert (train["source"] != "fallback").all()
+    truth = pd.read_csv(real_set / "demo_truth.csv", dtype=str).set_index("ImageID")
+    person = truth["person"].reindex(ev["key"]).to_numpy()
+    assert (pd.Series(person).groupby(ev["shoot"].to_numpy()).nunique() == 1).all()
+    assert (ev["source"] != "fallback").mean() >= 0.95
+    assert len(ev) == 4 * 7
