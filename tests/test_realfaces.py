@@ -17,6 +17,7 @@ from PIL import Image
 from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
 from maskpipe.data.competition import PLANTED_FILE
+from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
 from maskpipe.data.realfaces import FACES_FILE, Priors, assign_faces, generate_realfaces
 from maskpipe.io import MaskpipeError
 
@@ -77,6 +78,9 @@ def test_layout_tables_and_photos(real):
     assert list(info["ImageID"]) == list(truth["ImageID"]) and (info["ans"] == 0).all()
     assert all(re.fullmatch(r"[0-9a-f]{40}\.jpg", n) for n in info["ImageID"])
     assert list(truth["person"]) != sorted(truth["person"])  # shuffled, not seven in a row
+    # The pipeline's own validation takes it as it takes the competition's data.
+    assert len(build_train_manifest(real, workers=1)) == 7 * PERSONS
+    assert len(build_eval_manifest(real, workers=1)) == 7 * EVAL
     for _, photos in truth.groupby("person"):  # one person: 5 wear, 1 incorrect, 1 normal; one label
         mask, gender, age = decode(photos["ans"].to_numpy())
         assert sorted(mask) == [0, 0, 0, 0, 0, 1, 2]
@@ -160,12 +164,25 @@ def test_cli_demo_data_faces(faces, cache, tmp_path, capsys):
     assert "--eval-persons needs --faces" in capsys.readouterr().err
 
 
+def test_bad_labels_are_named(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "labels.csv").write_text("file,age,gender\na.jpg,30,male\nb.jpg,thirty,female\n")
+    with pytest.raises(MaskpipeError, match=r"labels\.csv: row 3: age must be a whole number, got 'thirty'"):
+        generate_realfaces(tmp_path / "out", bad, persons=1, eval_persons=0)
+    (bad / "labels.csv").write_text("file,age,gender\na.jpg,30,M\n")
+    with pytest.raises(MaskpipeError, match=r"labels\.csv: row 2: gender must be male or female, got 'M'"):
+        generate_realfaces(tmp_path / "out", bad, persons=1, eval_persons=0)
+    with pytest.raises(MaskpipeError, match="labels.csv: not found"):
+        generate_realfaces(tmp_path / "out", tmp_path / "nowhere", persons=1, eval_persons=0)
+
+
 # --- assign_faces on made-up faces: no photo needed -------------------------------------------------
 
 
 def _made_up(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"file": [f"f{i}.jpg" for i in range(n)], "age": rng.integers(18, 86, n),
+    return pd.DataFrame({"file": [f"f{i}.jpg" for i in range(n)], "age": rng.integers(15, 86, n),
                          "gender": rng.integers(0, 2, n)})
 
 
@@ -189,5 +206,7 @@ def test_assign_faces_old_ages_option_and_shortage():
     assert (train.loc[train["group"] == 2, "age"] == 60).all() and (train["group"] == 2).sum() == 50
     with pytest.raises(MaskpipeError, match="has 6000 usable faces, needs 1500.*train needs"):
         assign_faces(faces, 1500, 0, Priors(old_ages=(60, 60), old_share=0.5), seed=0)
+    young, _ = assign_faces(faces, 1000, 0, Priors(min_age=15), seed=0)
+    assert young["age"].min() == 15 and train["age"].min() >= 18
     with pytest.raises(MaskpipeError, match="female_share"):
         Priors(female_share=1.5).check()

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
 
-    p = sub.add_parser("demo-data", help="generate a small, learnable demo dataset in the real layout")
+    p = sub.add_parser("demo-data", help="generate a small, learnable demo dataset in the real layout "
+                                    "(with --faces: one of real faces)")
     p.add_argument("--out", type=Path, default=Path("data/demo"), help="folder to create")
     p.add_argument("--persons", type=int, default=None, help="training persons (7 photos each)")
     p.add_argument("--eval-images", type=int, default=None, help="eval images")
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train persons in the >=60 group (default 192/2700, as the real train set)")
     real.add_argument("--old-ages", type=int, nargs=2, metavar=("LO", "HI"),
                       help="ages of the faces of train's >=60 persons, all labelled 60 (default 60 65)")
+    real.add_argument("--min-age", type=int, help="youngest face used (default 18: adults, as the real data)")
     real.add_argument("--eval-male-share", type=float, help="eval persons male (default 0.6)")
     real.add_argument("--eval-old-share", type=float,
                       help="eval persons aged 60 or over, any age (default 0.25)")

@@ -19,28 +19,23 @@ Loader = Callable[[argparse.Namespace], Config]
 
 
 _REAL_ONLY = ("eval_persons", "landmark_cache", "female_share", "old_share", "old_ages", "eval_male_share",
-              "eval_old_share")
+              "eval_old_share", "min_age")
 
 
 def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
-    if args.faces is not None:
-        _realfaces_data(args)
-        return
-    real_only = [k for k in _REAL_ONLY if getattr(args, k) is not None]
-    if real_only:
-        raise MaskpipeError(f"demo-data: --{real_only[0].replace('_', '-')} needs --faces "
-                            "(the embedded demo has fixed statistics and counts --eval-images)")
     from maskpipe.data.demo import generate_demo
-
-    kwargs = {k: v for k, v in (("persons", args.persons), ("eval_images", args.eval_images))
-              if v is not None}
-    summary = generate_demo(args.out, seed=args.seed, plant_errors=args.plant_errors, **kwargs)
-    log.info("demo data in %s: %s", args.out, summary)
-
-
-def _realfaces_data(args: argparse.Namespace) -> None:
     from maskpipe.data.realfaces import Priors, generate_realfaces
 
+    if args.faces is None:
+        real_only = [k for k in _REAL_ONLY if getattr(args, k) is not None]
+        if real_only:
+            raise MaskpipeError(f"demo-data: --{real_only[0].replace('_', '-')} needs --faces "
+                                "(the embedded demo has fixed statistics and counts --eval-images)")
+        kwargs = {k: v for k, v in (("persons", args.persons), ("eval_images", args.eval_images))
+                  if v is not None}
+        summary = generate_demo(args.out, seed=args.seed, plant_errors=args.plant_errors, **kwargs)
+        log.info("demo data in %s: %s", args.out, summary)
+        return
     if args.eval_images is not None:
         raise MaskpipeError("demo-data: with --faces, eval is counted in persons: use --eval-persons")
     given = {k: getattr(args, k) for k in _REAL_ONLY[2:] if getattr(args, k) is not None}

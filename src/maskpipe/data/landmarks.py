@@ -31,6 +31,7 @@ CACHE_COLUMNS = ["sha1", *POINT_COLUMNS, *BOX_COLUMNS, "prob"]
 _PAD = 0.25
 # Detected on a half-size copy: the faces are ~90 px there, and it is ~4x faster than at full
 # size with min_face_size 40 (landmarks move by about a pixel).
+# The cache is keyed by content only: delete it after changing these three.
 _SCALE = 0.5
 _MIN_FACE = 40
 _BATCH = 32
@@ -65,24 +66,23 @@ def _detect(paths: list[Path]) -> list[np.ndarray | None]:
 
     mtcnn = MTCNN(min_face_size=_MIN_FACE, select_largest=True, keep_all=False, device="cpu")
     out: list[np.ndarray | None] = [None] * len(paths)
-    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-    images, offsets = {}, {}
-    for i, path in enumerate(paths):
-        images[i], offsets[i] = _padded(path)
-        by_size[images[i].size].append(i)
     with torch.inference_mode():
-        for idx in by_size.values():
-            for start in range(0, len(idx), _BATCH):
-                chunk = idx[start:start + _BATCH]
-                boxes, probs, points = mtcnn.detect([images[i] for i in chunk], landmarks=True)
-                for i, b, p, pts in zip(chunk, boxes, probs, points, strict=True):
+        for start in range(0, len(paths), _BATCH):  # a batch at a time: the photos are not all held
+            padded = {i: _padded(paths[i]) for i in range(start, min(start + _BATCH, len(paths)))}
+            by_size: dict[tuple[int, int], list[int]] = defaultdict(list)  # detect() needs one size
+            for i, (image, _) in padded.items():
+                by_size[image.size].append(i)
+            for idx in by_size.values():
+                boxes, probs, points = mtcnn.detect([padded[i][0] for i in idx], landmarks=True)
+                for i, b, p, pts in zip(idx, boxes, probs, points, strict=True):
                     if b is None or len(b) == 0:
                         continue
-                    shift = np.asarray(offsets[i], dtype=np.float64)
+                    shift = np.asarray(padded[i][1], dtype=np.float64)
                     lm = np.asarray(pts[0], dtype=np.float64).reshape(5, 2) / _SCALE - shift
                     box = np.asarray(b[0], dtype=np.float64).reshape(2, 2) / _SCALE - shift
                     prob = float(np.asarray(p, dtype=np.float64).reshape(-1)[0])
                     out[i] = np.concatenate([lm.ravel(), box.ravel(), [prob]])
+            log.debug("landmarks: %d of %d faces", min(start + _BATCH, len(paths)), len(paths))
     return out
 
 

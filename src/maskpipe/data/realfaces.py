@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 _VERSION = 1  # bump when the images change
 #: Which face each person is (split, person: train folder or eval person, file, the face's age).
 FACES_FILE = "demo_faces.csv"
-MIN_AGE = 18  # the real data's persons are adults
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
 _YOUNG_SHARE = 1281 / (1281 + 1227)
 
@@ -56,6 +55,7 @@ class Priors:
     old_label: int = 60
     eval_male_share: float = 0.60
     eval_old_share: float = 0.25  # eval persons aged 60+, any age over 60
+    min_age: int = 18  # the youngest face used: the real data's persons are adults
 
     def check(self) -> None:
         """Raises MaskpipeError naming a share outside 0..1 or an empty age range."""
@@ -63,6 +63,8 @@ class Priors:
             if not 0 <= getattr(self, name) <= 1:
                 raise MaskpipeError(f"demo-data: {name} is a share, 0..1; got {getattr(self, name)}")
         lo, hi = self.old_ages
+        if not 0 <= self.min_age < 30:
+            raise MaskpipeError(f"demo-data: min_age must be 0..29 (the <30 group), got {self.min_age}")
         if not 60 <= lo <= hi:
             raise MaskpipeError(f"demo-data: old_ages must be a range of ages >= 60, got {self.old_ages}")
 
@@ -108,26 +110,14 @@ def assign_faces(faces: pd.DataFrame, persons: int, eval_persons: int, priors: P
     pool = faces.iloc[rng.permutation(len(faces))].reset_index(drop=True)
     used = np.zeros(len(pool), bool)
     lo, hi = priors.old_ages
-    age_ranges = {0: (MIN_AGE, 29), 1: (30, 59)}
+    age_ranges = {0: (priors.min_age, 29), 1: (30, 59)}
     plans = [("train", _draws(persons, priors.female_share, priors.old_share, rng), {**age_ranges, 2: (lo, hi)}),
              ("eval", _draws(eval_persons, 1 - priors.eval_male_share, priors.eval_old_share, rng),
               {**age_ranges, 2: (60, 200)})]
     out, short = [], []
     for split, draws, ranges in plans:
-        rows = []
-        for (gender, group), idx in draws.groupby(["gender", "group"]).groups.items():
-            a, b = ranges[group]
-            ok = np.flatnonzero(~used & (pool["gender"] == gender).to_numpy() & pool["age"].between(a, b).to_numpy())
-            if len(ok) < len(idx):
-                short.append(f"{split} needs {len(idx)} {GENDER_NAMES[gender]} faces aged {a}-{min(b, 120)}, "
-                             f"has {len(ok)}")
-                continue
-            used[ok[: len(idx)]] = True
-            rows.append(pd.DataFrame({"person": idx, "file": pool["file"].to_numpy()[ok[: len(idx)]],
-                                      "gender": gender, "age": pool["age"].to_numpy()[ok[: len(idx)]],
-                                      "group": group}))
-        table = pd.concat(rows).sort_values("person").drop(columns="person").reset_index(drop=True) if rows \
-            else pd.DataFrame(columns=["file", "gender", "age", "group"])
+        table = _pick(pool, used, draws, ranges, lambda text, s=split: short.append(f"{s} needs {text}"))
+        # Train's >=60 faces are 60-65 but say 60, as the real train set does.
         table["label_age"] = np.where(table["group"] == 2, priors.old_label, table["age"]) if split == "train" \
             else table["age"]
         out.append(table)
@@ -137,8 +127,29 @@ def assign_faces(faces: pd.DataFrame, persons: int, eval_persons: int, priors: P
     return out[0], out[1]
 
 
-def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """labels.csv with gender as 0/1, restricted to faces with landmarks; and the landmarks."""
+def _pick(pool: pd.DataFrame, used: np.ndarray, draws: pd.DataFrame, ranges: dict[int, tuple[int, int]],
+          shortage) -> pd.DataFrame:
+    """The first unused faces of ``pool`` for each (gender, age group) cell of ``draws``; marks
+    them ``used``; calls ``shortage(text)`` for a cell the pool cannot fill."""
+    rows = []
+    for (gender, group), idx in draws.groupby(["gender", "group"]).groups.items():
+        a, b = ranges[group]
+        ok = np.flatnonzero(~used & (pool["gender"] == gender).to_numpy() & pool["age"].between(a, b).to_numpy())
+        if len(ok) < len(idx):
+            shortage(f"{len(idx)} {GENDER_NAMES[gender]} faces aged {a}-{min(b, 120)}, has {len(ok)}")
+            continue
+        take = ok[: len(idx)]
+        used[take] = True
+        rows.append(pd.DataFrame({"person": idx, "file": pool["file"].to_numpy()[take], "gender": gender,
+                                  "age": pool["age"].to_numpy()[take], "group": group}))
+    if not rows:
+        return pd.DataFrame(columns=["file", "gender", "age", "group"])
+    return pd.concat(rows).sort_values("person").drop(columns="person").reset_index(drop=True)
+
+
+def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """labels.csv with gender as 0/1, restricted to faces with landmarks; the landmarks; and how
+    many faces had none (MTCNN found no face: they are left out)."""
     labels_path = faces_dir / "labels.csv"
     labels = read_csv(labels_path, required=["file", "age", "gender"])
     bad = labels[~labels["gender"].isin(GENDER_NAMES)]
@@ -149,19 +160,23 @@ def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFram
     if dup.any():
         raise MaskpipeError(f"{labels_path}: row {int(np.flatnonzero(dup)[0]) + 2}: "
                             f"{labels['file'][dup].iloc[0]} is listed twice")
-    labels = labels.assign(gender=labels["gender"].map(GENDER_NAMES.index), age=labels["age"].astype(int))
+    ages = pd.to_numeric(labels["age"], errors="coerce")
+    if ages.isna().any() or (ages % 1 != 0).any():
+        row = int(np.flatnonzero(ages.isna() | (ages % 1 != 0))[0])
+        raise MaskpipeError(f"{labels_path}: row {row + 2}: age must be a whole number, got {labels['age'][row]!r}")
+    labels = labels.assign(gender=labels["gender"].map(GENDER_NAMES.index), age=ages.astype(int))
     marks = find_landmarks(faces_dir, labels["file"].tolist(), cache)
     found = marks[POINT_COLUMNS].notna().all(axis=1).to_numpy()
     if not found.all():
         log.warning("%s: no landmarks found on %d of %d faces; they are not used",
                     labels_path, int((~found).sum()), len(found))
-    return labels[found].reset_index(drop=True), marks[found]
+    return labels[found].reset_index(drop=True), marks[found], int((~found).sum())
 
 
-def _shoot(faces_dir: Path, file: str, marks: pd.DataFrame, rng: np.random.Generator):
+def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator):
     with Image.open(face_path(faces_dir, file)) as im:
         face = im.convert("RGB")
-    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), rng)
+    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), age, rng)
 
 
 def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_persons: int = 60, seed: int = 0,
@@ -188,7 +203,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
 
     Returns:
         Counts: ``persons``, ``eval_persons``, ``train_images``, ``eval_images``, ``faces`` (usable
-        faces in the folder), ``planted`` (when planting) and ``skipped``.
+        faces in the folder) and ``faces_without_landmarks`` (left out; both absent when
+        skipped), ``planted`` (when planting) and ``skipped``.
 
     Raises:
         MaskpipeError: bad arguments, a bad labels.csv, too few faces, or ``out`` holding
@@ -215,8 +231,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         summary["planted"] = len(plan)
     if check_out(out, params, what):
         return {**summary, "skipped": True}
-    faces, marks = _read_faces(faces_dir, landmark_cache or out.with_name(out.name + ".landmarks.csv"))
-    summary["faces"] = len(faces)
+    faces, marks, missed = _read_faces(faces_dir, landmark_cache or out.with_name(out.name + ".landmarks.csv"))
+    summary.update(faces=len(faces), faces_without_landmarks=missed)
     train, evals = assign_faces(faces, persons, eval_persons, priors, seed, where=str(labels_path))
     folders = _write_train(out, faces_dir, marks, train, seed, plan, planting=bool(plant_errors))
     _write_eval(out, faces_dir, marks, evals, seed)
@@ -237,7 +253,7 @@ def _write_train(out: Path, faces_dir: Path, marks: pd.DataFrame, train: pd.Data
                                  disable=None)):
         rng = np.random.default_rng([seed, 11, i])
         pid = f"{1 + 2 * i + int(rng.integers(2)):06d}"  # unique, increasing, with gaps like the real ids
-        shoot = _shoot(faces_dir, row.file, marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
         photos = {stem: render(shoot, stem, rng) for stem in IMAGE_STEMS}
         writer.person(i, pid, int(row.gender), int(row.label_age), int(row.group), photos, shoot.quality)
     writer.finish(planting)
@@ -249,7 +265,7 @@ def _write_eval(out: Path, faces_dir: Path, marks: pd.DataFrame, evals: pd.DataF
     for j, row in enumerate(tqdm(evals.itertuples(), total=len(evals), desc="eval persons", unit="person",
                                  disable=None)):
         rng = np.random.default_rng([seed, 12, j])
-        shoot = _shoot(faces_dir, row.file, marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
         for stem in IMAGE_STEMS:
             image_id = rng.bytes(20).hex() + ".jpg"
             save_image(render(shoot, stem, rng), out / "eval" / "images" / image_id, "JPEG", "RGB", shoot.quality)

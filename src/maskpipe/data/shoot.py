@@ -19,6 +19,8 @@ from maskpipe.data.masks import MaskStyle, draw_mask, random_mask
 
 _WRONG = ("below_nose", "chin", "mouth")
 _WEAR_STEMS = [s for s in IMAGE_STEMS if MASK_BY_STEM[s] == 0]
+_HAIR = [(22, 18, 16), (38, 28, 22), (58, 40, 28), (86, 62, 42), (120, 92, 62), (168, 136, 90)]
+_GREYS = [(120, 118, 116), (160, 158, 154), (196, 194, 190)]
 
 
 @dataclass
@@ -59,20 +61,21 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return np.clip(bg + noise, 0, 255).astype(np.uint8)
 
 
-def _layer(face: Image.Image, pts: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
+def _layer(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
     """Face crop with hair behind, neck and shoulders below, as RGBA; and the landmarks there."""
     face = face.convert("RGB")
     w, h = face.size
     arr = np.asarray(face)
-    pad_x, pad_top, pad_bottom = w, h // 2, 2 * h
+    pad_x, pad_top, pad_bottom = w, h, 2 * h  # room for tall hair above, shoulders below
     size = (w + 2 * pad_x, h + pad_top + pad_bottom)
     pts = np.asarray(pts, np.float64) + [pad_x, pad_top]
     d = float(np.hypot(*(pts[1] - pts[0])))
     eyes = (pts[0] + pts[1]) / 2
     mouth_y = (pts[3, 1] + pts[4, 1]) / 2
     chin_y = mouth_y + 0.75 * d
-    top_row = arr[: max(2, h // 20), w // 3: 2 * w // 3].reshape(-1, 3)
-    hair = np.median(top_row, axis=0) * rng.uniform(0.6, 1.0)
+    grey = rng.random() < np.clip((age - 45) / 30, 0, 0.8)  # more grey hair with age
+    hair = np.asarray(_GREYS[int(rng.integers(len(_GREYS)))] if grey else _HAIR[int(rng.integers(len(_HAIR)))])
+    hair = hair * rng.uniform(0.85, 1.15)
     # Skin from below each eye (cheeks), where the landmarks say the face is.
     cheeks = [(np.asarray(pts[i]) - [pad_x, pad_top] + [0, 0.35 * d]).astype(int) for i in (0, 1)]
     r = max(2, int(0.08 * d))
@@ -83,26 +86,31 @@ def _layer(face: Image.Image, pts: np.ndarray, rng: np.random.Generator) -> tupl
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     cx = eyes[0]
-    draw.ellipse((cx - 1.55 * d, chin_y + 0.9 * d, cx + 1.55 * d + 0.0, chin_y + 6 * d),
-                 fill=(*clothes, 255))  # shoulders (the ellipse's top half shows)
-    draw.ellipse((cx - 3.2 * d, chin_y + 1.2 * d, cx + 3.2 * d, chin_y + 6 * d), fill=(*clothes, 255))
-    draw.rectangle((cx - 0.62 * d, mouth_y, cx + 0.62 * d, chin_y + 1.4 * d),
-                   fill=(*(int(c * 0.85) for c in skin), 255))  # neck, in the face's shadow
-    draw.ellipse((cx - 1.35 * d, eyes[1] - 1.75 * d, cx + 1.35 * d, mouth_y + 0.55 * d),
-                 fill=(*(int(c) for c in hair), 255))  # hair, behind the face
-    # The face crop, faded out at its borders so the hair and neck take over.
+    # Shoulders (the top of two ellipses shows), a neck in the face's shadow, hair behind.
+    draw.ellipse((cx - 1.7 * d, chin_y + 0.5 * d, cx + 1.7 * d, chin_y + 6 * d), fill=(*clothes, 255))
+    draw.ellipse((cx - 3.6 * d, chin_y + 0.9 * d, cx + 3.6 * d, chin_y + 6 * d), fill=(*clothes, 255))
+    draw.rectangle((cx - 0.62 * d, mouth_y, cx + 0.62 * d, chin_y + 1.0 * d),
+                   fill=(*(int(c * 0.85) for c in skin), 255))
+    # Short, full or long hair: the head's outline differs from person to person.
+    half, top, low = rng.uniform(1.3, 1.6), rng.uniform(1.6, 2.1), rng.uniform(-0.3, 1.2)
+    draw.ellipse((cx - half * d, eyes[1] - top * d, cx + half * d, mouth_y + low * d),
+                 fill=(*(int(c) for c in np.clip(hair, 0, 255)), 255))
+    # The face crop, faded out at its borders (the top too: aligned crops cut the forehead) so
+    # the hair and neck take over.
     matte = Image.new("L", (w, h), 0)
     ImageDraw.Draw(matte).ellipse((0.06 * w, 0.02 * h - 0.3 * h, 0.94 * w, 1.04 * h), fill=255)
-    matte = matte.filter(ImageFilter.GaussianBlur(0.04 * w))
+    matte = np.asarray(matte.filter(ImageFilter.GaussianBlur(0.04 * w)), np.float32)
+    matte = matte * np.clip(0.3 + 7 * np.linspace(0, 1, h, dtype=np.float32), 0, 1)[:, None]
+    matte = Image.fromarray(matte.astype(np.uint8))
     face_rgba = face.copy()
     face_rgba.putalpha(matte)
     layer.alpha_composite(face_rgba, (pad_x, pad_top))
     return layer, pts
 
 
-def plan_shoot(face: Image.Image, pts: np.ndarray, rng: np.random.Generator) -> Shoot:
-    """Draw everything that stays fixed across one person's photos."""
-    layer, lpts = _layer(face, pts, rng)
+def plan_shoot(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generator) -> Shoot:
+    """Draw everything that stays fixed across one person's photos (``age`` greys the hair)."""
+    layer, lpts = _layer(face, pts, age, rng)
     d = float(np.hypot(*(lpts[1] - lpts[0])))
     # Eye distance in the photo: 70-100 px, so faces are ~180-260 px tall like the real photos.
     scale = rng.uniform(70, 100) / d
