@@ -3,7 +3,8 @@
 #   snakemake --cores 8 --resources gpu=1 submission
 #
 # raw data -> validate -> crop -> labels -> folds -> train (model x fold) -> predict
-#          -> ensemble -> mislabels, submit -> report.   Each rule runs one `maskpipe` subcommand.
+#          -> ensemble -> mislabels, submit -> report.   Each rule runs one `maskpipe` subcommand;
+# what each step reads, writes and runs is one table, src/maskpipe/pipeline.py.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -18,17 +19,11 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 
 
-# Cheap steps stay on the submitting machine when an executor (e.g. Slurm) sends jobs away.
+# Cheap steps stay on the submitting machine when an executor (e.g. Slurm) sends jobs away: each
+# step rule says so with `localrule:` from the step table; the two target rules run nothing.
 localrules:
     all,
     submission,
-    validate,
-    labels,
-    folds,
-    ensemble,
-    mislabels,
-    submit,
-    report,
 
 
 rule all:

@@ -25,6 +25,7 @@ nothing here is timed in the tests.
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import time
 from pathlib import Path
@@ -100,16 +101,20 @@ def crop_step(data: Path, config: dict, work: Path, cache: Path) -> dict[str, pd
     """Run validate and crop in-process on ``data`` (results under ``work``): the crop indexes."""
     from maskpipe.cli import main as cli_main
     from maskpipe.layout import Layout
+    from maskpipe.pipeline import STEPS, argv
 
     work.mkdir(parents=True, exist_ok=True)
     cfg = {**config, "data": {**config.get("data", {}), "root": str(data)}, "results": str(work / "results")}
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    L, c = Layout(cfg["results"]), ["--config", str(path)]
-    if not Path(L.manifest("eval")).is_file():
-        assert cli_main(["validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval")]) == 0
-    assert cli_main(["crop", *c, "--root", str(data), "--train-manifest", L.manifest("train"),
-                     "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", str(cache)]) == 0
+    L, raw = Layout(cfg["results"]), validate(copy.deepcopy(cfg))
+    for step in ("validate", "crop"):  # with the arguments the engines pass (the step table)
+        args = argv(STEPS[step], raw, [str(path)])
+        if step == "crop":
+            args[args.index("--cache") + 1] = str(cache)
+        elif Path(L.manifest("eval")).is_file():
+            continue
+        assert cli_main(args) == 0
     return {split: pd.read_csv(L.crop_index(split), dtype={"key": str, "shoot": str}) for split in ("train", "eval")}
 
 

@@ -95,6 +95,13 @@ def row_config(base: dict, row: Row, args: argparse.Namespace) -> dict:
     return validate(cfg, f"bench row {row.name!r}")
 
 
+def crop_outputs(L: Layout) -> list[str]:
+    """The crop step's output arguments for the crops of layout ``L``."""
+    return ["--out-train", L.crops("train"), "--out-train-index", L.crop_index("train"),
+            "--out-eval", L.crops("eval"), "--out-eval-index", L.crop_index("eval"),
+            "--out-sample-sheet", L.crop_sheet("sample"), "--out-fallback-sheet", L.crop_sheet("fallbacks")]
+
+
 def _run(*args: str) -> None:
     if cli_main([str(a) for a in args]) != 0:
         raise SystemExit(f"bench/quality.py: maskpipe {args[0]} failed")
@@ -120,15 +127,15 @@ class Runner:
         if not Path(C.crop_index("eval")).is_file():
             _run("validate", *c, "--out-train", C.manifest("train"), "--out-eval", C.manifest("eval"))
             _run("crop", *c, "--root", self.data, "--train-manifest", C.manifest("train"),
-                 "--eval-manifest", C.manifest("eval"), "--out-dir", C.crop_dir(),
+                 "--eval-manifest", C.manifest("eval"), *crop_outputs(C),
                  "--cache", str(self.work / "cache" / "boxes"))
         lab_key = _key(crop_key, cfg["labels"], cfg["folds"])
         F = Layout(str(self.work / "labels" / lab_key))
         c = self._config(cfg, f"labels-{lab_key}")
         if not Path(F.folds()).is_file():
-            _run("labels", *c, "--manifest", C.manifest("train"), "--out", F.labels(),
+            _run("labels", *c, "--manifest", C.manifest("train"), "--out-labels", F.labels(),
                  "--out-applied", F.corrections_applied())
-            _run("folds", *c, "--labels", F.labels(), "--out", F.folds())
+            _run("folds", *c, "--labels", F.labels(), "--out-folds", F.folds())
         return C, F
 
     def model(self, cfg: dict, m: str, C: Layout, F: Layout, folds: int) -> tuple[Layout, bool]:
@@ -168,7 +175,7 @@ class Runner:
              "--out-oof", R.ensemble_oof(), "--out-test", R.ensemble_test(),
              "--out-scores", R.ensemble_scores(), "--out-metrics", R.metrics())
         _run("submit", "--probs", R.ensemble_test(), "--eval-manifest", C.manifest("eval"),
-             "--out", R.submission())
+             "--out-submission", R.submission())
         seconds = time.perf_counter() - start
         return {"configuration": row.name, **scores(R, self.data), **crop_shares(C),
                 "wall s": round(seconds), "reused": "" if trained else "yes"}

@@ -62,57 +62,24 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
 
 def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
                  report: bool = True) -> tuple[Path, Layout]:
-    """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process through the CLI, as
-    the engines would, in DAG order: (config path, layout)."""
+    """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process through the CLI, with
+    the arguments the engines would pass (from the step table), in DAG order: (config path,
+    layout). ``crop_cache`` replaces the detection cache folder."""
+    from maskpipe.config import validate
+    from maskpipe.pipeline import STEPS, argv, jobs
+
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    L = Layout(cfg["results"])
-    crop_cache = crop_cache or L.crop_cache()
-    c = ["--config", str(config_path)]
-
-    def run(*args: str) -> None:
-        assert cli_main([*args]) == 0, args
-
-    run("validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval"))
-    run("crop", *c, "--root", str(cfg["data"]["root"]), "--train-manifest", L.manifest("train"),
-        "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", crop_cache)
-    run("labels", *c, "--manifest", L.manifest("train"), "--out", L.labels(),
-        "--out-applied", L.corrections_applied())
-    run("folds", *c, "--labels", L.labels(), "--out", L.folds())
-    for m in cfg["models"]:
-        for f in range(cfg["folds"]["k"]):
-            run("train", *c, "--model", m, "--fold", str(f), "--crops", L.crops("train"),
-                "--crop-index", L.crop_index("train"), "--labels", L.labels(), "--folds", L.folds(),
-                "--out-checkpoint", L.checkpoint(m, f), "--out-metrics", L.train_metrics(m, f),
-                "--out-tensorboard", L.tensorboard(m, f))
-            run("predict", *c, "--model", m, "--fold", str(f), "--checkpoint", L.checkpoint(m, f),
-                "--train-crops", L.crops("train"), "--train-index", L.crop_index("train"),
-                "--eval-crops", L.crops("eval"), "--eval-index", L.crop_index("eval"),
-                "--labels", L.labels(), "--folds", L.folds(), "--out-oof", L.oof(m, f),
-                "--out-test", L.test_probs(m, f))
-    pairs = [(m, f) for m in cfg["models"] for f in range(cfg["folds"]["k"])]
-    run("ensemble", *c, "--oof", *[L.oof(m, f) for m, f in pairs],
-        "--test", *[L.test_probs(m, f) for m, f in pairs], "--labels", L.labels(),
-        "--out-oof", L.ensemble_oof(), "--out-test", L.ensemble_test(),
-        "--out-scores", L.ensemble_scores(), "--out-metrics", L.metrics())
-    run("mislabels", *c, "--oof", L.ensemble_oof(), "--labels", L.labels(), "--crops", L.crops("train"),
-        "--crop-index", L.crop_index("train"), "--out-suspects", L.mislabels_suspects(),
-        "--out-review", L.mislabels_review(), "--out-summary", L.mislabels_summary())
-    run("submit", "--probs", L.ensemble_test(), "--eval-manifest", L.manifest("eval"),
-        "--out", L.submission())
-    if not report:
-        return config_path, L
-    run("report", *c, "--train-manifest", L.manifest("train"), "--labels", L.labels(),
-        "--corrections", L.corrections_applied(), "--crop-index-train", L.crop_index("train"),
-        "--crops-train", L.crops("train"), "--crop-index-eval", L.crop_index("eval"),
-        "--crop-sample", L.crop_sheet("sample"), "--crop-fallbacks", L.crop_sheet("fallbacks"),
-        "--folds", L.folds(), "--train-metrics", *[L.train_metrics(m, f) for m, f in pairs],
-        "--tensorboard", *[L.tensorboard(m, f) for m, f in pairs],
-        "--scores", L.ensemble_scores(), "--ensemble-oof", L.ensemble_oof(),
-        "--metrics", L.metrics(), "--submission", L.submission(),
-        "--mislabels", L.mislabels_suspects(), "--mislabels-summary", L.mislabels_summary(), "--out", L.report(),
-        "--out-figures", L.report_figures(), "--out-history", L.report_history())
-    return config_path, L
+    raw = validate(copy.deepcopy(cfg))
+    for step in STEPS.values():
+        if step.name == "report" and not report:
+            break
+        for job in jobs(step, raw):
+            args = argv(step, raw, [str(config_path)], **job)
+            if crop_cache and step.name == "crop":
+                args[args.index("--cache") + 1] = crop_cache
+            assert cli_main(args) == 0, args
+    return config_path, Layout(cfg["results"])
 
 
 def make_project(dest: Path, config: dict) -> Path:
@@ -145,3 +112,22 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def snakemake_jobs(project: Path, configfiles: list[Path] = (), target: str = "submission") -> tuple[list, object]:
+    """Every job of ``snakemake TARGET --forceall`` as Snakemake plans it, in-process and without
+    running anything (a dry run through ``snakemake.api``): (jobs, workflow)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
+                                          ResourceSettings)
+
+    cwd = os.getcwd()
+    try:
+        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+            wf = api.workflow(ResourceSettings(cores=64), ConfigSettings(configfiles=list(configfiles)),
+                              snakefile=project / "Snakefile", workdir=project)
+            wf.dag(DAGSettings(targets={target}, forceall=True)).execute_workflow(executor="dryrun")
+            workflow = wf._workflow
+            return list(workflow.dag.jobs), workflow
+    finally:
+        os.chdir(cwd)

@@ -1,16 +1,16 @@
-"""Which source files each step depends on (maskpipe.code): found from imports, plumbing left out."""
+"""Which source files each step depends on (maskpipe.code): the step table's modules, followed
+through their imports, plumbing left out."""
 
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
 
 from maskpipe import code
-from maskpipe.config import STEP_SECTIONS
-
-STEPS = [*STEP_SECTIONS, "demo_data"]
+from maskpipe.pipeline import STEPS
 
 
 def test_each_step_tracks_its_own_modules():
@@ -36,8 +36,6 @@ def test_sources_are_files_relative_to_start(tmp_path):
 
 def test_a_new_import_is_followed(tmp_path):
     """Copy the package, make folds.py import metrics inside a function: folds now tracks it."""
-    import shutil
-
     pkg = tmp_path / "maskpipe"
     shutil.copytree(code.package_dir(), pkg, ignore=shutil.ignore_patterns("__pycache__"))
     assert code.step_modules("folds", pkg) == ["maskpipe.folds"]
@@ -50,14 +48,24 @@ def test_a_new_import_is_followed(tmp_path):
 
 
 def test_every_module_is_plumbing_or_some_steps_code():
-    """A module no step tracks and that is not plumbing would be edited without any rerun."""
+    """A module no step tracks and that is not plumbing would be edited without any rerun; a
+    module the table lists must exist."""
     root = code.package_dir()
     tracked = set().union(*(code.step_modules(s) for s in STEPS))
+    seen = set()
     for path in root.rglob("*.py"):
         parts = path.relative_to(root).with_suffix("").parts
         name = ".".join(("maskpipe", *(parts[:-1] if parts[-1] == "__init__" else parts)))
         ast.parse(path.read_text())
+        seen.add(name)
         assert (name in tracked) + (name in code.PLUMBING) + (name in code.OFFLINE) == 1, name
+    assert code.PLUMBING | code.OFFLINE <= seen
+    assert tracked == set().union(*(code.closure(s.modules, root) for s in STEPS.values()))
+
+
+def test_a_module_missing_from_the_table_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="maskpipe.nope: no such module"):
+        code.closure(["maskpipe.nope"], code.package_dir())
 
 
 def test_unknown_step():

@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from maskpipe.config import STEP_SECTIONS, Config, load_raw, merge, schema_path, step_params
+from maskpipe.config import Config, load_raw, merge, schema_path, step_params
+from maskpipe.pipeline import STEPS
 from maskpipe.io import MaskpipeError
 
 from conftest import REPO
@@ -68,7 +69,7 @@ def test_step_params_are_exactly_the_declared_sections(shipped_config):
     raw = load_raw(REPO / "config.yaml")
     assert set(step_params(raw, "train", model="demo")) == {"train", "models.demo"}
     assert step_params(raw, "submit") == {}
-    assert set(STEP_SECTIONS) == {"validate", "crop", "labels", "folds", "train", "predict",
+    assert set(STEPS) == {"validate", "crop", "labels", "folds", "train", "predict",
                                   "ensemble", "mislabels", "submit", "report"}
     assert step_params(raw, "mislabels") == {"mislabels": raw["mislabels"]}
     with pytest.raises(MaskpipeError, match="no model 'nope'"):
@@ -82,3 +83,39 @@ def test_missing_or_broken_file(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(MaskpipeError, match="not valid YAML"):
         load_raw(bad)
+
+
+def test_ensemble_weights_naming_an_unknown_model_is_one_line(tmp_path, shipped_config):
+    import copy
+
+    cfg = copy.deepcopy(shipped_config)
+    cfg["ensemble"]["weights"] = {"demo": 1.0, "demoo": 2.0}
+    with pytest.raises(MaskpipeError) as err:
+        load_raw(write(tmp_path, cfg))
+    assert str(err.value) == (f"{tmp_path / 'c.yaml'}: ensemble.weights: unknown model 'demoo' "
+                              "(models: demo)")
+
+
+def test_a_file_may_replace_a_section_instead_of_merging(tmp_path, shipped_config):
+    base = write(tmp_path, shipped_config, "base.yaml")
+    only = {"arch": "resnet18"}
+    merged = load_raw([base, write(tmp_path, {"models": {"r": only}}, "add.yaml")])
+    assert list(merged["models"]) == ["demo", "r"]
+    alone = load_raw([base, write(tmp_path, {"replace": ["models"], "models": {"r": only}}, "r.yaml")])
+    assert list(alone["models"]) == ["r"] and "replace" not in alone
+    assert alone["folds"] == merged["folds"]  # other sections still merge
+    with pytest.raises(MaskpipeError, match=r"bad.yaml: replace: must list top-level sections"):
+        load_raw([base, write(tmp_path, {"replace": ["folds"], "models": {"r": only}}, "bad.yaml")])
+
+
+def test_readme_real_data_example_validates(tmp_path):
+    """The README's config for the real data is valid as written."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Real competition data"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    example = yaml.safe_load(block)
+    assert example["data"] == {"root": "/data/mask"}
+    raw = load_raw([REPO / "config.yaml", write(tmp_path, example, "competition.yaml")])
+    assert list(raw["models"]) == list(example["models"])

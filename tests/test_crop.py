@@ -438,15 +438,15 @@ def test_real_faces_eval_photos_are_cropped_like_train(real_set, tmp_path, shipp
     from conftest import shrink
 
     from maskpipe.cli import main as cli_main
+    from maskpipe.config import validate
     from maskpipe.layout import Layout
+    from maskpipe.pipeline import STEPS, argv
 
     cfg = shrink(copy.deepcopy(shipped_config), real_set, results=str(tmp_path / "results"))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    L, c = Layout(cfg["results"]), ["--config", str(tmp_path / "config.yaml")]
-    assert cli_main(["validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval")]) == 0
-    assert cli_main(["crop", *c, "--root", str(real_set), "--train-manifest", L.manifest("train"),
-                     "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(),
-                     "--cache", str(tmp_path / "cache")]) == 0
+    L = Layout(cfg["results"])
+    for step in ("validate", "crop"):  # with the arguments the engines pass (the step table)
+        assert cli_main(argv(STEPS[step], validate(copy.deepcopy(cfg)), [str(tmp_path / "config.yaml")])) == 0
     train = pd.read_csv(L.crop_index("train"))
     ev = pd.read_csv(L.crop_index("eval"), dtype={"shoot": str})
     assert (train["source"] != "fallback").all()

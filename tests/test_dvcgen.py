@@ -10,7 +10,7 @@ from conftest import REPO
 
 
 def test_shipped_dvc_yaml_is_up_to_date():
-    expected = render_dvc_yaml(Config.load(REPO / "config.yaml"), ["config.yaml"])
+    expected = render_dvc_yaml(Config.load(REPO / "config.yaml"), "config.yaml")
     assert (REPO / "dvc.yaml").read_text() == expected, "run `make dvc.yaml`"
 
 
@@ -49,3 +49,28 @@ def load_raw_dict(raw: dict) -> dict:
     from maskpipe.config import validate
 
     return validate(copy.deepcopy(raw))
+
+
+def test_a_fresh_clone_is_a_dvc_repository(tmp_path):
+    """`.dvc/` is committed: right after `git clone`, `dvc dag` and `dvc status` work, and with
+    data in place `dvc repro` runs (its first stage here; the engine tests run them all)."""
+    import json
+    import shutil
+
+    import pytest
+
+    from conftest import TINY_EVAL, TINY_PERSONS, sh
+    from maskpipe.data.demo import generate_demo
+
+    if not (REPO / ".git").exists() or not shutil.which("git"):
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(REPO), str(clone)], tmp_path)
+    assert (clone / ".dvc" / "config").is_file()
+    assert "train@demo-0" in sh(["dvc", "dag"], clone).stdout
+    status = json.loads(sh(["dvc", "status", "--json"], clone).stdout)
+    assert "data/demo/train/train.csv" in status["validate"][0]["changed deps"]  # no data yet
+    generate_demo(clone / "data" / "demo", persons=TINY_PERSONS, eval_images=TINY_EVAL, seed=0)
+    assert "Running stage 'validate'" in sh(["dvc", "repro", "validate"], clone).stdout
+    assert (clone / "results" / "demo" / "manifest" / "train.csv").is_file()
+    assert json.loads(sh(["dvc", "status", "--json", "validate"], clone).stdout or "{}") == {}

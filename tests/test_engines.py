@@ -1,12 +1,12 @@
-"""End to end: Snakemake and DVC run the tiny config; reruns schedule exactly what changed."""
+"""End to end: Snakemake and DVC run the tiny config; reruns schedule exactly what changed.
+
+That both engines declare the same files, params and commands as the step table is checked
+without an engine run (tests/test_pipeline.py); these tests need the engines themselves."""
 
 from __future__ import annotations
 
-import ast
-import base64
 import json
 import re
-import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -151,79 +151,6 @@ def test_dvc_status_clean_then_marks_the_edited_stages(dvc_project):
     finally:
         (dvc_project / "config.yaml").write_text(before)
     assert dvc_changed(dvc_project) == set()
-
-
-def stages_of(project) -> dict:
-    return yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-
-
-def test_both_engines_run_the_same_commands(snakemake_project, dvc_project):
-    out = sh(["snakemake", "submission", "-n", "-p", "--forceall", "--cores", "2"],
-             snakemake_project).stdout
-    prefix = "Shell command: "
-    smk = {" ".join(shlex.split(line[len(prefix):])) for line in out.splitlines()
-           if line.startswith(prefix) and line != prefix + "None"}  # target rules run nothing
-    dvc = {j["cmd"] for j in dvc_jobs(dvc_project)}
-    assert smk == dvc
-
-
-def snakemake_records(project) -> dict[str, dict]:
-    """Snakemake's own record of each job it ran, per output file: rule, shell command, input
-    files and params (.snakemake/metadata, one JSON file per output, named by its base64)."""
-    root = project / ".snakemake" / "metadata"
-    out = {}
-    for path in root.rglob("*"):
-        if path.is_file():
-            name = "".join(part.lstrip("@") for part in path.relative_to(root).parts)
-            out[base64.urlsafe_b64decode(name).decode()] = json.loads(path.read_text())
-    return out
-
-
-def dvc_jobs(project) -> list[dict]:
-    """Every DVC stage instance (matrix expanded): command, deps, outputs, params keys."""
-    jobs = []
-    for stage in stages_of(project).values():
-        items = [{}]
-        if "matrix" in stage:
-            m = stage["matrix"]
-            items = [{"model": a, "fold": f} for a in m["model"] for f in m["fold"]]
-        for item in items:
-            def fill(text, item=item):
-                for k, v in item.items():
-                    text = text.replace(f"${{item.{k}}}", str(v))
-                return text
-            outs = [*stage.get("outs", []), *stage.get("metrics", []),
-                    *(next(iter(p)) if isinstance(p, dict) else p for p in stage.get("plots", []))]
-            keys = [k for entry in stage.get("params", []) for ks in entry.values() for k in ks]
-            jobs.append({"cmd": " ".join(shlex.split(fill(stage["cmd"]))),
-                         "deps": {fill(d) for d in stage["deps"]},
-                         "outs": {fill(o) for o in outs},
-                         "params": {fill(k) for k in keys}})
-    return jobs
-
-
-def test_both_engines_declare_the_same_inputs_outputs_and_config_keys(snakemake_project, dvc_project):
-    """Snakemake's records of the jobs it ran against dvc.yaml, job by job (matched by command):
-    the same outputs, the same inputs (a DVC folder dep covers the files Snakemake lists in it),
-    the same source files and the same config keys."""
-    smk: dict[str, dict] = {}
-    for output, rec in snakemake_records(snakemake_project).items():
-        job = smk.setdefault(" ".join(shlex.split(rec["shellcmd"])),
-                             {"outs": set(), "inputs": set(rec["input"]), "params": set()})
-        job["outs"].add(output)
-        for value in map(ast.literal_eval, rec["params"]):
-            if isinstance(value, dict):  # the `sections` param: config sections by dotted key
-                job["params"] |= set(value)
-    dvc = dvc_jobs(dvc_project)
-    assert set(smk) == {j["cmd"] for j in dvc}
-    for j in dvc:
-        s = smk[j["cmd"]]
-        assert s["outs"] == j["outs"], j["cmd"]
-        assert s["params"] == j["params"], j["cmd"]
-        covered = {i for i in s["inputs"] for d in j["deps"] if i == d or i.startswith(d + "/")}
-        assert covered == s["inputs"], (j["cmd"], s["inputs"] - covered)
-        assert all(any(i == d or i.startswith(d + "/") for i in s["inputs"]) for d in j["deps"]), j["cmd"]
-        assert any(d.startswith("src/maskpipe/") for d in j["deps"]), j["cmd"]
 
 
 def test_workflow_is_formatted_and_lint_clean(snakemake_project):
@@ -381,6 +308,34 @@ def test_code_edit_reruns_that_step_and_what_follows(snakemake_project, dvc_proj
         assert (scheduled(project) if project is snakemake_project else dvc_changed(project)) == set()
 
 
+def test_a_failed_step_under_each_engine_keeps_what_the_readme_says(snakemake_project, dvc_project):
+    """README "When things go wrong", `folds.k` above the persons: the engine deleted the step's
+    output before running it, the step's error line ends its log, every other output stays, and
+    after the fix the rerun rewrites the same file, so nothing downstream reruns."""
+    folds, labels = Path(RESULTS) / "folds" / "folds.csv", Path(RESULTS) / "labels" / "train.csv"
+    for project in (snakemake_project, dvc_project):
+        kept = (project / labels).read_bytes()
+        before = edit_config(project, lambda c: c["folds"].update(k=99))
+        try:
+            if project is snakemake_project:
+                cmd = ["snakemake", "folds", "--forcerun", "folds", "--cores", "1"]
+            else:
+                cmd = ["dvc", "repro", "--single-item", "folds"]
+            assert sh(cmd, project, check=False).returncode != 0
+            assert not (project / folds).exists()
+            assert (project / labels).read_bytes() == kept
+            log = (project / RESULTS / "logs" / "folds.log").read_text().strip().splitlines()
+            assert log[-1].startswith("maskpipe folds: error: folds.k = 99 but the labels hold only")
+        finally:
+            (project / "config.yaml").write_text(before)
+        if project is snakemake_project:
+            sh(["snakemake", "folds", "--cores", "1"], project)
+            assert scheduled(project) == set()
+        else:
+            sh(["dvc", "repro", "--single-item", "folds"], project)
+            assert dvc_changed(project) == set()
+
+
 def test_dvc_remote_round_trip_then_snakemake_touch(dvc_project, tmp_path):
     """run -> dvc push -> fresh clone -> dvc pull: DVC is clean and, after `snakemake --touch`
     (DVC does not keep mtimes), Snakemake schedules nothing either."""
@@ -421,3 +376,4 @@ def test_dvc_exp_run_with_a_changed_parameter(dvc_project):
     assert {"train@a-0", "train@a-1", "predict@a-0", "predict@a-1", "ensemble"} <= ran
     assert not any(stage.startswith(("train@b", "predict@b", "crop", "validate")) for stage in ran)
     assert "0.002" in sh(["dvc", "exp", "show", "--json"], dvc_project).stdout
+

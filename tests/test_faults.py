@@ -44,7 +44,7 @@ def _train_argv(config: Path, L: Layout, out: Path) -> list[str]:
             "--crops", L.crops("train"), "--crop-index", L.crop_index("train"),
             "--labels", L.labels(), "--folds", L.folds(),
             "--out-checkpoint", str(out / "checkpoint.pt"), "--out-metrics", str(out / "metrics.json"),
-            "--out-tensorboard", str(out / "tensorboard")]
+            "--out-tensorboard", str(out / "tensorboard"), "--resume", str(out / "resume.pt")]
 
 
 def _child(argv: list[str]) -> None:
@@ -251,6 +251,7 @@ def test_a_tampered_manifest_cannot_send_the_crop_step_outside_the_data(tiny_run
     from maskpipe import crop as crop_step
     from maskpipe.config import load_raw
     from maskpipe.io import MaskpipeError
+    from maskpipe.pipeline import STEPS, files
 
     config_path, L = tiny_run
     raw = load_raw(config_path)
@@ -259,7 +260,9 @@ def test_a_tampered_manifest_cannot_send_the_crop_step_outside_the_data(tiny_run
     manifest.to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(MaskpipeError, match=r"train.csv: row 5: path '../../../../etc/passwd' leaves"):
         crop_step.run(tmp_path / "train.csv", L.manifest("eval"), Path(raw["data"]["root"]),
-                      tmp_path / "crops", tmp_path / "cache", raw["crop"])
+                      {k: v[0] for k, v in files(STEPS["crop"], "outputs",
+                                                 {**raw, "results": str(tmp_path)}).items()},
+                      tmp_path / "cache", raw["crop"])
     assert not (tmp_path / "crops").exists()
 
 

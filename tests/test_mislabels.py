@@ -248,7 +248,7 @@ def test_accepting_changes_the_labels_step_output(tiny_run, tmp_path):
     assert cli_main(["mislabels", "--config", str(config), "--suspects", str(tmp_path / "suspects.csv"),
                      "--accept-marked"]) == 0
     out = tmp_path / "labels.csv"
-    assert cli_main(["labels", "--config", str(config), "--manifest", L.manifest("train"), "--out", str(out),
+    assert cli_main(["labels", "--config", str(config), "--manifest", L.manifest("train"), "--out-labels", str(out),
                      "--out-applied", str(tmp_path / "applied.csv")]) == 0
     after = pd.read_csv(out, dtype={"key": str, "id": str})
     changed = after["label"] != labels["label"]

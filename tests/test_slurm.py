@@ -1,7 +1,7 @@
 """A real single-node Slurm cluster on localhost runs the tiny pipeline and a `dvc repro`.
 
 Needs root and Debian's slurm-wlm + munge (.ci/run installs them); skips with the reason
-otherwise.
+otherwise, and fails instead where MASKPIPE_REQUIRE_SLURM=1 (as .ci/run sets it).
 """
 
 from __future__ import annotations
@@ -21,17 +21,24 @@ pytestmark = pytest.mark.slow
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 
 
+def unavailable(reason: str) -> None:
+    """Skip, or fail where CI requires Slurm (MASKPIPE_REQUIRE_SLURM=1 in .ci/run)."""
+    if os.environ.get("MASKPIPE_REQUIRE_SLURM") == "1":
+        pytest.fail(f"MASKPIPE_REQUIRE_SLURM=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     missing = [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged") if not shutil.which(b)]
     if missing:
-        pytest.skip(f"Slurm is not installed here (missing {', '.join(missing)}); .ci/run installs it")
+        unavailable(f"Slurm is not installed here (missing {', '.join(missing)}); .ci/run installs it")
     if os.geteuid() != 0:
-        pytest.skip("the test cluster runs its daemons as root")
+        unavailable("the test cluster runs its daemons as root")
     state = tmp_path_factory.mktemp("slurm")
     proc = subprocess.run(["bash", str(CLUSTER), "start", str(state)], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"the Slurm test cluster did not start: {proc.stderr.strip()[-500:]}")
+        unavailable(f"the Slurm test cluster did not start: {proc.stderr.strip()[-500:]}")
     os.environ["SLURM_CONF"] = proc.stdout.strip().splitlines()[-1]
     yield state
     subprocess.run(["bash", str(CLUSTER), "stop", str(state)])
@@ -74,3 +81,14 @@ def test_dvc_repro_inside_a_slurm_job(slurm, tmp_path, shipped_config, demo_root
     assert job.isdigit()
     assert (project / "results" / "tiny" / "submission.csv").is_file(), (project / "dvc-job.log").read_text()
     assert sh(["dvc", "status", "--json"], project).stdout.strip() in ("{}", "")
+
+
+def test_a_required_slurm_fails_instead_of_skipping(monkeypatch):
+    """The switch .ci/run sets turns "Slurm is missing" into a failure."""
+    monkeypatch.setenv("MASKPIPE_REQUIRE_SLURM", "1")
+    with pytest.raises(pytest.fail.Exception, match="MASKPIPE_REQUIRE_SLURM=1 but no slurmd"):
+        unavailable("no slurmd")
+    monkeypatch.delenv("MASKPIPE_REQUIRE_SLURM")
+    with pytest.raises(pytest.skip.Exception, match="no slurmd"):
+        unavailable("no slurmd")
+    assert "export MASKPIPE_REQUIRE_SLURM=1" in (REPO / ".ci" / "run").read_text()

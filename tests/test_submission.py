@@ -48,7 +48,7 @@ def test_cli_writes_nothing_on_error(tmp_path, capsys):
     MANIFEST.to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "submission.csv"
     code = cli_main(["submit", "--probs", str(tmp_path / "p.csv"), "--eval-manifest",
-                     str(tmp_path / "m.csv"), "--out", str(out)])
+                     str(tmp_path / "m.csv"), "--out-submission", str(out)])
     assert code == 1 and not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "maskpipe submit: error: submission: no prediction for eval image 'c.jpg' (1 missing)"

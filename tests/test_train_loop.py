@@ -212,5 +212,7 @@ def test_claim_device_on_cpu_and_under_a_scheduler(tmp_path, monkeypatch):
             claim_device("cuda", tmp_path, device_count=2) as second:
         assert {first.index, second.index} == {0, 1}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    with claim_device("cuda", tmp_path, device_count=2) as device:
-        assert device.index is None  # the scheduler chose: use the one visible device
+    monkeypatch.setenv("SLURM_JOB_GPUS", "3")
+    with claim_device("cuda", tmp_path, device_count=1) as device:
+        assert device.index == 0  # the scheduler chose: use the one visible device
+    assert not list(tmp_path.glob("gpu3.lock"))  # and claim nothing (more in test_devices.py)

@@ -1,7 +1,8 @@
 """The ``maskpipe`` command: one subcommand per pipeline step.
 
-Snakemake rules and DVC stages run exactly these commands. Every step takes its input and output
-paths as arguments and reads only its own config sections (``maskpipe.config.STEP_SECTIONS``).
+Snakemake rules and DVC stages run exactly these commands. A pipeline step's options are built
+from the step table (:mod:`maskpipe.pipeline`): ``--NAME`` for each file it reads and
+``--out-NAME`` for each file it writes; it reads only its own config sections.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from maskpipe.io import MaskpipeError
+from maskpipe.pipeline import STEPS, Step
 
 log = logging.getLogger("maskpipe")
 
@@ -27,8 +29,9 @@ EPILOG = "Run `maskpipe STEP --help` for a step's options. Docs: README.md."
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", action="append", type=Path, metavar="FILE",
-                   help="config file(s), later ones override earlier ones (default: config.yaml)")
+    p.add_argument("--config", action="extend", nargs="+", type=Path, metavar="FILE",
+                   help="config file(s): `--config a.yaml b.yaml` or `--config a.yaml --config "
+                        "b.yaml`; later ones override earlier ones (default: config.yaml)")
 
 
 def _common(p: argparse.ArgumentParser, threads: bool = False) -> None:
@@ -38,9 +41,65 @@ def _common(p: argparse.ArgumentParser, threads: bool = False) -> None:
         p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
-def _paths(p: argparse.ArgumentParser, *names: str, nargs: str | None = None) -> None:
-    for name in names:
-        p.add_argument(f"--{name}", type=Path, required=True, nargs=nargs, metavar="PATH")
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, help="data folder (default: data.root from the config)")
+
+
+def _crop_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None,
+                   help="chunks of crop.batch_size images cropped at once, in threads with one "
+                        "torch thread each (default: usable cores, capped by OMP_NUM_THREADS, "
+                        "plus 1); the crops are the same for any number")
+
+
+def _mislabels_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accept", nargs="+", default=[], metavar="SUSPECT",
+                   help="accept these suspects: a suspect id (PERSON:TASK, from suspects.csv) or a "
+                        "person with a single suspect")
+    p.add_argument("--accept-marked", action="store_true",
+                   help="accept the rows whose accept column in suspects.csv says yes")
+    p.add_argument("--suspects", type=Path, metavar="PATH",
+                   help="accepting: suspects.csv (default: the one under the config's results)")
+
+
+#: Options for people, beyond the files the engines pass (which come from the step table).
+_EXTRA = {"validate": _validate_args, "crop": _crop_args, "mislabels": _mislabels_args}
+#: Steps that set torch's thread count.
+_THREADS = {"validate", "train", "predict"}
+_MISLABELS = ("Without --accept: rank every label the ensemble's out-of-fold probabilities "
+              "disagree with (cleanlab, per task; gender and age per person, mask per photo, "
+              "incorrect/normal swaps as pairs) into suspects.csv, review.html and summary.json. "
+              "With --accept or --accept-marked: append the chosen suspects' fixes to the "
+              "corrections file named by labels.corrections; the next pipeline run applies them "
+              "(labels and everything after it rerun, validate and crop do not).")
+
+
+def _step_parser(sub, step: Step) -> None:
+    """A pipeline step's subcommand: its files and wildcards from the step table."""
+    sections = f" [{', '.join(s.replace('{model}', 'MODEL') for s in step.sections)}]" if step.sections else ""
+    p = sub.add_parser(step.name, help=step.help + sections,
+                       description=_MISLABELS if step.name == "mislabels" else None)
+    # mislabels --accept needs none of the ranking's files
+    required = step.name != "mislabels"
+    if step.fan_out:
+        p.add_argument("--model", required=True, help="a name under models: in the config")
+        p.add_argument("--fold", type=int, required=True, help="the validation fold")
+    groups = (("files the step reads", tuple(i for i in step.inputs if i.cli), False, required),
+              ("files the step writes", step.outputs, False, required),
+              ("other paths (the engines pass them; optional by hand)", step.options, True, False))
+    for title, ports, option, needed in groups:
+        group = p.add_argument_group(title)
+        for port in ports:
+            output = port in step.outputs
+            help_text = port.help + (" (one per model x fold)" if port.every_job else "")
+            group.add_argument(port.flag(output), dest=("out_" if output else "") + port.name,
+                               type=Path, required=needed, nargs="+" if port.every_job else None,
+                               metavar="PATH", help=help_text)
+    if step.name in _EXTRA:
+        _EXTRA[step.name](p)
+    if step.sections:
+        _config_arg(p)
+    _common(p, threads=step.name in _THREADS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,90 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="eval persons aged 60 or over, any age (default 0.25)")
     _common(p)
 
-    p = sub.add_parser("validate", help="check the data layout; write the image manifests [data]")
-    p.add_argument("--root", type=Path, help="data folder (default: data.root from the config)")
-    _paths(p, "out-train", "out-eval")
-    _config_arg(p)
-    _common(p, threads=True)
-
-    p = sub.add_parser("crop", help="detect faces (MTCNN, batched) and store face crops [crop]")
-    p.add_argument("--root", type=Path, required=True, help="data folder the manifest paths start from")
-    _paths(p, "train-manifest", "eval-manifest", "out-dir", "cache")
-    p.add_argument("--workers", type=int, default=None,
-                   help="chunks of crop.batch_size images cropped at once, in threads with one "
-                        "torch thread each (default: usable cores, capped by OMP_NUM_THREADS, "
-                        "plus 1); the crops are the same for any number")
-    _config_arg(p)
-    _common(p)
-
-    p = sub.add_parser("labels", help="apply person-level label corrections [labels]")
-    _paths(p, "manifest", "out", "out-applied")
-    _config_arg(p)
-    _common(p)
-
-    p = sub.add_parser("folds", help="person-grouped, stratified K folds [folds]")
-    _paths(p, "labels", "out")
-    _config_arg(p)
-    _common(p)
-
-    p = sub.add_parser("train", help="train one model on one fold [train, models.MODEL]")
-    p.add_argument("--model", required=True, help="a name under models: in the config")
-    p.add_argument("--fold", type=int, required=True, help="the validation fold")
-    _paths(p, "crops", "crop-index", "labels", "folds", "out-checkpoint", "out-metrics",
-           "out-tensorboard")
-    _config_arg(p)
-    _common(p, threads=True)
-
-    p = sub.add_parser("predict", help="out-of-fold and test probabilities with TTA [predict]")
-    p.add_argument("--model", required=True)
-    p.add_argument("--fold", type=int, required=True)
-    _paths(p, "checkpoint", "train-crops", "train-index", "eval-crops", "eval-index", "labels",
-           "folds", "out-oof", "out-test")
-    _config_arg(p)
-    _common(p, threads=True)
-
-    p = sub.add_parser("ensemble", help="soft vote over models and folds, scored OOF [ensemble]")
-    _paths(p, "oof", "test", nargs="+")
-    _paths(p, "labels", "out-oof", "out-test", "out-scores", "out-metrics")
-    _config_arg(p)
-    _common(p)
-
-    p = sub.add_parser(
-        "mislabels", help="rank suspected label errors with cleanlab; accept fixes [mislabels]",
-        description="Without --accept: rank every label the ensemble's out-of-fold probabilities "
-                    "disagree with (cleanlab, per task; gender and age per person, mask per photo, "
-                    "incorrect/normal swaps as pairs) into suspects.csv, review.html and summary.json. "
-                    "With --accept or --accept-marked: append the chosen suspects' fixes to the "
-                    "corrections file named by labels.corrections; the next pipeline run applies them "
-                    "(labels and everything after it rerun, validate and crop do not).")
-    for name in ("oof", "labels", "crops", "crop-index", "out-suspects", "out-review", "out-summary"):
-        p.add_argument(f"--{name}", type=Path, metavar="PATH", help="ranking: required")
-    p.add_argument("--accept", nargs="+", default=[], metavar="SUSPECT",
-                   help="accept these suspects: a suspect id (PERSON:TASK, from suspects.csv) or a "
-                        "person with a single suspect")
-    p.add_argument("--accept-marked", action="store_true",
-                   help="accept the rows whose accept column in suspects.csv says yes")
-    p.add_argument("--suspects", type=Path, metavar="PATH",
-                   help="accepting: suspects.csv (default: the one under the config's results)")
-    _config_arg(p)
-    _common(p)
-
-    p = sub.add_parser("submit", help="write the checked ImageID,ans file")
-    _paths(p, "probs", "eval-manifest", "out")
-    _common(p)
-
-    p = sub.add_parser("report", help="one self-contained HTML report, its figures as PNGs and the "
-                                      "learning curves as CSV [report]")
-    _paths(p, "train-manifest", "labels", "corrections", "crop-index-train", "crops-train",
-           "crop-index-eval", "crop-sample", "crop-fallbacks", "folds", "scores", "ensemble-oof",
-           "metrics", "submission", "mislabels", "mislabels-summary", "out", "out-figures",
-           "out-history")
-    _paths(p, "train-metrics", "tensorboard", nargs="+")
-    _config_arg(p)
-    _common(p)
+    for step in STEPS.values():
+        _step_parser(sub, step)
 
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml (the DVC twin of the Snakemake rules)")
     p.add_argument("--out", type=Path, default=Path("dvc.yaml"))
+    p.add_argument("--params", type=Path, default=None, metavar="FILE",
+                   help="with several --config files: where to write their merged config, the "
+                        "one file DVC compares params in (default: params.yaml beside --out)")
     p.add_argument("--check", action="store_true", help="fail if the file is not up to date")
     _config_arg(p)
     _common(p)
@@ -206,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         _torch_setup(args)
         from maskpipe import steps
 
-        output = getattr(steps, args.command.replace("-", "_"))(args, _config)
+        name = STEPS[args.command].runs if args.command in STEPS else args.command.replace("-", "_")
+        output = getattr(steps, name)(args, _config)
         if output:
             print(output)
     except (MaskpipeError, OSError) as e:

@@ -5,12 +5,13 @@ only tracks what ``deps`` lists. So each rule lists the files below as inputs an
 as ``deps``; both engines then rerun a step, and everything after it, when one of its files
 changes (DVC by hash; Snakemake by mtime and, for files under its checksum limit, by content).
 
-The files are found, not listed by hand: a step's modules are the ``maskpipe`` imports inside its
-function in :mod:`maskpipe.steps`, followed through every import they make (function-level ones
-too). Modules in :data:`PLUMBING` are left out: they parse arguments, name paths, write files
-atomically or pick a device, and editing them must not retrain everything. Every other module is
-somebody's result: editing ``classes.py`` (the label encoding) rightly reruns the whole pipeline.
-The files are read, never imported, so the Snakefile stays quick to parse.
+A step's modules are listed in the step table (``modules`` in :mod:`maskpipe.pipeline`) and
+followed through every import they make (function-level ones too), so a helper module a step
+starts to use is tracked without editing the table. Modules in :data:`PLUMBING` are left out:
+they parse arguments, name paths, write files atomically or pick a device, and editing them must
+not retrain everything. Every other module is somebody's result: editing ``classes.py`` (the
+label encoding) rightly reruns the whole pipeline. The files are read, never imported, so the
+Snakefile stays quick to parse.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ import ast
 import os
 from pathlib import Path
 
+from maskpipe.pipeline import STEPS
+
 PACKAGE = "maskpipe"
 
 #: Modules whose edits rerun nothing (use ``snakemake -R <rule>`` / ``dvc repro -f -s <stage>``
 #: after an edit there that should change results).
 PLUMBING = frozenset({
     "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.steps", "maskpipe.config",
-    "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.train.devices",
+    "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.pipeline",
+    "maskpipe.train.devices",
 })
 
-#: Modules no step runs: benchmarks and tests score planted label errors with them.
-OFFLINE = frozenset({"maskpipe.mislabels.planted"})
+#: Modules no pipeline step runs: the demo data generator (``maskpipe demo-data``, upstream of
+#: the pipeline), and the planted-error scorer of benchmarks and tests.
+OFFLINE = frozenset({"maskpipe.data.demo", "maskpipe.mislabels.planted"})
 
 
 def package_dir() -> Path:
@@ -37,7 +42,7 @@ def package_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
-def _file_of(module: str, root: Path) -> Path | None:
+def file_of(module: str, root: Path) -> Path | None:
     """``maskpipe.a.b`` -> ``root/a/b.py`` or ``root/a/b/__init__.py``; None if not a module."""
     parts = module.split(".")[1:]
     base = root.joinpath(*parts)
@@ -47,7 +52,7 @@ def _file_of(module: str, root: Path) -> Path | None:
     return None
 
 
-def _imports(node: ast.AST, root: Path) -> set[str]:
+def imports(node: ast.AST, root: Path) -> set[str]:
     """The maskpipe modules imported anywhere under ``node`` (``from x import y`` counts ``x.y``
     when ``y`` is a submodule)."""
     found = set()
@@ -59,11 +64,11 @@ def _imports(node: ast.AST, root: Path) -> set[str]:
             if n.level:
                 raise ValueError(f"maskpipe uses absolute imports only (line {n.lineno})")
             names = [n.module, *(f"{n.module}.{a.name}" for a in n.names)]
-        found.update(m for m in names if m.split(".")[0] == PACKAGE and _file_of(m, root))
+        found.update(m for m in names if m.split(".")[0] == PACKAGE and file_of(m, root))
     return found
 
 
-def _closure(modules: set[str], root: Path) -> set[str]:
+def closure(modules: set[str] | list[str] | tuple[str, ...], root: Path) -> set[str]:
     """``modules`` and every non-plumbing module they import, directly or not, with the packages
     whose ``__init__`` importing them runs."""
     seen, todo = set(), list(modules)
@@ -71,25 +76,24 @@ def _closure(modules: set[str], root: Path) -> set[str]:
         m = todo.pop()
         if m in seen or m in PLUMBING:
             continue
+        path = file_of(m, root)
+        if path is None:
+            raise ValueError(f"{m}: no such module in {root}")
         seen.add(m)
         parts = m.split(".")
         todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))
-        path = _file_of(m, root)
         try:
-            todo.extend(_imports(ast.parse(path.read_text()), root))
+            todo.extend(imports(ast.parse(path.read_text()), root))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
     return seen
 
 
 def step_modules(step: str, root: Path | None = None) -> list[str]:
-    """The non-plumbing modules the ``step`` function of :mod:`maskpipe.steps` runs, sorted."""
-    root = root or package_dir()
-    tree = ast.parse((root / "steps.py").read_text())
-    func = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == step), None)
-    if func is None:
-        raise KeyError(f"maskpipe.steps has no step {step!r}")
-    return sorted(_closure(_imports(func, root), root))
+    """The non-plumbing modules the step ``step`` of the table runs, sorted."""
+    if step not in STEPS:
+        raise KeyError(f"the pipeline has no step {step!r}")
+    return sorted(closure(STEPS[step].modules, root or package_dir()))
 
 
 def step_sources(step: str, start: str | os.PathLike = ".", root: Path | None = None) -> list[str]:
@@ -98,6 +102,6 @@ def step_sources(step: str, start: str | os.PathLike = ".", root: Path | None = 
     start = Path(start).resolve()
     out = []
     for m in step_modules(step, root):
-        path = _file_of(m, root)
+        path = file_of(m, root)
         out.append(os.path.relpath(path, start) if path.is_relative_to(start) else str(path))
     return out

@@ -1,12 +1,16 @@
 """One schema, one loader, one typed config object.
 
-The schema (``schemas/config.schema.yaml``, linked from ``workflow/schemas/``) is the one
-Snakemake's ``validate()`` uses; :func:`load` validates with it too and fills the same defaults,
-so Snakemake's ``config`` and maskpipe's :class:`Config` always agree (``common.smk`` checks it).
+The schema (``schemas/config.schema.yaml``, linked from ``workflow/schemas/``) is validated and
+its defaults filled by :func:`load_raw`, which ``workflow/rules/common.smk`` also uses to build
+Snakemake's ``config`` from the same files, so Snakemake's ``config`` and maskpipe's
+:class:`Config` always agree.
 
-Each step reads only the sections listed in :data:`STEP_SECTIONS`. The Snakemake rules and the
-DVC stages declare exactly those sections as ``params``; that is what makes "after a config edit,
-only the steps that read the edited keys run again" true.
+Each step reads only the sections listed for it in the step table (:mod:`maskpipe.pipeline`).
+The Snakemake rules and the DVC stages declare exactly those sections as ``params``; that is what
+makes "after a config edit, only the steps that read the edited keys run again" true.
+
+A config file may replace a section of the files before it instead of merging into it:
+``replace: [models]`` at its top level makes its ``models`` the only ones (a recipe run alone).
 """
 
 from __future__ import annotations
@@ -23,20 +27,12 @@ import jsonschema
 import yaml
 
 from maskpipe.io import MaskpipeError
+from maskpipe.pipeline import STEPS
 
-#: The config sections each step reads. ``{model}`` stands for the model a job trains.
-STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    "validate": ("data",),
-    "crop": ("crop",),
-    "labels": ("labels",),
-    "folds": ("folds",),
-    "train": ("train", "models.{model}"),
-    "predict": ("predict",),
-    "ensemble": ("ensemble",),
-    "mislabels": ("mislabels",),
-    "submit": (),
-    "report": ("report",),
-}
+#: The config sections each step reads (from the step table). ``{model}``: the job's model.
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {name: s.sections for name, s in STEPS.items()}
+#: Top-level key of a config file listing the sections it replaces instead of merging into.
+REPLACE = "replace"
 
 
 def schema_path() -> Path:
@@ -91,6 +87,10 @@ def validate(raw: dict, source: str = "config") -> dict:
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise MaskpipeError(_error_line(source, best))
+    unknown = sorted(set(raw["ensemble"]["weights"]) - set(raw["models"]))
+    if unknown:  # a typo would silently weigh the model 1 (the schema cannot see model names)
+        raise MaskpipeError(f"{source}: ensemble.weights: unknown model {unknown[0]!r} "
+                            f"(models: {', '.join(raw['models'])})")
     return raw
 
 
@@ -105,8 +105,19 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def merge_file(base: dict, part: dict, source: str = "config") -> dict:
+    """Merge one file's dict over ``base``; the sections its ``replace:`` lists replace base's."""
+    part = dict(part)
+    replace = part.pop(REPLACE, [])
+    if not isinstance(replace, list) or not all(isinstance(k, str) and k in part for k in replace):
+        raise MaskpipeError(f"{source}: {REPLACE}: must list top-level sections this file sets, "
+                            f"found {replace!r}")
+    return merge({k: v for k, v in base.items() if k not in replace}, part)
+
+
 def load_raw(paths: str | Path | Iterable[str | Path]) -> dict:
-    """Read, merge (later files win), validate and default one or more YAML config files."""
+    """Read, merge (later files win; ``replace:`` sections replace), validate and default one or
+    more YAML config files."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     raw: dict = {}
@@ -121,7 +132,7 @@ def load_raw(paths: str | Path | Iterable[str | Path]) -> dict:
             raise MaskpipeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
         if not isinstance(part, dict):
             raise MaskpipeError(f"{path}: the config must be a mapping of sections")
-        raw = merge(raw, part)
+        raw = merge_file(raw, part, str(path))
     return validate(raw, source=" + ".join(names))
 
 

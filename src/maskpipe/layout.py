@@ -1,7 +1,7 @@
 """Where every step writes, under the configured results folder.
 
-The Snakemake rules and the DVC stage generator both take their paths from here, so the two
-engines cannot disagree about a file's name. Methods called without arguments return Snakemake
+The step table (:mod:`maskpipe.pipeline`) names each step's files by these methods, so the
+engines, the CLI and the steps cannot disagree about a file's name. Methods called without arguments return Snakemake
 wildcard patterns (``{model}``, ``{fold}``); with arguments, concrete paths.
 """
 
@@ -64,6 +64,11 @@ class Layout:
 
     def tensorboard(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
         return f"{self.model_dir(model, fold)}/tensorboard"
+
+    def resume(self, model: str = "{model}", fold: str | int = "{fold}") -> str:
+        """A training job's state after each epoch; deliberately not a declared output, so no
+        engine deletes it before a killed job's rerun."""
+        return f"{self.model_dir(model, fold)}/resume.pt"
 
     # predict
     def oof(self, model: str = "{model}", fold: str | int = "{fold}") -> str:

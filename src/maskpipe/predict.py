@@ -6,6 +6,7 @@ per-task probabilities ``mask0..2``, ``gender0..1``, ``age0..2`` (a task model f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from maskpipe.classes import NUM_CLASSES, PROB_COLUMNS, TASK_COLUMNS
 from maskpipe.io import load_torch, read_csv, write_csv
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
+from maskpipe.train.devices import resolve_workers
 from maskpipe.train.heads import TASKS, probabilities
 from maskpipe.train.model import create_model
 
@@ -51,29 +53,42 @@ def views(x: torch.Tensor, tta: dict) -> list[torch.Tensor]:
     return scaled
 
 
-def _row_probs(logits: torch.Tensor, head: str, n: int) -> np.ndarray:
+def _row_probs(logits: torch.Tensor, head: str) -> np.ndarray:
+    """One row per image: 18-class then per-task probabilities, NaN where the head has none."""
+    return row_tensor(logits, head).cpu().numpy()
+
+
+def row_tensor(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """:func:`_row_probs` as a float32 tensor on the device of ``logits``."""
     p18, tasks = probabilities(logits, head)
-    parts = [p18 if p18 is not None else torch.full((n, NUM_CLASSES), float("nan"))]
-    parts += [tasks[t] if t in tasks else torch.full((n, k), float("nan")) for t, k in TASKS.items()]
-    return torch.cat(parts, dim=1).float().cpu().numpy()
+
+    def missing(k: int) -> torch.Tensor:  # on the device of the model's outputs (issue 15)
+        return torch.full((len(logits), k), float("nan"), device=logits.device, dtype=torch.float32)
+
+    parts = [p18 if p18 is not None else missing(NUM_CLASSES)]
+    parts += [tasks[t] if t in tasks else missing(k) for t, k in TASKS.items()]
+    return torch.cat([p.float() for p in parts], dim=1)
 
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, dataset: CropDataset, device: torch.device, tta: dict,
                   batch_size: int, desc: str, head: str = "single",
-                  amp: torch.dtype | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  amp: torch.dtype | None = None,
+                  num_workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(probabilities without TTA, probabilities averaged over the TTA views) as tables.
 
     Probabilities, not logits, are averaged. ``amp`` runs the model under autocast on CUDA.
     """
-    loader = DataLoader(dataset, batch_size=batch_size)
+    cuda = device.type == "cuda"
+    # Pinned batches let the copy below overlap the GPU's work on the previous batch.
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda)
     columns = PROB_COLUMNS + [c for cols in TASK_COLUMNS.values() for c in cols]
     plain, merged = [], []
-    autocast = amp is not None and device.type == "cuda"
     for x in tqdm(loader, desc=desc, unit="batch", disable=None):
-        x = x.to(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=autocast):
-            probs = [_row_probs(model(v), head, len(x)) for v in views(x, tta)]
+        x = x.to(device, non_blocking=cuda)
+        with torch.autocast("cuda", dtype=amp, enabled=True) if amp is not None and cuda \
+                else contextlib.nullcontext():
+            probs = [_row_probs(model(v), head) for v in views(x, tta)]
         plain.append(probs[0])
         merged.append(np.mean(probs, axis=0))
     empty = np.zeros((0, len(columns)))
@@ -101,15 +116,17 @@ def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_i
     tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"],
                           ckpt.get("preprocess", []), None)
     label = tta_label(tta)
+    # CPU: the model is the bottleneck and workers would take its cores; CUDA: feed it.
+    workers = resolve_workers("auto") if device.type == "cuda" else 0
     table = join_split(train_index, labels, folds)
     val = table[table["fold"] == fold]
     oof_plain, oof = predict_probs(model, CropDataset(train_crops, val["row"].to_numpy(), None, tf),
                                    device, tta, batch_size, f"predict {model_name} fold {fold} oof",
-                                   head, dtype)
+                                   head, dtype, workers)
     eval_idx = read_csv(eval_index, required=["key", "row"], dtype={"key": str})
     _, test = predict_probs(model, CropDataset(eval_crops, eval_idx["row"].to_numpy(), None, tf),
                             device, tta, batch_size, f"predict {model_name} fold {fold} test",
-                            head, dtype)
+                            head, dtype, workers)
     meta = dict(model=model_name, fold=fold, head=head, for_mask=ckpt.get("for_mask") or "")
     keys = val[["key", "person"]]
     parts = [_table(keys.assign(**meta, tta=label), oof)]

@@ -1,7 +1,8 @@
 """Thin shells between the CLI and the library: each reads its step's config sections only.
 
-Every function takes the parsed arguments and a ``load_config`` callable, fetches the sections
-listed for its step in :data:`maskpipe.config.STEP_SECTIONS` and passes plain values on.
+Every function takes the parsed arguments (each file the step table names is ``args.NAME`` for an
+input and ``args.out_NAME`` for an output) and a ``load_config`` callable, fetches the sections
+listed for its step in :data:`maskpipe.pipeline.STEPS` and passes plain values on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from maskpipe.config import Config
 from maskpipe.io import MaskpipeError, read_csv, write_csv
+from maskpipe.layout import Layout
+from maskpipe.pipeline import STEPS
 
 log = logging.getLogger(__name__)
 Loader = Callable[[argparse.Namespace], Config]
@@ -61,12 +64,17 @@ def validate(args: argparse.Namespace, load_config: Loader) -> None:
 
 def crop(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe import crop as crop_step
-    from maskpipe.train.devices import resolve_device
+    from maskpipe.train.devices import claim_device
 
-    cfg = load_config(args).params("crop")["crop"]
-    device = str(resolve_device(cfg["device"]))
-    crop_step.run(args.train_manifest, args.eval_manifest, args.root, args.out_dir, args.cache,
-                  cfg, device, workers=args.workers)
+    config = load_config(args)
+    cfg = config.params("crop")["crop"]
+    outputs = {p.name: getattr(args, f"out_{p.name}") for p in STEPS["crop"].outputs}
+    # By hand, the data folder and the cache default to the config's (the engines pass both).
+    root = args.root or Path(config.raw["data"]["root"])
+    cache = args.cache or Path(Layout(str(config.results)).crop_cache())
+    with claim_device(cfg["device"]) as device:  # a GPU of its own, like train and predict
+        crop_step.run(args.train_manifest, args.eval_manifest, root, outputs, cache, cfg,
+                      str(device), workers=args.workers)
 
 
 def labels(args: argparse.Namespace, load_config: Loader) -> None:
@@ -80,7 +88,7 @@ def labels(args: argparse.Namespace, load_config: Loader) -> None:
         fixes = read_corrections(Path(source))
     corrected, applied = apply_corrections(manifest, fixes, source)
     corrected = add_training_targets(corrected, tuple(cfg["train_age_bounds"]))
-    write_csv(corrected, args.out)
+    write_csv(corrected, args.out_labels)
     write_csv(applied, args.out_applied)
     log.info("labels: %d fix(es) applied from %s; %d images kept", len(applied), source,
              len(corrected))
@@ -93,7 +101,7 @@ def folds(args: argparse.Namespace, load_config: Loader) -> None:
     table = read_csv(args.labels, required=["person", "gender_id", "age_group", "train_age_group"],
                      dtype={"id": str})
     out = assign_folds(table, cfg["k"], cfg["seed"])
-    write_csv(out, args.out)
+    write_csv(out, args.out_folds)
     log.info("folds: %d persons in %d folds of %s persons", len(out), cfg["k"],
              "/".join(str(n) for n in out["fold"].value_counts().sort_index()))
 
@@ -104,11 +112,10 @@ def train(args: argparse.Namespace, load_config: Loader) -> None:
 
     params = load_config(args).params("train", model=args.model)
     train_cfg, model_cfg = params["train"], params[f"models.{args.model}"]
-    resume = args.out_checkpoint.parent / "resume.pt"
     with claim_device(train_cfg["device"]) as device:
         train_fold(args.crops, args.crop_index, args.labels, args.folds, args.fold, args.model,
                    model_cfg, train_cfg, device, args.out_checkpoint, args.out_metrics,
-                   args.out_tensorboard, resume_file=resume)
+                   args.out_tensorboard, resume_file=args.resume)
 
 
 def predict(args: argparse.Namespace, load_config: Loader) -> None:
@@ -138,15 +145,13 @@ def mislabels(args: argparse.Namespace, load_config: Loader) -> None:
     cfg = load_config(args)
     if args.accept or args.accept_marked:
         # Not a pipeline step: it writes the labels step's input, so it reads where that lives.
-        from maskpipe.layout import Layout
-
         layout = Layout(str(cfg.results))
         suspects = args.suspects or Path(layout.mislabels_suspects())
         step.accept(suspects, suspects.parent / Path(layout.mislabels_summary()).name,
                     cfg.params("labels")["labels"]["corrections"], args.accept, args.accept_marked)
         return
-    names = ("oof", "labels", "crops", "crop_index", "out_suspects", "out_review", "out_summary")
-    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
+    ports = [(p, False) for p in STEPS["mislabels"].inputs] + [(p, True) for p in STEPS["mislabels"].outputs]
+    missing = [p.flag(out) for p, out in ports if getattr(args, ("out_" if out else "") + p.name) is None]
     if missing:
         raise MaskpipeError(f"ranking needs {', '.join(missing)} (or pass --accept to accept fixes)")
     mcfg = cfg.params("mislabels")["mislabels"]
@@ -157,47 +162,49 @@ def mislabels(args: argparse.Namespace, load_config: Loader) -> None:
 def submit(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe import submission as submission_step
 
-    sub = submission_step.run(args.probs, args.eval_manifest, args.out)
-    log.info("submission: %d rows written to %s", len(sub), args.out)
+    sub = submission_step.run(args.probs, args.eval_manifest, args.out_submission)
+    log.info("submission: %d rows written to %s", len(sub), args.out_submission)
 
 
 def report(args: argparse.Namespace, load_config: Loader) -> None:
     from maskpipe.report import ReportInputs, build_report
 
     cfg = load_config(args).params("report")["report"]
-    inputs = ReportInputs(
-        train_manifest=args.train_manifest, labels=args.labels, corrections=args.corrections,
-        crop_index_train=args.crop_index_train, crops_train=args.crops_train,
-        crop_index_eval=args.crop_index_eval, crop_sample=args.crop_sample,
-        crop_fallbacks=args.crop_fallbacks, folds=args.folds,
-        train_metrics=list(args.train_metrics), tensorboard=list(args.tensorboard),
-        scores=args.scores, ensemble_oof=args.ensemble_oof, metrics=args.metrics,
-        submission=args.submission, mislabels=args.mislabels,
-        mislabels_summary=args.mislabels_summary)
-    build_report(inputs, cfg["title"], args.out, args.out_figures, args.out_history)
-    log.info("report written to %s", args.out)
+    # ReportInputs' fields are the report step's inputs in the table, by name.
+    inputs = ReportInputs(**{p.name: getattr(args, p.name) for p in STEPS["report"].inputs})
+    build_report(inputs, cfg["title"], args.out_report, args.out_figures, args.out_history)
+    log.info("report written to %s", args.out_report)
 
 
 def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:
-    from maskpipe.dvcgen import render_dvc_yaml
+    import os
+
+    from maskpipe.dvcgen import render_dvc_yaml, render_params
     from maskpipe.io import write_bytes_if_changed
 
-    files = args.config or [Path("config.yaml")]
-    text = render_dvc_yaml(load_config(args), [str(f) for f in files], str(args.out.parent))
-    if args.check:
-        current = args.out.read_text() if args.out.is_file() else ""
-        if current != text:
-            raise MaskpipeError(f"{args.out} is out of date with the config; run `maskpipe dvc-yaml`")
-        return
-    changed = write_bytes_if_changed(args.out, text.encode())
-    log.info("%s %s", args.out, "written" if changed else "already up to date")
+    files = [str(f) for f in args.config or [Path("config.yaml")]]
+    cfg = load_config(args)
+    start = args.out.parent
+    texts = {}
+    if len(files) == 1:
+        params_file = files[0]
+    else:  # DVC compares params in one file: write the merged config for it
+        params = args.params or start / "params.yaml"
+        params_file = os.path.relpath(params, start)
+        texts[params] = render_params(cfg, files)
+    texts[args.out] = render_dvc_yaml(cfg, params_file, str(start))
+    for path, text in texts.items():
+        if args.check:
+            if (path.read_text() if path.is_file() else "") != text:
+                raise MaskpipeError(f"{path} is out of date with the config; run `maskpipe dvc-yaml`")
+            continue
+        changed = write_bytes_if_changed(path, text.encode())
+        log.info("%s %s", path, "written" if changed else "already up to date")
 
 
 def summary(args: argparse.Namespace, load_config: Loader) -> str:
     """The lines `make demo` ends with (the CLI prints them to stdout)."""
     import json
-
-    from maskpipe.layout import Layout
 
     layout = Layout(str(args.results or load_config(args).results))
     metrics_path = Path(layout.metrics())

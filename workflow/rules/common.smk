@@ -1,30 +1,37 @@
-# Config validation and the small helpers every rule uses. Logic lives in the maskpipe package.
-import os
-
+# Config loading and the small helpers every rule uses. Each rule's files, params, resources and
+# shell line come from the step table (maskpipe.pipeline); logic lives in the maskpipe package.
 import maskpipe.code as mcode
 import maskpipe.config as mcfg
+import maskpipe.pipeline as P
 from maskpipe.layout import Layout
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-# The same schema file the Python loader uses (workflow/schemas/ links to it).
-validate(config, str(mcfg.schema_path()))
-
-# maskpipe steps read the same files Snakemake merged (later files win). Overrides given with
-# `--config key=value` never reach them, so refuse a config the steps would not see.
+# maskpipe steps read the same files Snakemake read (later files win). Overrides given with
+# `--config key=value` never reach them, so refuse them.
+if workflow.config_settings.config:
+    raise WorkflowError(
+        "maskpipe steps read their settings from the config files; put overrides in a YAML "
+        "file and pass it with --configfile, not --config"
+    )
 CONFIG_FILES = list(
     dict.fromkeys(["config.yaml", *map(str, workflow.config_settings.configfiles)])
 )
-if mcfg.load_raw(CONFIG_FILES) != config:
-    raise WorkflowError(
-        "maskpipe steps read their settings from "
-        + ", ".join(CONFIG_FILES)
-        + "; put overrides in a YAML file and pass it with --configfile, not --config"
-    )
+# The steps' own loader: the shared schema (workflow/schemas/ links to it), its defaults, and a
+# recipe's `replace: [models]` (Snakemake's own merge would add the recipe's models to ours).
+config.clear()
+config.update(mcfg.load_raw(CONFIG_FILES))
 CONFIG_ARGS = " ".join(f"--config {f}" for f in CONFIG_FILES)
 
+# Under `--software-deployment-method conda` the env (envs/maskpipe.yaml) holds the pinned
+# dependencies but not maskpipe (an env file cannot name this checkout portably): every job
+# imports it from this workflow's src/. Cluster jobs parse this file again, so they get it too.
+CONDA = {
+    str(m.item_to_choice()) for m in workflow.deployment_settings.deployment_method
+}
+if "conda" in CONDA:
+    shell.prefix(f"set -euo pipefail; export PYTHONPATH={workflow.basedir}/src; ")
+
 L = Layout(config["results"])
-DATA = config["data"]["root"].rstrip("/")
 MODELS = list(config["models"])
 FOLDS = list(range(config["folds"]["k"]))
 
@@ -34,16 +41,65 @@ wildcard_constraints:
     fold=r"\d+",
 
 
-def sections(step):
-    """The config sections a step reads, as a rule's params (compared by Snakemake on reruns)."""
-    return lambda wildcards: mcfg.step_params(config, step, **dict(wildcards.items()))
+def _paths(step, side):
+    """A step's files by name: patterns with {model}/{fold}; a list for every model x fold's
+    files and for a path the config leaves empty (null)."""
+    ports = {p.name: p for p in getattr(P.STEPS[step], side)}
+    found = P.files(P.STEPS[step], side, config)
+    return {k: v if ports[k].every_job or not v else v[0] for k, v in found.items()}
 
 
-def corrections_input(wildcards):
-    path = config["labels"]["corrections"]
-    return [path] if path else []
+def step_inputs(step):
+    """The step's input files, and its source files (editing one reruns it; maskpipe.code)."""
+    return {**_paths(step, "inputs"), "code": mcode.step_sources(step)}
 
 
-def code(step):
-    """A step's source files: editing one reruns that step and what follows (maskpipe.code)."""
-    return mcode.step_sources(step)
+def step_outputs(step, **wrap):
+    """The step's output files; folders marked as such; ``wrap`` may mark one for the report."""
+    out = _paths(step, "outputs")
+    for port in P.STEPS[step].outputs:
+        if port.folder:
+            out[port.name] = directory(out[port.name])
+        if port.name in wrap:
+            out[port.name] = wrap[port.name](out[port.name])
+    return out
+
+
+def step_params(step):
+    """The config sections a step reads (compared by Snakemake on reruns), the config files and
+    the paths it is given that are neither inputs nor outputs."""
+    if not P.STEPS[step].sections:
+        return _paths(step, "options")
+    sections = lambda wildcards: mcfg.step_params(
+        config, step, **dict(wildcards.items())
+    )
+    return {"sections": sections, "config": CONFIG_ARGS, **_paths(step, "options")}
+
+
+def step_log(step):
+    return P.log_path(P.STEPS[step], config)
+
+
+def step_threads(step):
+    return P.STEPS[step].threads
+
+
+def step_resources(step):
+    return {"gpu": 1} if P.STEPS[step].gpu else {}
+
+
+def step_local(step):
+    return P.STEPS[step].local
+
+
+def step_shell(step):
+    """The step's `maskpipe` command, with Snakemake placeholders for its files and log."""
+
+    def value(arg):
+        if arg.kind == "config":
+            return "{params.config}"
+        if arg.kind == "log":
+            return "{log}"
+        return f"{{{arg.kind}.{arg.name}}}"
+
+    return P.command(P.STEPS[step], value)

@@ -1,92 +1,70 @@
 # Data steps: validate the layout, crop faces, apply label fixes, assign folds.
+# Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 
 
 rule validate:
     input:
-        train_csv=f"{DATA}/train/train.csv",
-        train_images=f"{DATA}/train/images",
-        eval_csv=f"{DATA}/eval/info.csv",
-        eval_images=f"{DATA}/eval/images",
-        code=code("validate"),
+        **step_inputs("validate"),
     output:
-        train=L.manifest("train"),
-        eval=L.manifest("eval"),
+        **step_outputs("validate"),
     log:
-        L.log("validate"),
+        step_log("validate"),
+    localrule: step_local("validate")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 2
+    threads: step_threads("validate")
     params:
-        sections=sections("validate"),
-        config=CONFIG_ARGS,
+        **step_params("validate"),
     shell:
-        "maskpipe validate {params.config} --out-train {output.train} --out-eval {output.eval}"
-        " --log {log}"
+        step_shell("validate")
 
 
 rule crop:
     input:
-        train=L.manifest("train"),
-        eval=L.manifest("eval"),
-        code=code("crop"),
+        **step_inputs("crop"),
     output:
-        train=L.crops("train"),
-        train_index=L.crop_index("train"),
-        eval=L.crops("eval"),
-        eval_index=L.crop_index("eval"),
-        sample_sheet=L.crop_sheet("sample"),
-        fallback_sheet=L.crop_sheet("fallbacks"),
+        **step_outputs("crop"),
     log:
-        L.log("crop"),
+        step_log("crop"),
+    localrule: step_local("crop")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 4
+    threads: step_threads("crop")
     resources:
-        gpu=1,
+        **step_resources("crop"),
     params:
-        sections=sections("crop"),
-        config=CONFIG_ARGS,
-        root=DATA,
-        out_dir=lambda wildcards, output: os.path.dirname(output.train),
-        cache=L.crop_cache(),
+        **step_params("crop"),
     shell:
-        "maskpipe crop {params.config} --root {params.root} --train-manifest {input.train}"
-        " --eval-manifest {input.eval} --out-dir {params.out_dir} --cache {params.cache}"
-        " --log {log}"
+        step_shell("crop")
 
 
 rule labels:
     input:
-        manifest=L.manifest("train"),
-        corrections=corrections_input,
-        code=code("labels"),
+        **step_inputs("labels"),
     output:
-        labels=L.labels(),
-        applied=L.corrections_applied(),
+        **step_outputs("labels"),
     log:
-        L.log("labels"),
+        step_log("labels"),
+    localrule: step_local("labels")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        sections=sections("labels"),
-        config=CONFIG_ARGS,
+        **step_params("labels"),
     shell:
-        "maskpipe labels {params.config} --manifest {input.manifest} --out {output.labels}"
-        " --out-applied {output.applied} --log {log}"
+        step_shell("labels")
 
 
 rule folds:
     input:
-        labels=L.labels(),
-        code=code("folds"),
+        **step_inputs("folds"),
     output:
-        folds=L.folds(),
+        **step_outputs("folds"),
     log:
-        L.log("folds"),
+        step_log("folds"),
+    localrule: step_local("folds")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        sections=sections("folds"),
-        config=CONFIG_ARGS,
+        **step_params("folds"),
     shell:
-        "maskpipe folds {params.config} --labels {input.labels} --out {output.folds} --log {log}"
+        step_shell("folds")

@@ -1,118 +1,76 @@
 # Ensemble every model x fold, rank suspected mislabels, write the checked submission, build the
-# report.
+# report. Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 
 
 rule ensemble:
     input:
-        oof=expand(L.oof(), model=MODELS, fold=FOLDS),
-        test=expand(L.test_probs(), model=MODELS, fold=FOLDS),
-        labels=L.labels(),
-        code=code("ensemble"),
+        **step_inputs("ensemble"),
     output:
-        oof=L.ensemble_oof(),
-        test=L.ensemble_test(),
-        scores=L.ensemble_scores(),
-        metrics=L.metrics(),
+        **step_outputs("ensemble"),
     log:
-        L.log("ensemble"),
+        step_log("ensemble"),
+    localrule: step_local("ensemble")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        sections=sections("ensemble"),
-        config=CONFIG_ARGS,
+        **step_params("ensemble"),
     shell:
-        "maskpipe ensemble {params.config} --oof {input.oof} --test {input.test}"
-        " --labels {input.labels} --out-oof {output.oof} --out-test {output.test}"
-        " --out-scores {output.scores} --out-metrics {output.metrics} --log {log}"
+        step_shell("ensemble")
 
 
 rule mislabels:
     input:
-        oof=L.ensemble_oof(),
-        labels=L.labels(),
-        crops=L.crops("train"),
-        crop_index=L.crop_index("train"),
-        code=code("mislabels"),
+        **step_inputs("mislabels"),
     output:
-        suspects=L.mislabels_suspects(),
-        review=L.mislabels_review(),
-        summary=L.mislabels_summary(),
+        **step_outputs("mislabels"),
     log:
-        L.log("mislabels"),
+        step_log("mislabels"),
+    localrule: step_local("mislabels")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        sections=sections("mislabels"),
-        config=CONFIG_ARGS,
+        **step_params("mislabels"),
     shell:
-        "maskpipe mislabels {params.config} --oof {input.oof} --labels {input.labels}"
-        " --crops {input.crops} --crop-index {input.crop_index}"
-        " --out-suspects {output.suspects} --out-review {output.review}"
-        " --out-summary {output.summary} --log {log}"
+        step_shell("mislabels")
 
 
 rule submit:
     input:
-        probs=L.ensemble_test(),
-        eval_manifest=L.manifest("eval"),
-        code=code("submit"),
+        **step_inputs("submit"),
     output:
-        submission=L.submission(),
+        **step_outputs("submit"),
     log:
-        L.log("submit"),
+        step_log("submit"),
+    localrule: step_local("submit")
     conda:
         "../../envs/maskpipe.yaml"
+    params:
+        **step_params("submit"),
     shell:
-        "maskpipe submit --probs {input.probs} --eval-manifest {input.eval_manifest}"
-        " --out {output.submission} --log {log}"
+        step_shell("submit")
 
 
 rule report:
     input:
-        train_manifest=L.manifest("train"),
-        labels=L.labels(),
-        corrections=L.corrections_applied(),
-        crop_index_train=L.crop_index("train"),
-        crops_train=L.crops("train"),
-        crop_index_eval=L.crop_index("eval"),
-        crop_sample=L.crop_sheet("sample"),
-        crop_fallbacks=L.crop_sheet("fallbacks"),
-        folds=L.folds(),
-        train_metrics=expand(L.train_metrics(), model=MODELS, fold=FOLDS),
-        tensorboard=expand(L.tensorboard(), model=MODELS, fold=FOLDS),
-        scores=L.ensemble_scores(),
-        ensemble_oof=L.ensemble_oof(),
-        metrics=L.metrics(),
-        submission=L.submission(),
-        mislabels=L.mislabels_suspects(),
-        mislabels_summary=L.mislabels_summary(),
-        code=code("report"),
+        **step_inputs("report"),
     output:
-        report=L.report(),
-        figures=report(
-            directory(L.report_figures()),
-            patterns=["{name}.png"],
-            caption="../report/figures.rst",
-            category="maskpipe",
-            labels={"figure": "{name}"},
+        # The figures also go into `snakemake --report`, one entry per PNG.
+        **step_outputs(
+            "report",
+            figures=lambda path: report(
+                path,
+                patterns=["{name}.png"],
+                caption="../report/figures.rst",
+                category="maskpipe",
+                labels={"figure": "{name}"},
+            ),
         ),
-        history=L.report_history(),
     log:
-        L.log("report"),
+        step_log("report"),
+    localrule: step_local("report")
     conda:
         "../../envs/maskpipe.yaml"
     params:
-        sections=sections("report"),
-        config=CONFIG_ARGS,
+        **step_params("report"),
     shell:
-        "maskpipe report {params.config} --train-manifest {input.train_manifest}"
-        " --labels {input.labels} --corrections {input.corrections}"
-        " --crop-index-train {input.crop_index_train} --crops-train {input.crops_train}"
-        " --crop-index-eval {input.crop_index_eval}"
-        " --crop-sample {input.crop_sample} --crop-fallbacks {input.crop_fallbacks}"
-        " --folds {input.folds} --train-metrics {input.train_metrics}"
-        " --tensorboard {input.tensorboard} --scores {input.scores}"
-        " --ensemble-oof {input.ensemble_oof} --metrics {input.metrics}"
-        " --submission {input.submission} --mislabels {input.mislabels}"
-        " --mislabels-summary {input.mislabels_summary} --out {output.report}"
-        " --out-figures {output.figures} --out-history {output.history} --log {log}"
+        step_shell("report")

@@ -1,60 +1,40 @@
 # Per model x fold: train (best checkpoint by validation macro F1), then predict OOF + test.
+# Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 
 
 rule train:
     input:
-        crops=L.crops("train"),
-        crop_index=L.crop_index("train"),
-        labels=L.labels(),
-        folds=L.folds(),
-        code=code("train"),
+        **step_inputs("train"),
     output:
-        checkpoint=L.checkpoint(),
-        metrics=L.train_metrics(),
-        tensorboard=directory(L.tensorboard()),
+        **step_outputs("train"),
     log:
-        L.log("train", "{model}", "{fold}"),
+        step_log("train"),
+    localrule: step_local("train")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 4
+    threads: step_threads("train")
     resources:
-        gpu=1,
+        **step_resources("train"),
     params:
-        sections=sections("train"),
-        config=CONFIG_ARGS,
+        **step_params("train"),
     shell:
-        "maskpipe train {params.config} --model {wildcards.model} --fold {wildcards.fold}"
-        " --crops {input.crops} --crop-index {input.crop_index} --labels {input.labels}"
-        " --folds {input.folds} --out-checkpoint {output.checkpoint}"
-        " --out-metrics {output.metrics} --out-tensorboard {output.tensorboard} --log {log}"
+        step_shell("train")
 
 
 rule predict:
     input:
-        checkpoint=L.checkpoint(),
-        train_crops=L.crops("train"),
-        train_index=L.crop_index("train"),
-        eval_crops=L.crops("eval"),
-        eval_index=L.crop_index("eval"),
-        labels=L.labels(),
-        folds=L.folds(),
-        code=code("predict"),
+        **step_inputs("predict"),
     output:
-        oof=L.oof(),
-        test=L.test_probs(),
+        **step_outputs("predict"),
     log:
-        L.log("predict", "{model}", "{fold}"),
+        step_log("predict"),
+    localrule: step_local("predict")
     conda:
         "../../envs/maskpipe.yaml"
-    threads: 4
+    threads: step_threads("predict")
     resources:
-        gpu=1,
+        **step_resources("predict"),
     params:
-        sections=sections("predict"),
-        config=CONFIG_ARGS,
+        **step_params("predict"),
     shell:
-        "maskpipe predict {params.config} --model {wildcards.model} --fold {wildcards.fold}"
-        " --checkpoint {input.checkpoint} --train-crops {input.train_crops}"
-        " --train-index {input.train_index} --eval-crops {input.eval_crops}"
-        " --eval-index {input.eval_index} --labels {input.labels} --folds {input.folds}"
-        " --out-oof {output.oof} --out-test {output.test} --log {log}"
+        step_shell("predict")

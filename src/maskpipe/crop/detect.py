@@ -25,10 +25,14 @@ class DetectorSettings:
     detect_scale: float = 0.5
     min_face_size: int = 80
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    #: "cpu" or "cuda": MTCNN's float sums round differently there, so the boxes differ a little
+    #: and a cache filled on one must not hand its boxes to a run on the other.
+    device: str = "cpu"
 
     def key(self) -> str:
-        """The settings, plus what else decides a box: this module's and the image reader's code
-        and the versions of facenet-pytorch, torch and Pillow (an edit there re-detects)."""
+        """The settings (the device type among them), plus what else decides a box: this module's
+        and the image reader's code and the versions of facenet-pytorch, torch and Pillow (an edit
+        there re-detects)."""
         text = json.dumps({**asdict(self), "code": detector_fingerprint()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

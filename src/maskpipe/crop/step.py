@@ -9,11 +9,11 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -367,7 +367,7 @@ def run(
     train_manifest: Path,
     eval_manifest: Path,
     root: Path,
-    out_dir: Path,
+    outputs: Mapping[str, Path],
     cache_dir: Path,
     crop: dict,
     device: str = "cpu",
@@ -379,6 +379,8 @@ def run(
 
     Also writes two contact sheets: a fixed random sample of training crops, and every crop that
     did not come from its own detection (capped at ``max_sheet``, which the log then says).
+    ``outputs``: where each file goes, by the step table's names (``train``, ``train_index``,
+    ``eval``, ``eval_index``, ``sample_sheet``, ``fallback_sheet``; :mod:`maskpipe.pipeline`).
     ``workers``: chunks cropped at once (default: :func:`default_workers`).
     """
     from maskpipe.config import as_hw
@@ -387,9 +389,10 @@ def run(
     fb = crop["fallback"]
     geometry = CropGeometry(height, width, crop["margin"],
                             (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
-    settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]))
+    settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]),
+                                device.split(":")[0])  # issue 15: the device type is in the cache key
     passes = [DetectionPass(s, BoxCache(cache_dir, s), functools.partial(make_detector, s, device))
-              for s in detector_passes(crop, settings)]
+              for s in detector_passes(crop, settings)]  # the second pass keeps the device type
     manifests = {}
     for split, manifest_path in (("train", train_manifest), ("eval", eval_manifest)):
         manifests[split] = read_csv(manifest_path, required=["key", "path", "sha256"],
@@ -398,18 +401,19 @@ def run(
             path_inside(root, path, f"{manifest_path}: row {row}")
     indexes = {}
     for split, manifest in manifests.items():
-        indexes[split] = crop_split(manifest, root, out_dir / f"{split}.npy", out_dir / f"{split}.csv",
+        indexes[split] = crop_split(manifest, root, Path(outputs[split]), Path(outputs[f"{split}_index"]),
                                     geometry, passes, crop["batch_size"], desc=f"crop {split}",
                                     workers=workers or default_workers(), place=placement(crop))
-    _write_sheets(out_dir, indexes, sample_size, max_sheet)
+    _write_sheets(outputs, indexes, sample_size, max_sheet)
 
 
-def _write_sheets(out_dir: Path, indexes: dict[str, pd.DataFrame], sample_size: int, max_sheet: int) -> None:
-    train = np.load(out_dir / "train.npy", mmap_mode="r")
+def _write_sheets(outputs: Mapping[str, Path], indexes: dict[str, pd.DataFrame], sample_size: int,
+                  max_sheet: int) -> None:
+    train = np.load(outputs["train"], mmap_mode="r")
     idx = indexes["train"]
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(len(idx), size=min(sample_size, len(idx)), replace=False))
-    write_bytes_if_changed(out_dir / "sample.png",
+    write_bytes_if_changed(Path(outputs["sample_sheet"]),
                            contact_sheet(train, sample, idx["source"].iloc[sample].tolist()))
     # Every crop that is not its own detection: train first, then eval, each in manifest order.
     missed = [(split, row, source) for split in ("train", "eval")
@@ -419,9 +423,9 @@ def _write_sheets(out_dir: Path, indexes: dict[str, pd.DataFrame], sample_size: 
         log.warning("contact sheet shows the first %d of %d crops without their own detection",
                     max_sheet, len(missed))
         missed = missed[:max_sheet]
-    arrays = {"train": train, "eval": np.load(out_dir / "eval.npy", mmap_mode="r")}
+    arrays = {"train": train, "eval": np.load(outputs["eval"], mmap_mode="r")}
     thumbs = (np.stack([arrays[split][row] for split, row, _ in missed]) if missed
               else np.zeros((0, 1, 1, 3), np.uint8))
-    write_bytes_if_changed(out_dir / "fallbacks.png",
+    write_bytes_if_changed(Path(outputs["fallback_sheet"]),
                            contact_sheet(thumbs, range(len(missed)), [s for _, _, s in missed],
                                          empty_text="every face was detected"))

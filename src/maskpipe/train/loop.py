@@ -25,10 +25,11 @@ from maskpipe.io import MaskpipeError, save_torch, write_json
 from maskpipe.metrics import head_score
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split
+from maskpipe.train.devices import resolve_workers
 from maskpipe.train.heads import MASK_STATES, HeadLoss, probabilities
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import make_optimizer, make_schedule
-from maskpipe.train.resume import ResumeState, fingerprint
+from maskpipe.train.resume import ResumeState, fingerprint, runtime
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,12 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn: nn.Module,
-             autocast, head: str) -> tuple[float, np.ndarray]:
+             autocast, head: str, channels_last: bool = False) -> tuple[float, np.ndarray]:
     """Mean loss and predicted classes: 18-class, or the task's for a single-task model."""
     model.eval()
     total, n, preds = 0.0, 0, []
     for x, y in loader:
-        x, y = _to(x, device), y.to(device, non_blocking=True)
+        x, y = _to(x, device, channels_last), y.to(device, non_blocking=True)
         with autocast():
             logits = model(x)
         total += loss_fn(logits, y).item() * len(y)
@@ -68,10 +69,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
     return total / max(n, 1), torch.cat(preds).numpy()
 
 
-def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":
-        return x.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return x.to(device)
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    # issue 15: channels-last only where the model is configured for it (was: always on CUDA)
+    fmt = torch.channels_last if channels_last and device.type == "cuda" else torch.preserve_format
+    return x.to(device, non_blocking=True, memory_format=fmt)
 
 
 def train_fold(
@@ -133,7 +134,7 @@ def train_fold(
     val_ds = CropDataset(crops, va["row"].to_numpy(), va["train_label"].to_numpy(), val_tf)
     val_official = va["label"].to_numpy()
 
-    bs, workers = model_cfg["batch_size"], train_cfg["num_workers"]
+    bs, workers = model_cfg["batch_size"], resolve_workers(train_cfg["num_workers"])  # issue 15: auto
     mixup = make_mixup(model_cfg["mixup"], NUM_CLASSES)
     if mixup is not None and bs % 2:
         raise MaskpipeError(f"{where}.batch_size: CutMix/MixUp needs an even batch, not {bs}")
@@ -169,9 +170,10 @@ def train_fold(
     forward = torch.compile(model) if model_cfg["compile"] else model
 
     state = ResumeState(history=[], best={"val_f1": -1.0, "epoch": 0, "state": None}, epoch=0)
-    key = fingerprint(model_name, fold, model_cfg, train_cfg, [crop_index, labels, folds])
+    run_on = runtime(device, amp, scaler.is_enabled())  # issue 15: a CPU resume.pt on CUDA restarts
+    key = fingerprint(model_name, fold, model_cfg, train_cfg, [crop_index, labels, folds], run_on)
     if resume_file is not None:
-        state = ResumeState.load(resume_file, key, model, optimizer, schedule, scaler, ema) or state
+        state = ResumeState.load(resume_file, key, model, optimizer, schedule, scaler, ema, run_on) or state
     writer = SummaryWriter(str(tensorboard_dir))
     for row in state.history:  # a resumed run's earlier epochs, so the curves stay whole
         _log_scalars(writer, row)
@@ -194,15 +196,15 @@ def train_fold(
         optimizer.zero_grad(set_to_none=True)
         train_true, train_pred = [], []
         for step, (x, y) in enumerate(bar, start=1):
-            x, y = _to(x, device), y.to(device, non_blocking=True)
-            train_true.append(y.cpu())
+            train_true.append(y)  # issue 15: the loader's CPU labels (no GPU sync per batch)
+            x, y = _to(x, device, model_cfg["channels_last"]), y.to(device, non_blocking=True)
             if mixup is not None:
                 x, y = mixup(x, y)
             with autocast():
                 logits = forward(x)
                 loss = loss_fn(logits, y)
             p18, tasks = probabilities(logits.detach(), head)
-            train_pred.append((p18 if p18 is not None else tasks[head]).argmax(1).cpu())
+            train_pred.append((p18 if p18 is not None else tasks[head]).argmax(1))  # to CPU once an epoch
             scaler.scale(loss / accumulate).backward()
             if step % accumulate == 0 or step == len(train_dl):
                 scaler.step(optimizer)
@@ -216,10 +218,11 @@ def train_fold(
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
         seconds = time.perf_counter() - start
         scored = ema.module if ema is not None else model
-        val_loss, pred = evaluate(scored, val_dl, device, loss_fn, autocast, head)
+        val_loss, pred = evaluate(scored, val_dl, device, loss_fn, autocast, head,
+                                  model_cfg["channels_last"])
         val_f1, val_acc, per_task = head_score(head, val_official, pred)
         # Training F1: the (augmented, possibly mixed) batches against their unmixed targets.
-        train_f1, _, train_tasks = head_score(head, torch.cat(train_true).numpy(), torch.cat(train_pred).numpy())
+        train_f1, _, train_tasks = head_score(head, torch.cat(train_true).numpy(), torch.cat(train_pred).cpu().numpy())
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
                "train_f1": train_f1, "val_f1": val_f1, "val_acc": val_acc, "lr": lr,
                "frozen_backbone": frozen, "seconds": round(seconds, 3),
@@ -236,7 +239,7 @@ def train_fold(
                           "state": copy.deepcopy(scored.state_dict())}
         state.epoch = epoch
         if resume_file is not None:
-            state.save(resume_file, key, model, optimizer, schedule, scaler, ema)
+            state.save(resume_file, key, model, optimizer, schedule, scaler, ema, run_on)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             writer.close()
             raise KeyboardInterrupt(f"stopped after epoch {epoch}")

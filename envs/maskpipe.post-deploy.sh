@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Snakemake runs this inside the environment of maskpipe.yaml right after creating it.
+set -euo pipefail
+# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2 in its metadata, yet its MTCNN runs on
+# today's torch: installed without its dependencies, as the Makefile does.
+pip install --no-deps facenet-pytorch==2.6.0
+# The `maskpipe` command the rules run. maskpipe itself comes from the workflow's src/, which
+# workflow/rules/common.smk puts on PYTHONPATH for every job under conda.
+bin="$(python -c 'import sys; print(sys.prefix)')/bin/maskpipe"
+printf '#!/usr/bin/env bash\nexec python -m maskpipe "$@"\n' > "$bin"
+chmod +x "$bin"

@@ -1,0 +1,126 @@
+"""The step table drives everything: the Snakemake rules, dvc.yaml and the CLI agree with it,
+checked without running an engine (Snakemake plans its jobs in-process, dry)."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from maskpipe import code
+from maskpipe.cli import build_parser
+from maskpipe.config import Config, step_params, validate
+from maskpipe.dvcgen import stages
+from maskpipe.pipeline import STEPS, argv, files, jobs, local_steps, log_path
+
+from conftest import make_project, shrink, snakemake_jobs
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory, shipped_config, demo_root):
+    """The tiny config (2 models x 2 folds, a corrections file) and Snakemake's plan for it."""
+    cfg = shrink(shipped_config, demo_root, results="results/tiny")
+    cfg["labels"]["corrections"] = "corrections.yaml"
+    project = make_project(tmp_path_factory.mktemp("plan"), cfg)
+    (project / "corrections.yaml").write_text("fixes: []\n")
+    jobs_, workflow = snakemake_jobs(project)
+    return validate(cfg), project, jobs_, workflow
+
+
+def _wildcards(job) -> dict:
+    w = dict(job.wildcards_dict)
+    return {"model": w["model"], "fold": w["fold"]} if w else {}
+
+
+def test_every_rule_is_a_step_of_the_table(planned):
+    raw, _, jobs_, workflow = planned
+    assert {r.name for r in workflow.rules} == set(STEPS) | {"all", "submission"}
+    counts = {name: sum(j.rule.name == name for j in jobs_) for name in STEPS}
+    assert counts == {name: len(jobs(step, raw)) for name, step in STEPS.items()}
+    assert counts["train"] == 4
+    assert workflow._localrules == set(local_steps()) | {"all", "submission"}
+    assert set(local_steps()) == {"validate", "labels", "folds", "ensemble", "mislabels", "submit", "report"}
+
+
+def test_every_job_has_the_tables_files_params_and_command(planned):
+    raw, project, jobs_, _ = planned
+    for job in jobs_:
+        if job.rule.name not in STEPS:
+            continue
+        step, wc = STEPS[job.rule.name], _wildcards(job)
+        where = f"{step.name} {wc}"
+        expected_in = {k: v for k, v in files(step, "inputs", raw, **wc).items() if v}
+        got_in = {k: list(job.input[k]) if isinstance(job.input[k], list) else [job.input[k]]
+                  for k in job.input.keys()}
+        assert got_in.pop("code") == code.step_sources(step.name, start=project / "src" / ".."), where
+        assert got_in == expected_in, where
+        got_out = {k: [job.output[k]] for k in job.output.keys()}
+        assert got_out == files(step, "outputs", raw, **wc), where
+        params = dict(job.params.items())
+        if step.sections:
+            assert params.pop("sections") == step_params(raw, step.name, **wc), where
+            assert params.pop("config") == "--config config.yaml", where
+        assert {k: [v] for k, v in params.items()} == files(step, "options", raw, **wc), where
+        assert list(job.log) == [log_path(step, raw, **wc)], where
+        assert shlex.split(job.shellcmd) == ["maskpipe", *argv(step, raw, ["config.yaml"], **wc)], where
+        assert job.rule.resources["_cores"] == step.threads, where
+        assert dict(job.resources).get("gpu", 0) == int(step.gpu), where
+
+
+def test_the_labels_step_reads_the_configured_corrections_file(planned):
+    raw, _, jobs_, _ = planned
+    labels = next(j for j in jobs_ if j.rule.name == "labels")
+    assert labels.input["corrections"] == "corrections.yaml"
+    raw = {**raw, "labels": {**raw["labels"], "corrections": None}}
+    assert files(STEPS["labels"], "inputs", raw)["corrections"] == []
+
+
+def test_dvc_stages_run_the_same_commands_as_the_rules(planned):
+    raw, _, _, _ = planned
+    st = stages(Config(raw), "config.yaml")
+    assert list(st) == list(STEPS)
+    for name, step in STEPS.items():
+        for job in jobs(step, raw):
+            cmd = st[name]["cmd"]
+            for k, v in job.items():
+                cmd = cmd.replace(f"${{item.{k}}}", str(v))
+            assert shlex.split(cmd) == ["maskpipe", *argv(step, raw, ["config.yaml"], **job)], name
+        deps = set(st[name]["deps"])
+        inputs = {p for paths in files(step, "inputs", raw, "${item.model}", "${item.fold}").values()
+                  for p in paths}
+        assert inputs <= deps and set(code.step_sources(name)) == deps - inputs, name
+
+
+def test_cli_takes_every_file_of_the_table():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, step in STEPS.items():
+        flags = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        wanted = {p.flag() for p in step.inputs if p.cli} | {p.flag(True) for p in step.outputs}
+        wanted |= {p.flag() for p in step.options}
+        assert wanted <= flags, name
+        assert ("--config" in flags) == bool(step.sections), name
+        assert ({"--model", "--fold"} <= flags) == step.fan_out, name
+
+
+def test_each_step_function_imports_only_what_its_table_entry_tracks():
+    """The table's module list is the step's code: a module a step function in steps.py uses
+    directly must be tracked by that step (or be plumbing)."""
+    import ast
+
+    root = code.package_dir()
+    tree = ast.parse((root / "steps.py").read_text())
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for name, step in STEPS.items():
+        used = code.imports(funcs[step.runs], root) - code.PLUMBING
+        assert used <= set(code.step_modules(name)), (name, used - set(code.step_modules(name)))
+
+
+def test_report_inputs_are_the_report_steps_inputs():
+    """steps.report builds ReportInputs from the table's names: the two must list the same files."""
+    from dataclasses import fields
+
+    from maskpipe.report import ReportInputs
+
+    assert [f.name for f in fields(ReportInputs)] == [p.name for p in STEPS["report"].inputs]
+    many = {f.name for f in fields(ReportInputs) if "tuple" in str(f.type)}
+    assert many == {p.name for p in STEPS["report"].inputs if p.every_job}
