@@ -19,13 +19,32 @@ def quality():
     return module
 
 
-def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, monkeypatch, capsys):
-    """Two rows (TTA on, off) on 4 + 2 persons: one table, scores in 0..1, crop shares that add
-    up, and the second row trains nothing (the same model config is reused)."""
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """~40 real faces of every group: labels.csv and symlinks to the shared photos (no copies;
+    a few faces, so their landmarks are found in seconds)."""
+    import os
+
+    import pandas as pd
+
     if not (UTKFACE / "labels.csv").is_file():
         pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
+    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
+    picked = pd.concat([labels[(labels["gender"] == g) & labels["age"].between(lo, hi)].head(5)
+                        for g in ("male", "female") for lo, hi in ((18, 29), (30, 59), (60, 65), (66, 90))])
+    folder = tmp_path_factory.mktemp("faces")
+    (folder / "images").mkdir()
+    for name in picked["file"]:
+        os.symlink((UTKFACE / "images" / name).resolve(), folder / "images" / name)
+    picked.to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monkeypatch, capsys):
+    """Two rows (TTA on, off) on 4 + 2 persons: one table, scores in 0..1, crop shares that add
+    up, and the second row trains nothing (the same model config is reused)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    table = quality.main(["--faces", str(UTKFACE), "--work", str(tmp_path / "q"), "--persons", "4",
+    table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
                           "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
                           "--rows", "1,2"])
     assert list(table["configuration"]) == [quality.ROWS[0].name, quality.ROWS[1].name]
