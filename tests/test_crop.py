@@ -398,6 +398,9 @@ def test_detector_passes_follow_the_config_and_key_their_caches(shipped_config):
     assert second.thresholds == tuple(crop["second_pass"]["thresholds"]) and second.key() != first.key()
     assert placement(crop).min_iou == crop["second_pass"]["min_iou"]
     assert placement(crop).shoots.max_distance == crop["shoots"]["max_distance"]
+    crop["second_pass"].update(detect_scale=crop["detect_scale"], min_face_size=crop["min_face_size"],
+                               thresholds=crop["thresholds"])
+    assert detector_passes(crop) == [first]  # a second pass like the first would find nothing new
     crop["second_pass"]["enabled"] = crop["shoots"]["enabled"] = False
     assert detector_passes(crop) == [first] and placement(crop).shoots is None
 

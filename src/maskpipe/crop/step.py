@@ -257,9 +257,9 @@ def detector_passes(crop: dict, first: DetectorSettings | None = None) -> list[D
     second = crop["second_pass"]
     if not second["enabled"]:
         return [first]
-    return [first, dataclasses.replace(first, detect_scale=second["detect_scale"],
-                                       min_face_size=second["min_face_size"],
-                                       thresholds=tuple(second["thresholds"]))]
+    again = dataclasses.replace(first, detect_scale=second["detect_scale"], min_face_size=second["min_face_size"],
+                                thresholds=tuple(second["thresholds"]))
+    return [first] if again == first else [first, again]  # the same settings would find nothing new
 
 
 def placement(crop: dict) -> Placement:
