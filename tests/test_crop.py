@@ -150,7 +150,8 @@ def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
         idx = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry,
-                         [DetectionPass(settings, BoxCache(d / "cache", settings), factory)], batch_size=1, workers=workers)
+                         [DetectionPass(settings, BoxCache(d / "cache", settings), factory)],
+                         batch_size=1, workers=workers)
         out[workers] = (np.load(d / "x.npy"), idx, (d / "cache").iterdir().__next__().read_bytes())
     assert "crop: 4 chunks on 2 threads" in caplog.text
     assert list(out[1][1]["source"]) == ["detected", "person", "detected", "detected", "detected"]
@@ -215,7 +216,8 @@ def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged
 
     def run():
         return crop_split(manifest, tmp_path, npy, index, geometry,
-                          [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), factory)], batch_size=1, workers=3)
+                          [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), factory)],
+                          batch_size=1, workers=3)
 
     idx = run()
     assert idx.loc[0, BOX_COLUMNS].tolist() == idx.loc[4, BOX_COLUMNS].tolist()
@@ -243,7 +245,8 @@ def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged
     def broken_run():
         try:
             crop_split(manifest, tmp_path, npy, index, geometry,
-                       [DetectionPass(settings, BoxCache(tmp_path / "empty-cache", settings), Broken)], batch_size=1, workers=3)
+                       [DetectionPass(settings, BoxCache(tmp_path / "empty-cache", settings), Broken)],
+                       batch_size=1, workers=3)
         except RuntimeError as e:
             errors.append(str(e))
 
