@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskpipe.crop import BoxCache, CropGeometry, DetectorSettings, crop_split, detect_boxes, make_detector
+from maskpipe.crop import (BoxCache, CropGeometry, DetectionPass, DetectorSettings, crop_split, detect_boxes,
+                           make_detector)
 from maskpipe.crop.step import default_workers
 from maskpipe.data.manifest import build_train_manifest
 from maskpipe.images import read_rgb
@@ -74,7 +75,7 @@ def maskpipe_crop_step(manifest, data: Path, settings: DetectorSettings, batch_s
         cache = BoxCache(tmp / "cache", settings)
         start = time.perf_counter()
         crop_split(manifest, data, tmp / "c.npy", tmp / "c.csv", CropGeometry(256, 192, 0.2),
-                   settings, cache, functools.partial(make_detector, settings, "cpu"),
+                   [DetectionPass(settings, cache, functools.partial(make_detector, settings, "cpu"))],
                    batch_size=batch_size, desc="bench", workers=workers)
         seconds = time.perf_counter() - start
         return [cache.boxes[h][0] for h in manifest["sha256"]], seconds
