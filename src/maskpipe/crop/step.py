@@ -238,15 +238,10 @@ def default_workers() -> int:
 
     The budget is the usable cores (CPU affinity: Slurm's and taskset's binding), capped by
     ``OMP_NUM_THREADS`` where set: Snakemake sets it to the rule's ``threads`` for every job,
-    locally and inside Slurm jobs."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    budget = os.environ.get("OMP_NUM_THREADS", "")
-    if budget.isdigit() and int(budget) > 0:
-        cores = min(cores, int(budget))
-    return cores + 1
+    locally and inside Slurm jobs (:func:`maskpipe.train.devices.usable_cores`)."""
+    from maskpipe.train.devices import usable_cores
+
+    return usable_cores() + 1
 
 
 def detector_passes(crop: dict, first: DetectorSettings | None = None) -> list[DetectorSettings]:
