@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
