@@ -1,33 +1,44 @@
-"""How often maskpipe's face detector finds a face: generated photos against real ones.
+"""How often maskpipe's face detector finds a face: generated photos against real ones, and how the
+crop step then crops each split.
 
-    python bench/detect_rates.py --data data/real --real ../shared/realfaces/masked_photos
+    python bench/detect_rates.py --data data/real --real ../shared/realfaces/masked_photos [--crop]
 
-Runs MTCNN with the crop step's settings (the config's ``crop`` section: detection scale,
-min_face_size, thresholds) on
+Runs MTCNN with the crop step's settings (the config's ``crop`` section) on
 - a generated set in the competition's layout (``--data``; e.g. ``maskpipe demo-data --faces``
   or the embedded demo): train and eval photos, by mask status (wear / incorrect / normal);
 - real photos (``--real``, the research-only ``masked_photos/`` folder): ``with_mask``,
   ``incorrect_mask`` and ``without_mask`` crops whose face is at least ``--min-face`` px wide (a
   crop holds the face box plus 25% per side), each scaled to portrait width (384 px) and placed
   on a 384x512 canvas of its mean colour, as a portrait photo frames a face.
-Prints the share of photos with a face found, per group, side by side. A group is sampled down
-to ``--limit`` photos (seeded). Run by hand; nothing here is timed in the tests.
+Prints the share of photos with a face found by the first pass (``crop.detect_scale``,
+``min_face_size``, ``thresholds``) and by the first or the second (``crop.second_pass``, run on
+what the first missed), per group. A group is sampled down to ``--limit`` photos (seeded).
+
+``--crop`` also runs the crop step itself (in-process, as the engines do) on each ``--data`` set,
+twice: as before issue 14 (no second pass; eval photos without a face get the fixed region) and
+with the config's settings; it prints each split's share of crop sources and the share of photos
+whose box was found on their own face or their shoot's. Where ``demo_truth.csv`` names each eval
+photo's person, a shoot box counts only if its shoot holds that person alone. Run by hand;
+nothing here is timed in the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from PIL import Image
 
 from maskpipe.classes import MASK_BY_STEM, decode
-from maskpipe.config import load_raw
-from maskpipe.crop import DetectorSettings, detect_boxes, make_detector
+from maskpipe.config import load_raw, validate
+from maskpipe.crop import SOURCES, detect_boxes, detector_passes, make_detector
 from maskpipe.images import read_rgb
 
 WIDTH, HEIGHT = 384, 512
@@ -70,15 +81,65 @@ def as_portrait(image: Image.Image) -> Image.Image:
     return canvas
 
 
-def found_share(paths: list[Path], detector, scale: float, portrait: bool, batch: int = 16) -> float:
-    """Share of ``paths`` where the detector finds a face."""
-    found = 0
+def found_shares(paths: list[Path], passes: list, detectors: list, portrait: bool,
+                 batch: int = 16) -> list[float]:
+    """Share of ``paths`` where pass 1, pass 1 or 2, ... finds a face (later passes run on what
+    the earlier ones missed, as in the crop step)."""
+    found = np.zeros(len(passes))
     for start in range(0, len(paths), batch):
         images = [read_rgb(p) for p in paths[start:start + batch]]
         if portrait:
             images = [as_portrait(im) for im in images]
-        found += sum(box is not None for box, _ in detect_boxes(images, detector, scale))
-    return found / max(1, len(paths))
+        for k, (settings, detector) in enumerate(zip(passes, detectors, strict=True)):
+            hits = detect_boxes(images, detector, settings.detect_scale) if images else []
+            images = [im for im, (box, _) in zip(images, hits, strict=True) if box is None]
+            found[k:] += sum(box is not None for box, _ in hits)
+    return list(found / max(1, len(paths)))
+
+
+def crop_step(data: Path, config: dict, work: Path, cache: Path) -> dict[str, pd.DataFrame]:
+    """Run validate and crop in-process on ``data`` (results under ``work``): the crop indexes."""
+    from maskpipe.cli import main as cli_main
+    from maskpipe.layout import Layout
+    from maskpipe.pipeline import STEPS, argv
+
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = {**config, "data": {**config.get("data", {}), "root": str(data)}, "results": str(work / "results")}
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    L, raw = Layout(cfg["results"]), validate(copy.deepcopy(cfg))
+    for step in ("validate", "crop"):  # with the arguments the engines pass (the step table)
+        args = argv(STEPS[step], raw, [str(path)])
+        if step == "crop":
+            args[args.index("--cache") + 1] = str(cache)
+        elif Path(L.manifest("eval")).is_file():
+            continue
+        assert cli_main(args) == 0
+    return {split: pd.read_csv(L.crop_index(split), dtype={"key": str, "shoot": str}) for split in ("train", "eval")}
+
+
+def crop_table(indexes: dict[str, pd.DataFrame], data: Path) -> pd.DataFrame:
+    """Per split: the share of each crop source, and of photos whose box was found on their own
+    face or their shoot's (eval, where the truth names persons: a shoot of that person only)."""
+    rows = []
+    truth_file = data / "demo_truth.csv"
+    truth = pd.read_csv(truth_file, dtype=str).set_index("ImageID") if truth_file.is_file() else None
+    for split, idx in indexes.items():
+        shares = idx["source"].value_counts(normalize=True).reindex(list(SOURCES), fill_value=0.0)
+        row = {"split": split, "photos": len(idx), **shares.to_dict()}
+        own = idx["source"].isin(["detected", "second_pass", "person", "shoot"]).to_numpy()
+        if split == "eval" and truth is not None and "person" in truth:
+            person = truth["person"].reindex(idx["key"]).to_numpy()
+            shoots = idx["shoot"].fillna("").to_numpy()
+            pure = pd.Series(person).groupby(shoots).transform("nunique").to_numpy() == 1
+            from_shoot = (idx["source"] == "shoot").to_numpy()
+            own = own & ~(from_shoot & ~pure)
+            row["shoot boxes pure"] = float(pure[from_shoot].mean()) if from_shoot.any() else np.nan
+            sizes = pd.Series(shoots).value_counts()
+            row["shoots (persons)"] = f"{len(sizes)} ({len(set(person))})"
+        row["own or shoot box"] = float(own.mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -90,27 +151,45 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="photos per group at most (seeded sample)")
     parser.add_argument("--config", type=Path, default=Path("config.yaml"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crop", action="store_true", help="also run the crop step before/after on --data")
+    parser.add_argument("--work", type=Path, default=Path("results/detect_rates"),
+                        help="--crop: folder for its manifests, crops and detection cache")
     args = parser.parse_args()
-    crop = load_raw(args.config)["crop"]
-    settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]))
-    detector = make_detector(settings, "cuda" if torch.cuda.is_available() else "cpu")
+    config = load_raw(args.config)
+    passes = detector_passes(validate(config, str(args.config))["crop"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    detectors = [make_detector(s, device) for s in passes]
 
     sets = [(str(root), generated_photos(root), False) for root in args.data]
     if args.real.is_dir():
         sets.append((f"{args.real} (face >= {args.min_face} px)", real_photos(args.real, args.min_face), True))
     else:
         print(f"{args.real}: absent, real photos skipped")
-    print(f"detector: {settings}")
-    print(f"{'set':<60} {'group':<10} {'photos':>7} {'found':>7}")
+    for k, s in enumerate(passes, start=1):
+        print(f"pass {k}: {s}")
+    heads = " ".join(f"{f'pass<={k}':>8}" for k in range(1, len(passes) + 1))
+    print(f"{'set':<60} {'split':<6} {'group':<10} {'photos':>7} {heads}")
     for name, table, portrait in sets:
-        for group in MASK_GROUPS:
-            paths = table.loc[table["group"] == group, "path"].tolist()
+        for (split, group), part in table.groupby(["split", "group"], sort=False):
+            paths = part["path"].tolist()
             if len(paths) > args.limit:
                 rng = np.random.default_rng(args.seed)
                 paths = [paths[i] for i in sorted(rng.choice(len(paths), args.limit, replace=False))]
-            if paths:
-                share = found_share(paths, detector, settings.detect_scale, portrait)
-                print(f"{name[-60:]:<60} {group:<10} {len(paths):>7} {share:>7.1%}", flush=True)
+            shares = found_shares(paths, passes, detectors, portrait)
+            print(f"{name[-60:]:<60} {split:<6} {group:<10} {len(paths):>7} "
+                  + " ".join(f"{s:>8.1%}" for s in shares), flush=True)
+    if not args.crop:
+        return
+    before = {**config, "crop": {**config.get("crop", {}), "second_pass": {"enabled": False},
+                                 "shoots": {"enabled": False}}}
+    for root in args.data:
+        work = args.work / re.sub(r"\W+", "_", str(root))
+        for name, cfg in (("before (first pass; person box; eval: fixed region)", before),
+                          ("after (second pass; person or shoot box)", config)):
+            t = time.perf_counter()
+            table = crop_table(crop_step(root, cfg, work / name.split()[0], args.work / "cache"), root)
+            print(f"\n{root}: crop step {name}, {time.perf_counter() - t:.0f} s\n"
+                  f"{table.to_string(index=False, float_format='{:.3f}'.format)}", flush=True)
 
 
 if __name__ == "__main__":

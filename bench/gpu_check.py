@@ -100,16 +100,18 @@ def pipeline_config(args: argparse.Namespace, data: Path, results: Path) -> dict
 
 def pipeline(args: argparse.Namespace) -> None:
     from maskpipe.cli import main as cli
+    from maskpipe.config import load_raw
     from maskpipe.layout import Layout
+    from maskpipe.pipeline import STEPS, argv
 
     data, results = args.data, args.work / "results"
     args.work.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
-    def timed(name: str, *argv: str) -> None:
+    def timed(name: str, *command: str) -> None:
         start = time.perf_counter()
-        if cli(list(argv)) != 0:
-            raise SystemExit(f"gpu_check: maskpipe {argv[0]} failed")
+        if cli(list(command)) != 0:
+            raise SystemExit(f"gpu_check: maskpipe {command[0]} failed")
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
     demo = json.loads((data / "demo.json").read_text())  # written last: the demo is complete
@@ -117,32 +119,17 @@ def pipeline(args: argparse.Namespace) -> None:
     cfg = pipeline_config(args, data, results)
     config = args.work / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    L, c, m = Layout(str(results)), ["--config", str(config)], "gpucheck"
-    timed("validate", "validate", *c, "--out-train", L.manifest("train"), "--out-eval", L.manifest("eval"))
-    timed("crop", "crop", *c, "--root", str(data), "--train-manifest", L.manifest("train"),
-          "--eval-manifest", L.manifest("eval"), "--out-dir", L.crop_dir(), "--cache", L.crop_cache())
-    timed("labels", "labels", *c, "--manifest", L.manifest("train"), "--out", L.labels(),
-          "--out-applied", L.corrections_applied())
-    timed("folds", "folds", *c, "--labels", L.labels(), "--out", L.folds())
+    # Every command comes from the step table, as the engines run it: no option spelled here.
+    raw, L, m = load_raw([config]), Layout(str(results)), "gpucheck"
+    for name in ("validate", "crop", "labels", "folds"):
+        timed(name, *argv(STEPS[name], raw, [str(config)]))
     busy: list[float] = []
     for f in range(args.folds):
         with gpu_busy(args.gpu, busy):
-            timed("train", "train", *c, "--model", m, "--fold", str(f), "--crops", L.crops("train"),
-                  "--crop-index", L.crop_index("train"), "--labels", L.labels(), "--folds", L.folds(),
-                  "--out-checkpoint", L.checkpoint(m, f), "--out-metrics", L.train_metrics(m, f),
-                  "--out-tensorboard", L.tensorboard(m, f))
-        timed("predict", "predict", *c, "--model", m, "--fold", str(f), "--checkpoint", L.checkpoint(m, f),
-              "--train-crops", L.crops("train"), "--train-index", L.crop_index("train"),
-              "--eval-crops", L.crops("eval"), "--eval-index", L.crop_index("eval"),
-              "--labels", L.labels(), "--folds", L.folds(), "--out-oof", L.oof(m, f),
-              "--out-test", L.test_probs(m, f))
-    folds = range(args.folds)
-    timed("ensemble", "ensemble", *c, "--oof", *[L.oof(m, f) for f in folds],
-          "--test", *[L.test_probs(m, f) for f in folds], "--labels", L.labels(),
-          "--out-oof", L.ensemble_oof(), "--out-test", L.ensemble_test(),
-          "--out-scores", L.ensemble_scores(), "--out-metrics", L.metrics())
-    timed("submit", "submit", "--probs", L.ensemble_test(), "--eval-manifest", L.manifest("eval"),
-          "--out", L.submission())
+            timed("train", *argv(STEPS["train"], raw, [str(config)], m, f))
+        timed("predict", *argv(STEPS["predict"], raw, [str(config)], m, f))
+    for name in ("ensemble", "submit"):
+        timed(name, *argv(STEPS[name], raw, [str(config)]))
     report(args, L, m, seconds, busy)
 
 

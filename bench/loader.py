@@ -4,8 +4,9 @@
 
 maskpipe: memory-mapped uint8 crops (crops/train.npy) -> albumentations -> DataLoader.
 Naive: open the full 384x512 photo with PIL every epoch, crop the face box, resize, same
-augmentations. Prints images/s of both, the ratio (target >= 5x) and the peak resident memory
-growth of each (the feed must not hold the dataset in RAM). Run by hand.
+augmentations (the first model's ``augment`` in --config). Prints images/s of both, the ratio
+(target >= 5x) and the peak resident memory growth of each (the feed must not hold the dataset in
+RAM). Run by hand; tests/test_bench.py only checks that it runs.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from maskpipe.config import load_raw
 from maskpipe.images import read_rgb
 from maskpipe.layout import Layout
-from maskpipe.train.data import CropDataset, build_transforms
+from maskpipe.train.augment import build_transforms
+from maskpipe.train.data import CropDataset
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-AUGMENT = {"hflip": 0.5, "color_jitter": 0.3, "affine": 0.3}
 
 
 class NaiveDataset(Dataset):
@@ -72,16 +74,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--size", type=int, nargs=2, default=(224, 224))
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"),
+                        help="the augmentations are its first model's")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    augment = next(iter(load_raw(args.config)["models"].values()))["augment"]
     L = Layout(str(args.results))
     index = pd.read_csv(L.crop_index("train"))
     manifest = pd.read_csv(L.manifest("train")).set_index("key").loc[index["key"]]
     size = tuple(args.size)
     ours = CropDataset(Path(L.crops("train")), index["row"].to_numpy(), None,
-                       build_transforms(size, MEAN, STD, AUGMENT, seed=0))
+                       build_transforms(size, MEAN, STD, [], augment, seed=0))
     naive = NaiveDataset(args.data, list(manifest["path"]), index[["x1", "y1", "x2", "y2"]].to_numpy(),
-                         size, build_transforms(size, MEAN, STD, AUGMENT, seed=0))
+                         size, build_transforms(size, MEAN, STD, [], augment, seed=0))
     n = len(index)
     naive_ips, naive_mb = measure(naive, args.epochs, args.batch_size, args.workers)
     ours_ips, ours_mb = measure(ours, args.epochs, args.batch_size, args.workers)

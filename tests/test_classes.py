@@ -22,3 +22,20 @@ def test_stems_map_explicitly():
     assert classes.MASK_BY_STEM["normal"] == 2
     assert {classes.MASK_BY_STEM[f"mask{i}"] for i in range(1, 6)} == {0}
     assert classes.class_names()[7] == "incorrect/male/30-59"
+
+
+def test_marginals_and_joint_follow_decode_on_numpy_and_torch():
+    import torch
+
+    rng = np.random.default_rng(0)
+    p18 = rng.dirichlet(np.ones(classes.NUM_CLASSES), 5)
+    parts = classes.marginals(p18)
+    for i, (task, k) in enumerate(classes.TASKS.items()):
+        of_class = classes.decode(np.arange(classes.NUM_CLASSES))[i]
+        want = np.stack([p18[:, of_class == c].sum(1) for c in range(k)], axis=1)
+        assert np.allclose(parts[task], want), task
+        assert np.allclose(classes.marginals(torch.from_numpy(p18))[task].numpy(), want), task
+    onehot = np.eye(classes.NUM_CLASSES)
+    assert np.allclose(classes.joint(classes.marginals(onehot)), onehot)  # a sure class factorises
+    assert np.allclose(classes.joint(parts).sum(1), 1.0)
+    assert [len(classes.TASK_CLASS_NAMES[t]) for t in classes.TASKS] == list(classes.TASKS.values())

@@ -1,11 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib import cbook
 from PIL import Image
 
-from maskpipe.crop import (BoxCache, CropGeometry, DetectorSettings, crop_region, crop_split,
-                           detect_boxes, make_detector)
+from maskpipe.crop import (BoxCache, CropGeometry, DetectionPass, DetectorSettings, crop_region,
+                           crop_split, detect_boxes, make_detector)
+from maskpipe.crop import SOURCES
 from maskpipe.crop.detect import BOX_COLUMNS
 from maskpipe.images import read_rgb
 from maskpipe.io import sha256_file
@@ -78,8 +81,8 @@ def test_cache_hits_skip_detection_and_leave_files_untouched(tmp_path, portrait,
         return detector
 
     def run(factory):
-        return crop_split(manifest, tmp_path, npy, index, geometry, settings,
-                          BoxCache(tmp_path / "cache", settings), factory, batch_size=2)
+        return crop_split(manifest, tmp_path, npy, index, geometry,
+                          [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), factory)], batch_size=2)
 
     idx = run(factory)
     assert calls == [1]
@@ -105,7 +108,7 @@ def test_eval_is_cropped_like_train(tiny_run):
     train, ev = np.load(L.crops("train"), mmap_mode="r"), np.load(L.crops("eval"), mmap_mode="r")
     assert train.shape[1:] == ev.shape[1:] == (40, 32, 3)
     index = pd.read_csv(L.crop_index("train"))
-    assert set(index["source"]) <= {"detected", "person", "fallback"}
+    assert set(index["source"]) <= set(SOURCES)
     assert (index["row"] == np.arange(len(index))).all()
 
 
@@ -118,8 +121,8 @@ def test_person_fallback_uses_the_persons_detected_photos(tmp_path, portrait, de
     manifest = _manifest(tmp_path, [portrait, hidden, faceless])
     manifest["person"] = ["p1", "p1", "p2"]
     settings, geometry = DetectorSettings(0.5, 60), CropGeometry(48, 40, 0.2)
-    idx = crop_split(manifest, tmp_path, tmp_path / "x.npy", tmp_path / "x.csv", geometry, settings,
-                     BoxCache(tmp_path / "cache", settings), lambda: detector, batch_size=1)
+    idx = crop_split(manifest, tmp_path, tmp_path / "x.npy", tmp_path / "x.csv", geometry,
+                     [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), lambda: detector)], batch_size=1)
     assert list(idx["source"]) == ["detected", "person", "fallback"]
     # the person's hidden photo is cropped where the face was found in its other photo
     assert np.allclose(idx.loc[0, ["x1", "y1", "x2", "y2"]].to_numpy(float),
@@ -146,8 +149,9 @@ def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
     caplog.set_level("DEBUG", logger="maskpipe.crop.step")
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
-        idx = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry, settings,
-                         BoxCache(d / "cache", settings), factory, batch_size=1, workers=workers)
+        idx = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry,
+                         [DetectionPass(settings, BoxCache(d / "cache", settings), factory)],
+                         batch_size=1, workers=workers)
         out[workers] = (np.load(d / "x.npy"), idx, (d / "cache").iterdir().__next__().read_bytes())
     assert "crop: 4 chunks on 2 threads" in caplog.text
     assert list(out[1][1]["source"]) == ["detected", "person", "detected", "detected", "detected"]
@@ -158,7 +162,6 @@ def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
 
 def test_detection_cache_key_covers_settings_code_and_libraries(tmp_path, monkeypatch):
     """Cached boxes are reused only by the same settings, detection code and library versions."""
-    from pathlib import Path
 
     from maskpipe.crop import detect
 
@@ -212,8 +215,9 @@ def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged
     npy, index = tmp_path / "out" / "x.npy", tmp_path / "out" / "x.csv"
 
     def run():
-        return crop_split(manifest, tmp_path, npy, index, geometry, settings,
-                          BoxCache(tmp_path / "cache", settings), factory, batch_size=1, workers=3)
+        return crop_split(manifest, tmp_path, npy, index, geometry,
+                          [DetectionPass(settings, BoxCache(tmp_path / "cache", settings), factory)],
+                          batch_size=1, workers=3)
 
     idx = run()
     assert idx.loc[0, BOX_COLUMNS].tolist() == idx.loc[4, BOX_COLUMNS].tolist()
@@ -240,8 +244,9 @@ def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged
 
     def broken_run():
         try:
-            crop_split(manifest, tmp_path, npy, index, geometry, settings,
-                       BoxCache(tmp_path / "empty-cache", settings), Broken, batch_size=1, workers=3)
+            crop_split(manifest, tmp_path, npy, index, geometry,
+                       [DetectionPass(settings, BoxCache(tmp_path / "empty-cache", settings), Broken)],
+                       batch_size=1, workers=3)
         except RuntimeError as e:
             errors.append(str(e))
 
@@ -250,3 +255,209 @@ def test_an_image_in_two_chunks_gets_one_box_and_reruns_from_the_cache_unchanged
     thread.join(timeout=60)
     assert not thread.is_alive() and errors == ["detector broke"]
     assert npy.stat().st_mtime_ns == stamp
+
+
+class FakeDetector:
+    """MTCNN's ``detect()`` contract with boxes chosen by the test: a face wherever an image's top
+    left pixel has a colour in ``faces`` (colour -> box at full size, scaled by ``detect_scale``)."""
+
+    def __init__(self, faces: dict, scale: float = 0.5):
+        self.faces, self.scale, self.calls = faces, scale, 0
+
+    def detect(self, images):
+        self.calls += 1
+        boxes, probs = [], []
+        for im in images:
+            box = self.faces.get(im.getpixel((0, 0)))
+            boxes.append(None if box is None else np.array([np.asarray(box, float) * self.scale], dtype=object))
+            probs.append(None if box is None else np.array([0.9]))
+        return boxes, probs
+
+
+def _photo(colour, face=None, size=(120, 160)):
+    """A flat photo of ``colour`` (its top left pixel names it to FakeDetector), with a grey face."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", size, colour)
+    if face is not None:
+        ImageDraw.Draw(im).rectangle(tuple(face), fill=(128, 128, 128))
+    return im
+
+
+def _passes(tmp_path, first: dict, second: dict | None):
+    """A first pass (FakeDetector of ``first``) and, unless None, a second, with their caches."""
+    out = []
+    for k, faces in enumerate([first] + ([second] if second is not None else [])):
+        settings = DetectorSettings(0.5, 60 - 20 * k)
+        det = FakeDetector(faces)
+        out.append((DetectionPass(settings, BoxCache(tmp_path / "cache", settings), lambda d=det: d), det))
+    return [p for p, _ in out], [d for _, d in out]
+
+
+def test_second_pass_finds_what_the_first_missed_and_must_agree_with_the_person(tmp_path):
+    """Photos the first pass misses go to the second; its box is kept where it overlaps the
+    person's first-pass box (or the person has none), else the person's box is used. Both passes
+    are cached under their own settings: a rerun detects nothing."""
+    face = (30, 40, 90, 120)
+    colours = [(200, 0, 0), (201, 0, 0), (202, 0, 0), (0, 0, 200), (0, 0, 201)]
+    manifest = _manifest(tmp_path, [_photo(c, face) for c in colours])
+    manifest["person"] = ["p1", "p1", "p1", "p2", "p2"]
+    first = {(200, 0, 0): face}
+    second = {(201, 0, 0): (32, 42, 92, 122),  # agrees with p1's box: kept
+              (202, 0, 0): (0, 0, 20, 20),  # a box on something else: p1's box instead
+              (0, 0, 200): (30, 40, 90, 120)}  # p2 has no first-pass box: kept
+    passes, dets = _passes(tmp_path, first, second)
+    geometry = CropGeometry(48, 40, 0.2)
+    idx = crop_split(manifest, tmp_path, tmp_path / "x.npy", tmp_path / "x.csv", geometry, passes, batch_size=8)
+    assert list(idx["source"]) == ["detected", "second_pass", "person", "second_pass", "person"]
+    assert list(idx["shoot"]) == ["p1", "p1", "p1", "p2", "p2"]
+    boxes = idx[BOX_COLUMNS].to_numpy(float)
+    assert np.allclose(boxes[2], boxes[0]) and not np.allclose(boxes[1], boxes[0])
+    assert np.allclose(boxes[4], boxes[3])  # p2's photo without any box: p2's second-pass box
+    assert idx["prob"].notna().tolist() == [True, True, False, True, False]
+    assert [d.calls for d in dets] == [1, 1]
+    # The second pass saw only the first's misses; each pass has its own cache file.
+    assert len(list((tmp_path / "cache").glob("*.csv"))) == 2
+    passes, dets = _passes(tmp_path, {}, {})
+    again = crop_split(manifest, tmp_path, tmp_path / "x.npy", tmp_path / "x.csv", geometry, passes, batch_size=8)
+    assert [d.calls for d in dets] == [0, 0]
+    pd.testing.assert_frame_equal(again, idx)
+
+
+def test_eval_photos_take_their_shoots_box(tmp_path):
+    """Eval photos (no person) that look alike form a shoot: a photo without a face found takes
+    the median box of its shoot's detected photos; a photo like no other gets the fixed region.
+    The crops equal those of a run on one worker, and the index names each photo's shoot."""
+    from maskpipe.crop import Placement, ShootGrouping
+
+    shoot_a = [(200, 30, 30), (201, 30, 30), (202, 30, 30)]
+    shoot_b = [(30, 30, 200), (30, 30, 201), (30, 30, 202)]
+    lonely = (30, 200, 30)
+    colours = [shoot_a[0], shoot_b[0], lonely, shoot_a[1], shoot_b[1], shoot_a[2], shoot_b[2]]
+    manifest = _manifest(tmp_path, [_photo(c, (30, 40, 90, 120)) for c in colours])
+    first = {shoot_a[0]: (30, 40, 90, 120), shoot_a[1]: (34, 44, 94, 124),
+             shoot_b[0]: (10, 20, 70, 100)}
+    place = Placement(0.5, ShootGrouping(max_distance=0.05, neighbours=4))
+    geometry = CropGeometry(48, 40, 0.2)
+    out = {}
+    for workers in (1, 3):
+        passes, _ = _passes(tmp_path / f"w{workers}", first, None)
+        d = tmp_path / f"w{workers}"
+        out[workers] = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry, passes,
+                                  batch_size=2, workers=workers, place=place), np.load(d / "x.npy")
+    idx, crops = out[1]
+    assert list(idx["source"]) == ["detected", "detected", "fallback", "detected", "shoot", "shoot", "shoot"]
+    assert list(idx["shoot"]) == ["shoot00000", "shoot00001", "shoot00002", "shoot00000", "shoot00001",
+                                  "shoot00000", "shoot00001"]
+    boxes = idx[BOX_COLUMNS].to_numpy(float)
+    median_a = crop_region(np.median([first[shoot_a[0]], first[shoot_a[1]]], axis=0), 0.2, 48 / 40)
+    assert np.allclose(boxes[5], median_a.round(2))
+    assert np.allclose(boxes[4], boxes[1]) and np.allclose(boxes[6], boxes[1])
+    from maskpipe.crop import cut
+
+    for i in (2, 4):  # placed after the shoots were known: cut from their own photos
+        photo = read_rgb(tmp_path / manifest.loc[i, "path"])
+        assert np.array_equal(crops[i], cut(photo, boxes[i], 48, 40))
+    pd.testing.assert_frame_equal(out[3][0], idx)
+    assert np.array_equal(out[3][1], crops)
+    # Without shoots, the same photos get the fixed region and no shoot name.
+    passes, _ = _passes(tmp_path / "w1", first, None)
+    alone = crop_split(manifest, tmp_path, tmp_path / "y.npy", tmp_path / "y.csv", geometry, passes,
+                       batch_size=2, place=Placement(0.5, None))
+    assert list(alone["source"]) == ["detected", "detected", "fallback", "detected", "fallback",
+                                     "fallback", "fallback"]
+    assert (alone["shoot"] == "").all()
+
+
+def test_group_shoots_numbers_shoots_by_first_photo_and_keeps_strangers_apart():
+    from maskpipe.crop import ShootGrouping, group_shoots
+
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 1, size=(3, 48))
+    order = [2, 0, 2, 1, 0, 2, 1, 0]
+    looks = centres[order] + rng.normal(0, 0.01, size=(len(order), 48))
+    stranger = np.full((1, 48), 0.5)
+    looks = np.vstack([looks, stranger]).astype(np.float32)
+    labels = group_shoots(looks, ShootGrouping(max_distance=0.05, neighbours=6))
+    assert labels.tolist() == [0, 1, 0, 2, 1, 0, 2, 1, 3]
+    assert np.array_equal(group_shoots(looks, ShootGrouping(0.05, 6)), labels)
+    # A threshold below the photos' own differences leaves every photo alone.
+    assert sorted(group_shoots(looks, ShootGrouping(0.001, 6)).tolist()) == list(range(9))
+    assert group_shoots(looks[:1], ShootGrouping()).tolist() == [0]
+
+
+def test_detector_passes_follow_the_config_and_key_their_caches(shipped_config):
+    """The second pass's settings come from crop.second_pass (the first pass's other fields carry
+    over); every field is in its cache key; disabled, there is one pass."""
+    import copy
+
+    from maskpipe.config import validate
+    from maskpipe.crop import detector_passes
+    from maskpipe.crop.step import placement
+
+    crop = validate(copy.deepcopy(shipped_config))["crop"]
+    first, second = detector_passes(crop)
+    assert first == DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]))
+    assert second.thresholds == tuple(crop["second_pass"]["thresholds"]) and second.key() != first.key()
+    assert placement(crop).min_iou == crop["second_pass"]["min_iou"]
+    assert placement(crop).shoots.max_distance == crop["shoots"]["max_distance"]
+    crop["second_pass"].update(detect_scale=crop["detect_scale"], min_face_size=crop["min_face_size"],
+                               thresholds=crop["thresholds"])
+    assert detector_passes(crop) == [first]  # a second pass like the first would find nothing new
+    crop["second_pass"]["enabled"] = crop["shoots"]["enabled"] = False
+    assert detector_passes(crop) == [first] and placement(crop).shoots is None
+
+
+UTKFACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "realfaces" / "utkface"
+
+
+@pytest.fixture(scope="module")
+def real_set(tmp_path_factory):
+    """A tiny realistic set (demo-data --faces: 6 train and 4 eval persons of real faces), read
+    from the shared folder through symlinks (the faces are research-only: never copied)."""
+    import os
+
+    from maskpipe.data.realfaces import generate_realfaces
+
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
+    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
+    picked = pd.concat([labels[(labels["gender"] == g) & labels["age"].between(lo, hi)].head(6)
+                        for g in ("male", "female") for lo, hi in ((18, 29), (30, 59), (60, 65), (66, 90))])
+    faces = tmp_path_factory.mktemp("faces")
+    (faces / "images").mkdir()
+    for name in picked["file"]:
+        os.symlink((UTKFACE / "images" / name).resolve(), faces / "images" / name)
+    picked.to_csv(faces / "labels.csv", index=False)
+    root = tmp_path_factory.mktemp("real") / "data"
+    generate_realfaces(root, faces, persons=6, eval_persons=4, seed=0)
+    return root
+
+
+def test_real_faces_eval_photos_are_cropped_like_train(real_set, tmp_path, shipped_config):
+    """On real faces with drawn masks, with the shipped crop settings: every train photo and at
+    least 95% of eval photos get a box found on their own face or their shoot's, and every eval
+    shoot holds photos of one person only."""
+    import copy
+
+    import yaml
+    from conftest import shrink
+
+    from maskpipe.cli import main as cli_main
+    from maskpipe.config import validate
+    from maskpipe.layout import Layout
+    from maskpipe.pipeline import STEPS, argv
+
+    cfg = shrink(copy.deepcopy(shipped_config), real_set, results=str(tmp_path / "results"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    L = Layout(cfg["results"])
+    for step in ("validate", "crop"):  # with the arguments the engines pass (the step table)
+        assert cli_main(argv(STEPS[step], validate(copy.deepcopy(cfg)), [str(tmp_path / "config.yaml")])) == 0
+    train = pd.read_csv(L.crop_index("train"))
+    ev = pd.read_csv(L.crop_index("eval"), dtype={"shoot": str})
+    assert (train["source"] != "fallback").all()
+    truth = pd.read_csv(real_set / "demo_truth.csv", dtype=str).set_index("ImageID")
+    person = truth["person"].reindex(ev["key"]).to_numpy()
+    assert (pd.Series(person).groupby(ev["shoot"].to_numpy()).nunique() == 1).all()
+    assert (ev["source"] != "fallback").mean() >= 0.95
+    assert len(ev) == 4 * 7

@@ -18,6 +18,7 @@ from torch import nn
 from maskpipe.config import validate
 from maskpipe.crop.detect import DetectorSettings
 from maskpipe.io import MaskpipeError
+from maskpipe.pipeline import STEPS
 from maskpipe.train import devices
 from maskpipe.train.devices import (
     claim_device,
@@ -111,8 +112,9 @@ def test_the_crop_step_claims_a_device(monkeypatch, tmp_path):
     monkeypatch.setattr(devices, "claim_device", claim)
     monkeypatch.setattr(crop_step, "run", lambda *a, **k: used.append(a[6]))
     cfg = SimpleNamespace(params=lambda step: {"crop": {"device": "auto"}})
-    args = SimpleNamespace(train_manifest=None, eval_manifest=None, root=None, out_dir=None,
-                           cache=None, workers=None)
+    outs = {f"out_{p.name}": tmp_path / p.name for p in STEPS["crop"].outputs}
+    args = SimpleNamespace(train_manifest=None, eval_manifest=None, root=tmp_path,
+                           cache=tmp_path / "cache", workers=None, **outs)
     steps.crop(args, lambda a: cfg)
     assert claimed == ["auto"] and used == ["cuda:1"]
 

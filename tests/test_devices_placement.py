@@ -44,6 +44,7 @@ CPU_BY_DESIGN = {
     "balanced_sampler",  # the sampler's weights stay with the sampler, on the CPU
     "HeadLoss.__init__",  # class counts, read once to make the loss weights
     "build_loss",  # the loss weights: buffers, moved by HeadLoss(...).to(device) (checked below)
+    "_class_weights",  # the same weights, made by build_loss's helper
 }
 SRC = Path(maskpipe.__file__).parent
 

@@ -75,6 +75,19 @@ def test_missing_fold_is_refused(tmp_path):
                      *(tmp_path / n for n in ("a", "b", "c", "d")))
 
 
+def test_weights_naming_an_unknown_model_is_a_one_line_error(tmp_path):
+    keys = ["k0", "k1"]
+    pd.DataFrame({"key": keys, "person": keys, "label": [0, 1]}).to_csv(tmp_path / "l.csv", index=False)
+    _pred(keys, "m", 0, np.eye(18)[[0, 1]]).to_csv(tmp_path / "o.csv", index=False)
+    _pred(["e"], "m", 0, np.eye(18)[[0]]).to_csv(tmp_path / "t.csv", index=False)
+    out = [tmp_path / n for n in ("a", "b", "c", "d")]
+    with pytest.raises(MaskpipeError) as err:
+        ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft",
+                     {"m": 1.0, "resnet": 2.0}, *out)
+    assert str(err.value) == "ensemble.weights: 'resnet' is not a model of this run (models: m)"
+    assert not any(o.exists() for o in out)
+
+
 def test_tta_rows_are_scored_with_and_without(tmp_path):
     keys = [f"k{i}" for i in range(4)]
     pd.DataFrame({"key": keys, "person": keys, "label": [0, 5, 17, 6]}).to_csv(tmp_path / "l.csv", index=False)

@@ -109,6 +109,7 @@ def test_kill_9_at_random_points_never_leaves_outputs_to_trust_wrongly(tiny_run,
 
     rng = random.Random(10)
     seen = set()  # what each kill left behind
+    resumed_mid_run = []  # (trial, epoch) of kills after a finished epoch that the rerun continued
     for trial in range(20):
         out = tmp_path / f"trial{trial}"
         out.mkdir()
@@ -119,15 +120,26 @@ def test_kill_9_at_random_points_never_leaves_outputs_to_trust_wrongly(tiny_run,
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
         seen.add(_check_trustworthy(out, EPOCHS))
-        _run(_train_argv(config, L, out))  # the rerun finishes, resuming where it can
+        left = torch.load(out / "resume.pt", weights_only=True)["epoch"] if (out / "resume.pt").exists() else 0
+        _run([*_train_argv(config, L, out), "--log", str(out / "rerun.log")])  # finishes, resuming where it can
+        log = (out / "rerun.log").read_text()
+        trained = [int(e) for e in re.findall(r"a fold 0 epoch (\d+): train loss", log)]
+        if left:  # the rerun continued after the kill's last finished epoch, and trained only the rest
+            assert f"resuming after epoch {left}" in log, (trial, left, log)
+            assert trained == list(range(left + 1, EPOCHS + 1)), (trial, left, trained)
+            if left < EPOCHS:
+                resumed_mid_run.append((trial, left))
+        else:
+            assert trained == list(range(1, EPOCHS + 1)), (trial, trained)
         assert _without_timing(json.loads((out / "metrics.json").read_text())) == reference
         state = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
         assert all(torch.equal(state[k], v) for k, v in ref_state.items())
         assert not (out / "resume.pt").exists()
         assert not list(out.glob(".*.tmp")), "a stray temporary file outlived the rerun"
     # the kills landed at different stages (the first before any epoch ended, the last usually
-    # after the job had finished)
+    # after the job had finished), and some between two epochs, from which the rerun resumed
     assert len(seen) >= 2, seen
+    assert resumed_mid_run, f"no kill landed between two epochs: {sorted(seen)}"
 
 
 def test_a_kill_between_checkpoint_and_metrics_leaves_no_old_metrics(tiny_run, tmp_path, monkeypatch):
@@ -305,16 +317,38 @@ def test_source_loads_data_only_safely():
 
 # --- determinism ------------------------------------------------------------------------------
 
+_SECOND_PASS = """
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, sys.argv[1])
+from conftest import run_pipeline
+
+work = Path(sys.argv[2])
+run_pipeline(yaml.safe_load((work / "asked.yaml").read_text()), work, report=False)
+"""
+
+
 def test_same_config_and_seed_on_cpu_give_identical_results(tiny_run, tmp_path):
-    """A second run of every step but the report gives byte-identical tables, crops and
-    submission, and the same training metrics. It reuses the first run's detection cache (the
-    crop step's own cache test shows a cache hit equals a detection)."""
-    from conftest import run_pipeline
+    """A second run of every step but the report, in a fresh process with its own (empty)
+    detection cache, gives byte-identical tables, crops, predictions and submission, the same
+    training metrics and equal checkpoint weights."""
+    import subprocess
+    import sys
+
+    from conftest import engine_env
 
     config_path, first = tiny_run
     cfg = yaml.safe_load(config_path.read_text())
     cfg["results"] = str(tmp_path / "results")
-    _, L = run_pipeline(cfg, tmp_path, first.crop_cache(), report=False)
+    (tmp_path / "asked.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run([sys.executable, "-c", _SECOND_PASS, str(REPO / "tests"), str(tmp_path)],
+                          env=engine_env(REPO), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    L = Layout(cfg["results"])
+    assert Path(L.crop_cache()).is_dir() and L.crop_cache() != first.crop_cache()  # detected afresh
 
     same_bytes = {"train manifest": lambda x: x.manifest("train"),
                   "eval manifest": lambda x: x.manifest("eval"),
@@ -337,3 +371,9 @@ def test_same_config_and_seed_on_cpu_give_identical_results(tiny_run, tmp_path):
             theirs = json.loads(Path(first.train_metrics(m, f)).read_text())
             assert _without_timing(mine) == _without_timing(theirs), (m, f)
             assert Path(L.oof(m, f)).read_bytes() == Path(first.oof(m, f)).read_bytes(), (m, f)
+            assert Path(L.test_probs(m, f)).read_bytes() == Path(first.test_probs(m, f)).read_bytes(), (m, f)
+            a = torch.load(L.checkpoint(m, f), weights_only=True)["state_dict"]
+            b = torch.load(first.checkpoint(m, f), weights_only=True)["state_dict"]
+            assert a.keys() == b.keys(), (m, f)
+            unequal = [k for k in a if not torch.equal(a[k], b[k])]
+            assert not unequal, (m, f, unequal[:5])

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from maskpipe.io import MaskpipeError
-from maskpipe.train.losses import balanced_weights, build_loss
+from maskpipe.train.losses import LOSSES, balanced_weights, build_loss, create_loss
 
 C = 4
 COUNTS = np.array([10, 5, 0, 25])
@@ -145,3 +145,16 @@ def test_class_weights_are_buffers():
 def test_errors_name_the_item(specs, counts, match):
     with pytest.raises(MaskpipeError, match=match):
         build_loss(specs, C, counts, where="models.m1.loss")
+
+
+def test_create_loss_builds_every_registered_name(batch):
+    logits, target = batch
+    onehot = F.one_hot(target, C).float()
+    for name in LOSSES:
+        assert torch.isfinite(create_loss(name)(logits, onehot)), name
+    # focal with gamma 0 is cross-entropy, also with class weights and smoothing
+    w = torch.tensor(balanced_weights(COUNTS), dtype=torch.float32)
+    assert torch.allclose(create_loss("focal", w, 0.1, gamma=0.0)(logits, onehot),
+                          create_loss("ce", w, 0.1)(logits, onehot))
+    with pytest.raises(MaskpipeError, match=r"^models\.a\.loss\[0\]\.name: unknown loss 'dice'"):
+        create_loss("dice", where="models.a.loss[0]")

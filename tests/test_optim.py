@@ -8,10 +8,13 @@ import pytest
 import torch
 import yaml
 from torch import nn
+from torch.optim import lr_scheduler as sched
 
-from maskpipe.config import schema_path
+from maskpipe.config import load_raw, schema_path
 from maskpipe.io import MaskpipeError
-from maskpipe.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+
+from conftest import REPO
+from maskpipe.train.optim import OPTIMIZERS, SCHEDULERS, make_optimizer, make_schedule
 
 EPOCHS, STEPS = 6, 4
 
@@ -210,7 +213,7 @@ def test_none_is_constant():
 
 
 @pytest.mark.parametrize("opt_name", ["adamw", "sgd"])
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", SCHEDULERS)
 @pytest.mark.parametrize("with_optimizer", [True, False])
 def test_resume_continues_the_identical_schedule(name, opt_name, with_optimizer):
     f1 = lambda e: [0.3, 0.5, 0.5, 0.5, 0.4, 0.4][e - 1]  # noqa: E731 - plateau must act
@@ -255,3 +258,81 @@ def test_schedule_needs_a_step_per_epoch():
     opt = make_optimizer(tiny(), OPT)
     with pytest.raises(MaskpipeError, match=r"^scheduler: steps_per_epoch is 0"):
         make_schedule(opt, {**SCHED, "name": "none"}, EPOCHS, 0)
+
+
+# ---- the schedules of 846ca92 (hand-stepped torch schedulers) as the reference ---------------
+
+def _old_schedule(opt: torch.optim.Optimizer, cfg: dict, epochs: int, steps: int):
+    """(after_batch, after_epoch) of the schedules as 846ca92 built them, with torch's own
+    schedulers; its cosine was timm's, so it is rebuilt here from torch's LinearLR warm-up
+    from lr/10 and CosineAnnealingLR down to min_lr."""
+    name, lr = cfg["name"], opt.param_groups[0]["lr"]
+    momentum = opt.defaults.get("momentum", 0.0)
+    band = {"cycle_momentum": isinstance(opt, torch.optim.SGD) and momentum > 0,
+            "base_momentum": max(momentum - 0.1, 0.0), "max_momentum": momentum}
+    nothing = lambda *a: None  # noqa: E731
+    if name == "cosine":
+        warmup = min(cfg["warmup_epochs"], epochs - 1)
+        decay = sched.CosineAnnealingLR(opt, T_max=epochs - warmup, eta_min=cfg["min_lr"])
+        inner = decay if not warmup else sched.SequentialLR(
+            opt, [sched.LinearLR(opt, start_factor=0.1, total_iters=warmup), decay], milestones=[warmup])
+        return nothing, lambda e, f1: inner.step()
+    if name in ("step", "multistep"):
+        inner = (sched.StepLR(opt, step_size=cfg["step_size"], gamma=cfg["gamma"]) if name == "step"
+                 else sched.MultiStepLR(opt, milestones=cfg["milestones"], gamma=cfg["gamma"]))
+        return nothing, lambda e, f1: inner.step()
+    if name == "plateau":
+        inner = sched.ReduceLROnPlateau(opt, mode="max", patience=cfg["patience"], factor=cfg["factor"])
+        return nothing, lambda e, f1: inner.step(f1)
+    if name == "cyclic":
+        up = max(1, round(cfg["cycle_epochs"] * steps))
+        inner = sched.CyclicLR(opt, base_lr=cfg["base_lr"], max_lr=cfg["max_lr"], step_size_up=up, **band)
+        return inner.step, nothing
+    if name == "onecycle":
+        inner = sched.OneCycleLR(opt, max_lr=cfg["max_lr"], total_steps=epochs * steps, **band)
+        return lambda: inner.step() if inner.last_epoch < inner.total_steps - 1 else None, nothing
+    assert name == "none", name
+    return nothing, nothing
+
+
+def _configured_schedules() -> list:
+    """Every model's optimizer and scheduler in config.yaml and the recipes, plus the kinds none
+    of them uses yet (multistep, plateau, onecycle) with their schema defaults."""
+    cases = []
+    for path in [REPO / "config.yaml", *sorted((REPO / "workflow" / "recipes").glob("*.yaml"))]:
+        mine = yaml.safe_load(path.read_text()).get("models") or {}
+        raw = load_raw([REPO / "config.yaml", path] if path.name != "config.yaml" else path)
+        cases += [pytest.param(raw["models"][m], id=f"{path.stem}:{m}") for m in mine]
+    model = cases[0].values[0]
+    extra = {"multistep": {"milestones": [5, 2], "gamma": 0.3}, "plateau": {"patience": 1, "factor": 0.5},
+             "onecycle": {"max_lr": 1e-2}}
+    for name, change in extra.items():
+        cfg = {**model, "epochs": 7, "scheduler": {**SCHED, "name": name, **change}}
+        cases.append(pytest.param(cfg, id=name))
+    return cases
+
+
+@pytest.mark.parametrize("model_cfg", _configured_schedules())
+@pytest.mark.parametrize("steps", [1, 3])
+def test_learning_rate_curves_equal_those_of_846ca92(model_cfg, steps):
+    """Every configured schedule gives the lr, batch by batch, that the old code gave."""
+    f1 = [0.2, 0.4, 0.4, 0.4, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.6, 0.6] * 4  # plateau must act
+    epochs, curves = model_cfg["epochs"], []
+    for build in ("new", "old"):
+        opt = make_optimizer(tiny(), model_cfg["optimizer"])
+        if build == "new":
+            schedule = make_schedule(opt, model_cfg["scheduler"], epochs, steps)
+            after_batch, after_epoch = schedule.after_batch, schedule.after_epoch
+        else:
+            after_batch, after_epoch = _old_schedule(opt, model_cfg["scheduler"], epochs, steps)
+        seen = []
+        for epoch in range(1, epochs + 1):
+            for _ in range(steps):
+                seen.append(opt.param_groups[0]["lr"])
+                opt.step()
+                after_batch()
+            after_epoch(epoch, f1[epoch - 1])
+        curves.append(seen)
+    new, old = curves
+    assert len(set(old)) > 1 or model_cfg["scheduler"]["name"] == "none"  # the curve is a curve
+    assert new == pytest.approx(old, rel=1e-9, abs=1e-15)

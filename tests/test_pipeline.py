@@ -124,3 +124,33 @@ def test_report_inputs_are_the_report_steps_inputs():
     assert [f.name for f in fields(ReportInputs)] == [p.name for p in STEPS["report"].inputs]
     many = {f.name for f in fields(ReportInputs) if "tuple" in str(f.type)}
     assert many == {p.name for p in STEPS["report"].inputs if p.every_job}
+
+
+def test_the_readmes_step_table_is_what_maskpipe_steps_prints(capsys):
+    """The README's map of the pipeline is generated (`maskpipe steps`), so it cannot go stale."""
+    from pathlib import Path
+
+    from maskpipe.cli import main as cli_main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("\n", readme.index("<!-- `maskpipe steps` prints this table")) + 1
+    block = readme[start:readme.index("<!-- end of `maskpipe steps` -->")].strip()
+    assert cli_main(["steps"]) == 0
+    assert block == capsys.readouterr().out.strip()
+
+
+def test_maskpipe_steps_lists_every_step_with_its_files(capsys):
+    from maskpipe.cli import main as cli_main
+    from maskpipe.pipeline import TABLE_COLUMNS
+
+    assert cli_main(["steps", "--format", "tsv"]) == 0
+    header, *rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert tuple(header) == TABLE_COLUMNS
+    by_step = {row[0]: dict(zip(header, row)) for row in rows}
+    assert list(by_step) == list(STEPS)
+    train = by_step["train"]
+    assert train["config"] == "train, models.{model}" and train["fan-out"] == "model x fold"
+    assert "models/{model}/fold{fold}/checkpoint.pt" in train["writes (under results)"].split(", ")
+    assert train["other paths"] == "models/{model}/fold{fold}/resume.pt" and train["gpu"] == "yes"
+    assert "predictions/{model}/fold{fold}/oof.csv (each model x fold)" in by_step["ensemble"]["reads"]
+    assert by_step["submit"]["config"] == "" and by_step["labels"]["gpu"] == ""

@@ -467,3 +467,17 @@ def test_mislabels_section_without_accepted_fixes(tmp_path):
     inputs = write_run(tmp_path, with_fixes=False)
     section = report_html.mislabels.section(load(inputs), Figures())
     assert "No fix from <code>maskpipe mislabels --accept</code>" in section
+
+
+def test_crop_section_says_how_each_split_was_cropped():
+    """One small table per split: photos and share of each crop source, and the share with a box
+    found on the photo's own face or its person's or shoot's."""
+    from maskpipe.report.html import CROP_SOURCES, _split_sources
+
+    df = pd.DataFrame({"source": ["detected"] * 5 + ["second_pass", "shoot", "shoot", "fallback", "detected"]})
+    page = _split_sources("eval", df)
+    assert "eval: 10 photos, 90.0% with a box found" in page
+    for source in CROP_SOURCES:
+        assert f"<td>{source}</td>" in page
+    assert page.index("<td>detected</td>") < page.index(">6<") < page.index("<td>second_pass</td>")
+    assert ">60.0%<" in page and ">20.0%<" in page

@@ -1,5 +1,7 @@
 """The competition's label encoding: 18 classes = mask * 6 + gender * 3 + age.
 
+This module is the one place that knows the layout: labels go both ways with :func:`encode` and
+:func:`decode`, probabilities with :func:`marginals` (18 -> tasks) and :func:`joint` (tasks -> 18).
 Every index here is spelled out explicitly. Teams that derived class indices from the sort order
 of folder or file names got silently wrong labels; nothing in maskpipe does that.
 """
@@ -27,6 +29,8 @@ GENDER_NAMES = ("male", "female")
 AGE_NAMES = ("<30", "30-59", ">=60")
 #: The three tasks and their class counts, in the order of :func:`decode`.
 TASKS: dict[str, int] = {"mask": 3, "gender": 2, "age": 3}
+#: Each task's class names, in index order.
+TASK_CLASS_NAMES: dict[str, tuple[str, ...]] = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
 #: Mask states as config values name them (``for_mask:``), in class order.
 MASK_STATES = ("wear", "incorrect", "not_wear")
 #: Column names of 18-class and per-task probabilities in prediction tables.
@@ -61,6 +65,15 @@ def class_names() -> list[str]:
         for g in range(2)
         for a in range(3)
     ]
+
+
+def marginals(p18) -> dict:
+    """Per-task marginals of 18-class probabilities, soft targets or counts (n x 18 -> dict).
+
+    Works on numpy arrays and torch tensors alike (n x 18 -> n x 3, n x 2, n x 3).
+    """
+    cube = p18.reshape(-1, *TASKS.values())  # [n, mask, gender, age]
+    return {"mask": cube.sum((2, 3)), "gender": cube.sum((1, 3)), "age": cube.sum((1, 2))}
 
 
 def joint(task_probs: dict):

@@ -64,6 +64,8 @@ def _mislabels_args(p: argparse.ArgumentParser) -> None:
 
 #: Options for people, beyond the files the engines pass (which come from the step table).
 _EXTRA = {"validate": _validate_args, "crop": _crop_args, "mislabels": _mislabels_args}
+#: Functions of maskpipe.steps that run a subcommand of another name.
+_COMMANDS = {"steps": "step_table"}
 #: Steps that set torch's thread count.
 _THREADS = {"validate", "train", "predict"}
 _MISLABELS = ("Without --accept: rank every label the ensemble's out-of-fold probabilities "
@@ -147,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     _common(p)
 
+    p = sub.add_parser("steps", help="print the step table: each step's config sections, files, "
+                                     "fan-out and GPU (the map the Snakemake rules and dvc.yaml "
+                                     "are generated from)")
+    p.add_argument("--format", choices=("markdown", "tsv"), default="markdown",
+                   help="a Markdown table, as in the README (default), or tab-separated values")
+    _common(p)
+
     p = sub.add_parser("summary", help="print where a run's submission and report are, and its score")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: from config)")
     _config_arg(p)
@@ -189,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         _torch_setup(args)
         from maskpipe import steps
 
-        name = STEPS[args.command].runs if args.command in STEPS else args.command.replace("-", "_")
+        name = (STEPS[args.command].runs if args.command in STEPS
+                else _COMMANDS.get(args.command, args.command.replace("-", "_")))
         output = getattr(steps, name)(args, _config)
         if output:
             print(output)

@@ -32,9 +32,14 @@ PLUMBING = frozenset({
     "maskpipe.train.devices",
 })
 
-#: Modules no pipeline step runs: the demo data generator (``maskpipe demo-data``, upstream of
-#: the pipeline), and the scorers of benchmarks and tests (planted errors, eval person groups).
-OFFLINE = frozenset({"maskpipe.data.demo", "maskpipe.mislabels.planted", "maskpipe.persons.score"})
+#: Modules no pipeline step runs: the demo data generators (``maskpipe demo-data``, upstream of
+#: the pipeline; with ``--faces`` the real-face modules), and the scorers of benchmarks and tests
+#: (planted errors, eval person groups).
+OFFLINE = frozenset({
+    "maskpipe.data.demo", "maskpipe.data.realfaces", "maskpipe.data.competition",
+    "maskpipe.data.shoot", "maskpipe.data.masks", "maskpipe.data.landmarks",
+    "maskpipe.mislabels.planted", "maskpipe.persons.score",
+})
 
 
 def package_dir() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,21 @@ from maskpipe.metrics import F1_DEFINITION, head_score, macro_f1, per_class_f1, 
 from maskpipe.persons.adjust import adjust_eval
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Member:
+    """One model's (or the combined task models') probabilities and vote weight.
+
+    ``oof`` is in label order, one row per labelled image; ``test`` is indexed by eval key.
+    ``for_mask`` is the mask state an age model was trained on ("" for all states).
+    """
+
+    name: str
+    oof: np.ndarray
+    test: pd.DataFrame
+    weight: float
+    for_mask: str = ""
 
 
 def vote(probs: list[np.ndarray], weights: list[float], method: str) -> np.ndarray:
@@ -77,23 +93,72 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     the persons and report on the other half (:mod:`maskpipe.ensemble_search`). ``prior_shift``
     and ``person_options`` (with the ``persons`` step's groups) then adjust the eval probabilities
     only (:func:`maskpipe.persons.adjust.adjust_eval`).
+
+    Raises:
+        MaskpipeError: ``weights`` names a model that is not in the predictions, or a model
+            does not predict every labelled image exactly once out of fold.
     """
     lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
-    oof = pd.concat([read_csv(p, dtype={"key": str}) for p in oof_paths], ignore_index=True)
-    test = pd.concat([read_csv(p, dtype={"key": str}) for p in test_paths], ignore_index=True)
-    for df in (oof, test):
-        if "head" not in df:
-            df["head"] = "single"
-        df["for_mask"] = df["for_mask"].astype(object).fillna("") if "for_mask" in df else ""
-    y = lab["label"].to_numpy()
-    models = sorted(oof["model"].unique())
-    rows, members = [], {}  # member name -> (oof probs, test probs by key, weight)
-    task_parts: dict[str, list] = {t: [] for t in TASKS}
-    tta_gain, configured = {}, {"tasks": "-"}
+    oof, test = _read_predictions(oof_paths), _read_predictions(test_paths)
+    y, models = lab["label"].to_numpy(), sorted(oof["model"].unique())
+    unknown = sorted(set(weights) - set(models))
+    if unknown:
+        raise MaskpipeError(f"ensemble.weights: {', '.join(map(repr, unknown))} is not a model of this "
+                            f"run (models: {', '.join(models)})")
+    rows, members, tta_gain, configured = _members(oof, test, lab, models, weights)
+    if "tasks" in configured:
+        rows.append({"model": "tasks", "fold": "all", "tta": "-", **_score(y, members[-1].oof)})
+    w = np.array([m.weight for m in members])
+    fit, holdout = ensemble_search.person_halves(lab["person"].to_numpy(), seed)
+    fitted = _fit_choices(members, y, lab["person"].to_numpy(), fit, holdout, w, method,
+                          search_weights, age_bias)
+    w, keys = fitted["weights"], members[0].test.index
+    ens_oof = vote([m.oof for m in members], w, method)
+    ens_test = vote([m.test.loc[keys].to_numpy() for m in members], w, method)
+    if age_bias:
+        ens_oof = ensemble_search.apply_age_bias(ens_oof, fitted["bias"])
+        ens_test = ensemble_search.apply_age_bias(ens_test, fitted["bias"])
+    ens_test, eval_info = adjust_eval(ens_test, keys, y, persons, person_options or {}, prior_shift,
+                                      oof=ens_oof)
+    score = _score(y, ens_oof)
+    rows.append({"model": "ensemble", "fold": "all", "tta": "-", **score})
+    metrics = {
+        "oof_macro_f1": score["macro_f1"], "oof_accuracy": score["accuracy"],
+        "f1_definition": F1_DEFINITION, "method": method,
+        "weights": {m.name: float(x) for m, x in zip(members, w, strict=True)},
+        "per_class_f1": per_class_f1(y, ens_oof.argmax(1)),
+        "tasks": {k: score[f"{k}_f1"] for k in TASKS},
+        "models": {r["model"]: {"oof_macro_f1": _num(r["macro_f1"]), "oof_accuracy": _num(r["accuracy"])}
+                   for r in rows if r["fold"] == "all" and r["tta"] == configured.get(r["model"])},
+        "tta_gain": tta_gain, "weight_search": fitted["search"], "age_bias": fitted["age_bias"],
+        **eval_info,
+    }
+    _write(lab, y, ens_oof, keys, ens_test, pd.DataFrame(rows), metrics, out_oof, out_test,
+           out_scores, out_metrics)
+    log.info("ensemble of %d member(s) from %d model(s): out-of-fold macro F1 %.4f, accuracy %.4f",
+             len(members), len(models), score["macro_f1"], score["accuracy"])
+    return metrics
+
+
+def _read_predictions(paths: list[Path]) -> pd.DataFrame:
+    df = pd.concat([read_csv(p, dtype={"key": str}) for p in paths], ignore_index=True)
+    if "head" not in df:
+        df["head"] = "single"
+    df["for_mask"] = df["for_mask"].astype(object).fillna("") if "for_mask" in df else ""
+    return df
+
+
+def _members(oof: pd.DataFrame, test: pd.DataFrame, lab: pd.DataFrame, models: list[str],
+             weights: dict[str, float]) -> tuple[list[dict], list[Member], dict, dict]:
+    """(score rows, voting members, TTA gains, each model's TTA setting) of every model.
+
+    Single-task models become one member, ``tasks``, appended last.
+    """
+    rows, members, tta_gain, configured = [], [], {}, {}
+    task_parts: dict[str, list[Member]] = {t: [] for t in TASKS}
     for m in models:
-        mt_all = test[test["model"] == m]
+        mt_all, mo_all = test[test["model"] == m], oof[oof["model"] == m]
         tta = configured[m] = mt_all["tta"].iloc[0]
-        mo_all = oof[oof["model"] == m]
         model_rows, mo = _model_rows(m, mo_all[mo_all["tta"] == tta], lab, tta)
         rows += model_rows
         if tta != "none" and (mo_all["tta"] == "none").any():
@@ -103,19 +168,20 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
                            "without": _num(plain_rows[-1]["macro_f1"])}
         head = mo["head"].iloc[0]
         cols = PROB_COLUMNS if head not in TASKS else TASK_COLUMNS[head]
-        mt = mt_all.groupby("key", sort=False)[cols].mean()
-        weight = float(weights.get(m, 1.0))
-        if head in TASKS:
-            task_parts[head].append((mo[cols].to_numpy(), mt, weight, mo["for_mask"].iloc[0]))
-        else:
-            members[m] = (mo[PROB_COLUMNS].to_numpy(), mt, weight)
+        member = Member(m, mo[cols].to_numpy(), mt_all.groupby("key", sort=False)[cols].mean(),
+                        float(weights.get(m, 1.0)), mo["for_mask"].iloc[0])
+        (task_parts[head] if head in TASKS else members).append(member)
     if any(task_parts.values()):
-        members["tasks"] = _combine_tasks(task_parts)
-        rows.append({"model": "tasks", "fold": "all", "tta": "-", **_score(y, members["tasks"][0])})
-    names = list(members)
-    w = np.array([members[n][2] for n in names])
-    member_oof = [members[n][0] for n in names]
-    fit, holdout = ensemble_search.person_halves(lab["person"].to_numpy(), seed)
+        members.append(_combine_tasks(task_parts))
+        configured["tasks"] = "-"
+    return rows, members, tta_gain, configured
+
+
+def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit: np.ndarray,
+                 holdout: np.ndarray, w: np.ndarray, method: str, search_weights: bool,
+                 age_bias: bool) -> dict:
+    """Vote weights and age bias, each fitted on the ``fit`` half if asked, with their report."""
+    member_oof = [m.oof for m in members]
 
     def ens_f1(ww, rows_mask, bias=0.0):
         p = ensemble_search.apply_age_bias(vote([o[rows_mask] for o in member_oof], ww, method), bias)
@@ -124,67 +190,50 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     search = {"enabled": search_weights}
     if search_weights:
         found = ensemble_search.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
-        search.update(weights=dict(zip(names, map(float, found), strict=True)),
+        search.update(weights={m.name: float(x) for m, x in zip(members, found, strict=True)},
                       fit_half_f1=ens_f1(found, fit), holdout_half_f1=ens_f1(found, holdout),
                       equal_weights_holdout_f1=ens_f1(w, holdout),
-                      fit_persons=int(len(np.unique(lab["person"].to_numpy()[fit]))),
-                      holdout_persons=int(len(np.unique(lab["person"].to_numpy()[holdout]))))
+                      fit_persons=int(len(np.unique(persons[fit]))),
+                      holdout_persons=int(len(np.unique(persons[holdout]))))
         w = found
-    ens_oof = vote(member_oof, w, method)
-    keys = members[names[0]][1].index
-    ens_test = vote([members[n][1].loc[keys].to_numpy() for n in names], w, method)
-    bias = {"enabled": age_bias}
+    bias, b = {"enabled": age_bias}, 0.0
     if age_bias:
-        b = ensemble_search.fit_age_bias(ens_oof, y, fit)
+        b = ensemble_search.fit_age_bias(vote(member_oof, w, method), y, fit)
         bias.update(bias=b, fit_half_f1_without=ens_f1(w, fit), fit_half_f1_with=ens_f1(w, fit, b),
                     holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
-        ens_oof = ensemble_search.apply_age_bias(ens_oof, b)
-        ens_test = ensemble_search.apply_age_bias(ens_test, b)
-    ens_test, eval_info = adjust_eval(ens_test, keys, y, persons, person_options or {}, prior_shift,
-                                      oof=ens_oof)
-    score = _score(y, ens_oof)
-    rows.append({"model": "ensemble", "fold": "all", "tta": "-", **score})
-    scores = pd.DataFrame(rows)
+    return {"weights": w, "bias": b, "search": search, "age_bias": bias}
+
+
+def _write(lab: pd.DataFrame, y: np.ndarray, ens_oof: np.ndarray, keys: pd.Index, ens_test: np.ndarray,
+           scores: pd.DataFrame, metrics: dict, out_oof: Path, out_test: Path, out_scores: Path,
+           out_metrics: Path) -> None:
     oof_table = pd.DataFrame({"key": lab.index, "person": lab["person"].to_numpy(), "label": y,
                               "pred": ens_oof.argmax(1)})
     oof_table = pd.concat([oof_table, pd.DataFrame(np.round(ens_oof, 6), columns=PROB_COLUMNS)], axis=1)
     test_table = pd.concat([pd.DataFrame({"key": keys}),
                             pd.DataFrame(np.round(ens_test, 6), columns=PROB_COLUMNS)], axis=1)
-    metrics = {
-        "oof_macro_f1": score["macro_f1"], "oof_accuracy": score["accuracy"],
-        "f1_definition": F1_DEFINITION, "method": method,
-        "weights": dict(zip(names, map(float, w), strict=True)),
-        "per_class_f1": per_class_f1(y, ens_oof.argmax(1)),
-        "tasks": {k: score[f"{k}_f1"] for k in TASKS},
-        "models": {r["model"]: {"oof_macro_f1": _num(r["macro_f1"]), "oof_accuracy": _num(r["accuracy"])}
-                   for r in rows if r["fold"] == "all" and r["tta"] == configured.get(r["model"])},
-        "tta_gain": tta_gain, "weight_search": search, "age_bias": bias, **eval_info,
-    }
     write_csv(oof_table, out_oof)
     write_csv(test_table, out_test)
     write_csv(scores.round(6), out_scores)
     write_json(metrics, out_metrics)
-    log.info("ensemble of %d member(s) from %d model(s): out-of-fold macro F1 %.4f, accuracy %.4f",
-             len(names), len(models), score["macro_f1"], score["accuracy"])
-    return metrics
 
 
 def _num(value: float) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
 
-def _combine_tasks(parts: dict[str, list]) -> tuple[np.ndarray, pd.DataFrame, float]:
+def _combine_tasks(parts: dict[str, list[Member]]) -> Member:
     """One 18-class member from single-task models: weighted mean per task, then the product."""
     missing = [t for t, p in parts.items() if not p]
     if missing:
         raise MaskpipeError(f"ensemble: the task models cover {', '.join(t for t in TASKS if parts[t])} "
                             f"but not {', '.join(missing)}; add a model with head: {missing[0]}")
-    keys = parts["mask"][0][1].index
+    keys = parts["mask"][0].test.index
     oof, test = {}, {}
     for task in ("mask", "gender"):
         oof[task], test[task] = _task_mean(parts[task], keys, task)
-    general = [m for m in parts["age"] if not m[3]]
-    by_state = {s: [m for m in parts["age"] if m[3] == s] for s in MASK_STATES}
+    general = [m for m in parts["age"] if not m.for_mask]
+    by_state = {s: [m for m in parts["age"] if m.for_mask == s] for s in MASK_STATES}
     if not any(by_state.values()):
         oof["age"], test["age"] = _task_mean(general, keys, "age")
     else:
@@ -198,17 +247,16 @@ def _combine_tasks(parts: dict[str, list]) -> tuple[np.ndarray, pd.DataFrame, fl
             o, t = _task_mean(models, keys, f"age ({state})")
             oof["age"] = oof["age"] + oof["mask"][:, i:i + 1] * o
             test["age"] = test["age"] + test["mask"][:, i:i + 1] * t
-    weights = [m[2] for p in parts.values() for m in p]
-    test18 = pd.DataFrame(joint(test), index=keys, columns=PROB_COLUMNS)
-    return joint(oof), test18, float(np.mean(weights))
+    weight = float(np.mean([m.weight for p in parts.values() for m in p]))
+    return Member("tasks", joint(oof), pd.DataFrame(joint(test), index=keys, columns=PROB_COLUMNS), weight)
 
 
-def _task_mean(models: list, keys: pd.Index, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _task_mean(models: list[Member], keys: pd.Index, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean OOF and test probabilities of the models of one task."""
-    w = np.array([m[2] for m in models], dtype=np.float64)
+    w = np.array([m.weight for m in models], dtype=np.float64)
     if w.sum() <= 0:
         raise MaskpipeError(f"ensemble.weights: the {what} models' weights sum to 0")
     w = w / w.sum()
-    oof = np.tensordot(w, np.stack([m[0] for m in models]), axes=1)
-    test = np.tensordot(w, np.stack([m[1].loc[keys].to_numpy() for m in models]), axes=1)
+    oof = np.tensordot(w, np.stack([m.oof for m in models]), axes=1)
+    test = np.tensordot(w, np.stack([m.test.loc[keys].to_numpy() for m in models]), axes=1)
     return oof, test

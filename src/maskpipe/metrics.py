@@ -45,5 +45,4 @@ def head_score(head: str, official: np.ndarray, pred: np.ndarray) -> tuple[float
 def task_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Macro F1 of each task (mask 3, gender 2, age 3) from 18-class labels."""
     t, p = classes.decode(y_true), classes.decode(y_pred)
-    return {name: macro_f1(tt, pp, n) for name, tt, pp, n in
-            zip(("mask", "gender", "age"), t, p, (3, 2, 3), strict=True)}
+    return {name: macro_f1(tt, pp, n) for (name, n), tt, pp in zip(classes.TASKS.items(), t, p, strict=True)}

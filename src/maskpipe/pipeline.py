@@ -300,3 +300,50 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
 def local_steps() -> list[str]:
     """The cheap steps, which stay on the submitting machine under a cluster executor."""
     return [s.name for s in STEPS.values() if s.local]
+
+
+def port_path(port: Port) -> str:
+    """Where ``port`` lives, for people: below ``results`` (``{model}``/``{fold}`` for a job's
+    own file), or ``{KEY}/under`` for a path taken from the config key KEY."""
+    if port.config is not None:
+        return "/".join(["{" + port.config + "}", *([port.under] if port.under else [])])
+    wildcards = (MODEL, FOLD) if port.per_job or port.every_job else ()
+    path = getattr(Layout("."), port.layout)(*port.args, *wildcards).removeprefix("./")
+    return path + ("/" if port.folder else "") + (EVERY_JOB if port.every_job else "")
+
+
+#: After a path of :func:`port_path` that a later step reads once per model x fold.
+EVERY_JOB = " (each model x fold)"
+
+#: The columns of :func:`table`: step, config sections, files read, files written, other paths
+#: the engines pass, fan-out and GPU.
+TABLE_COLUMNS = ("step", "config", "reads", "writes (under results)", "other paths", "fan-out", "gpu")
+
+
+def table_rows() -> list[tuple[str, ...]]:
+    """One row per step of :data:`STEPS`, in pipeline order, with the :data:`TABLE_COLUMNS`."""
+    def paths(ports: tuple[Port, ...]) -> str:
+        return ", ".join(port_path(p) for p in ports)
+
+    return [(s.name, ", ".join(s.sections), paths(s.inputs), paths(s.outputs), paths(s.options),
+             "model x fold" if s.fan_out else "", "yes" if s.gpu else "") for s in STEPS.values()]
+
+
+def table(fmt: str = "markdown") -> str:
+    """The step table for people (``maskpipe steps``): a Markdown table (``markdown``, the one
+    in the README) or tab-separated values with a header line (``tsv``)."""
+    rows = table_rows()
+    if fmt == "tsv":
+        return "\n".join("\t".join(r) for r in [TABLE_COLUMNS, *rows])
+    if fmt != "markdown":
+        raise ValueError(f"unknown table format {fmt!r}")
+
+    def cell(text: str) -> str:
+        parts = [(p.removesuffix(EVERY_JOB), p.endswith(EVERY_JOB)) for p in text.split(", ")]
+        return ", ".join(f"`{p}`" + (EVERY_JOB if every else "") for p, every in parts) if text else "–"
+
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for name, *rest in rows:
+        cells = [cell(c) for c in rest[:4]] + [c or "–" for c in rest[4:]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -53,13 +53,9 @@ def views(x: torch.Tensor, tta: dict) -> list[torch.Tensor]:
     return scaled
 
 
-def _row_probs(logits: torch.Tensor, head: str) -> np.ndarray:
-    """One row per image: 18-class then per-task probabilities, NaN where the head has none."""
-    return row_tensor(logits, head).cpu().numpy()
-
-
 def row_tensor(logits: torch.Tensor, head: str) -> torch.Tensor:
-    """:func:`_row_probs` as a float32 tensor on the device of ``logits``."""
+    """One row per image: 18-class then per-task probabilities, NaN where the head has none; a
+    float32 tensor on the device of ``logits``."""
     p18, tasks = probabilities(logits, head)
 
     def missing(k: int) -> torch.Tensor:  # on the device of the model's outputs (issue 15)
@@ -83,14 +79,14 @@ def predict_probs(model: torch.nn.Module, dataset: CropDataset, device: torch.de
     # Pinned batches let the copy below overlap the GPU's work on the previous batch.
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=cuda)
     columns = PROB_COLUMNS + [c for cols in TASK_COLUMNS.values() for c in cols]
-    plain, merged = [], []
+    batches = []  # per batch, its views' rows on the device: copied out once, after the loop
     for x in tqdm(loader, desc=desc, unit="batch", disable=None):
         x = x.to(device, non_blocking=cuda)
         with torch.autocast("cuda", dtype=amp, enabled=True) if amp is not None and cuda \
                 else contextlib.nullcontext():
-            probs = [_row_probs(model(v), head) for v in views(x, tta)]
-        plain.append(probs[0])
-        merged.append(np.mean(probs, axis=0))
+            batches.append(torch.stack([row_tensor(model(v), head) for v in views(x, tta)]))
+    rows = [b.cpu().numpy() for b in batches]
+    plain, merged = [r[0] for r in rows], [r.mean(axis=0) for r in rows]
     empty = np.zeros((0, len(columns)))
     return (pd.DataFrame(np.concatenate(plain) if plain else empty, columns=columns),
             pd.DataFrame(np.concatenate(merged) if merged else empty, columns=columns))

@@ -214,6 +214,13 @@ def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:
         log.info("%s %s", path, "written" if changed else "already up to date")
 
 
+def step_table(args: argparse.Namespace, load_config: Loader) -> str:
+    """``maskpipe steps``: the step table of :mod:`maskpipe.pipeline` (the CLI prints it)."""
+    from maskpipe.pipeline import table
+
+    return table(args.format)
+
+
 def summary(args: argparse.Namespace, load_config: Loader) -> str:
     """The lines `make demo` ends with (the CLI prints them to stdout)."""
     import json

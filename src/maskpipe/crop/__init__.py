@@ -10,8 +10,10 @@ uint8 ``.npy`` array per split: training memory-maps it and decodes nothing.
 """
 
 from maskpipe.crop.detect import BoxCache, DetectorSettings, detect_boxes, make_detector
-from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, person_boxes
-from maskpipe.crop.step import SOURCES, crop_split, run
+from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, group_boxes
+from maskpipe.crop.shoots import ShootGrouping, group_shoots, look
+from maskpipe.crop.step import SOURCES, DetectionPass, Placement, crop_split, detector_passes, run
 
-__all__ = ["SOURCES", "BoxCache", "CropGeometry", "DetectorSettings", "crop_region", "crop_split",
-           "cut", "detect_boxes", "fallback_box", "make_detector", "person_boxes", "run"]
+__all__ = ["SOURCES", "BoxCache", "CropGeometry", "DetectionPass", "DetectorSettings", "Placement",
+           "ShootGrouping", "crop_region", "crop_split", "cut", "detect_boxes", "detector_passes",
+           "fallback_box", "group_boxes", "group_shoots", "look", "make_detector", "run"]

@@ -45,8 +45,8 @@ def cut(image: Image.Image, region: np.ndarray, height: int, width: int) -> np.n
     return np.asarray(patch, dtype=np.uint8)
 
 
-def person_boxes(boxes: list[np.ndarray | None], groups: list[str]) -> dict[str, np.ndarray]:
-    """Median detected box of each group (a person's photos share session and framing)."""
+def group_boxes(boxes: list[np.ndarray | None], groups: list) -> dict:
+    """Median box of each group (a person's, or a shoot's, photos share one framing)."""
     found: dict[str, list[np.ndarray]] = defaultdict(list)
     for box, group in zip(boxes, groups, strict=True):
         if box is not None:

@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 #: Border colour per crop source: a person sees at once which crops did not come from a detection.
-SOURCE_COLOURS = {"detected": (40, 160, 70), "person": (230, 150, 20), "fallback": (210, 40, 40)}
+SOURCE_COLOURS = {"detected": (40, 160, 70), "second_pass": (40, 110, 210), "person": (230, 150, 20),
+                  "shoot": (230, 150, 20), "fallback": (210, 40, 40)}
 
 
 def contact_sheet(crops: np.ndarray, rows: Sequence[int], sources: Sequence[str],

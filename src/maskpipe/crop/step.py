@@ -4,27 +4,56 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import logging
-import os
+import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from maskpipe.crop.detect import BOX_COLUMNS, BoxCache, DetectorSettings, detect_boxes, make_detector
-from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, person_boxes
+from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, group_boxes
+from maskpipe.crop.shoots import ShootGrouping, group_shoots, look
 from maskpipe.crop.sheet import contact_sheet
 from maskpipe.images import read_rgb
 from maskpipe.io import npy_writer, path_inside, read_csv, write_bytes_if_changed, write_csv
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("detected", "person", "fallback")
+#: How a crop was placed, best first: MTCNN's first pass found the face; its second pass did (on
+#: a photo the first missed, and where the box agrees with the photo's person or shoot); the
+#: median first-pass box of the person's photos (train) or of the shoot's (eval); the fixed region.
+SOURCES = ("detected", "second_pass", "person", "shoot", "fallback")
+
+#: A detection: (full-resolution box or None, probability, pass that found it: 1, 2, or 0 none).
+Hit = tuple[np.ndarray | None, float, int]
+
+#: The crop index: one row per manifest row, in its order.
+INDEX_COLUMNS = ["key", "row", "sha256", "source", "prob", *BOX_COLUMNS, "shoot"]
+
+
+@dataclass(frozen=True)
+class DetectionPass:
+    """One MTCNN pass: its settings, the cache of its boxes, and how to build its detector."""
+
+    settings: DetectorSettings
+    cache: BoxCache
+    factory: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a photo without its own first-pass detection is cropped from."""
+
+    min_iou: float = 0.5  # a second-pass box is used only if it overlaps its group's box this much
+    shoots: ShootGrouping | None = None  # group eval photos into shoots (None: each on its own)
 
 
 def _chunks(groups: pd.Series, size: int):
@@ -46,50 +75,133 @@ class _Chunk:
     start: int
     paths: list[str]
     groups: list[str] | None  # persons, or None for eval (no person step)
-    known: dict  # cached detections of these rows' images: sha256 -> (box, prob)
+    known: dict[str, Hit]  # final detections of these rows' images from the caches, by sha256
     shas: list[str]
     detect: list[str]  # the images this chunk detects: uncached, and not detected by an earlier chunk
+    cached: list[dict]  # per pass, the cached (box, prob) of the images in ``detect``
 
 
-def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, scale: float, detector,
-                shared: dict[str, Future]) -> tuple[np.ndarray, list[dict], dict]:
-    """Decode, detect what is not cached, place boxes (own, person's, fixed) and cut the crops.
+class _Lazy:
+    """A detector built on first use (the second pass may never be needed), once, for all threads."""
 
-    An image that is in several chunks (the same photo in two folders) is detected once, by the
-    first chunk, which hands the box to the others through ``shared``: MTCNN's boxes depend a
-    little on the rest of the batch, and two boxes for one image would make a rerun from the cache
-    change a crop. Returns (crops, per-row records, new detections by sha256)."""
-    todo = chunk.detect
+    def __init__(self, factory: Callable[[], Any]):
+        self._factory, self._lock, self._value = factory, threading.Lock(), None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._value is None:
+                self._value = self._factory()
+        return self._value
+
+
+def _cached_hit(sha: str, passes: list[DetectionPass]) -> Hit | None:
+    """The final detection of an image if every pass it needs is cached, else None."""
+    for k, p in enumerate(passes, start=1):
+        if sha not in p.cache.boxes:
+            return None
+        box, prob = p.cache.boxes[sha]
+        if box is not None:
+            return box, prob, k
+    return None, float("nan"), 0
+
+
+def _detect(images: dict, chunk: _Chunk, passes: list[DetectionPass],
+            detectors: list[_Lazy]) -> tuple[dict[str, Hit], list[dict]]:
+    """Run the passes over the chunk's images to detect: each later pass on what the earlier ones
+    missed. Returns (final hit by sha256, new detections of each pass)."""
+    hits, new, pending = {}, [], list(chunk.detect)
+    for p, detector, cached in zip(passes, detectors, chunk.cached, strict=True):
+        need = [h for h in pending if h not in cached]
+        found = dict(zip(need, detect_boxes([images[h] for h in need], detector.get(),
+                                            p.settings.detect_scale), strict=True)) if need else {}
+        new.append(found)
+        still = []
+        for h in pending:
+            box, prob = cached[h] if h in cached else found[h]
+            if box is not None:
+                hits[h] = (box, prob, len(new))
+            else:
+                still.append(h)
+        pending = still
+    hits.update((h, (None, float("nan"), 0)) for h in pending)
+    return hits, new
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
+
+
+def _group_boxes(hits: list[Hit], groups: list) -> dict:
+    """Each group's box: the median of its first-pass boxes, else of its second-pass boxes."""
+    first = group_boxes([h[0] if h[2] == 1 else None for h in hits], groups)
+    second = group_boxes([h[0] if h[2] == 2 else None for h in hits], groups)
+    return {**second, **first}
+
+
+def _place(hit: Hit, group_box: np.ndarray | None, group_source: str, image_size: tuple[int, int],
+           geometry: CropGeometry, min_iou: float) -> tuple[str, np.ndarray, float]:
+    """(source, crop region, probability) of one photo; see :data:`SOURCES`."""
+    box, prob, found_by = hit
+    aspect = geometry.height / geometry.width
+    if found_by == 1:
+        return "detected", crop_region(box, geometry.margin, aspect), prob
+    # Lower thresholds also find faces where there are none (a patterned mask, a collar): a
+    # second-pass box must agree with the other photos of its shoot where there are any.
+    if found_by == 2 and (group_box is None or _iou(box, group_box) >= min_iou):
+        return "second_pass", crop_region(box, geometry.margin, aspect), prob
+    if group_box is not None:
+        return group_source, crop_region(group_box, geometry.margin, aspect), float("nan")
+    return "fallback", crop_region(fallback_box(image_size, geometry.fallback), 0.0, aspect), float("nan")
+
+
+def _record(source: str, region: np.ndarray, prob: float, shoot: str) -> dict:
+    return {"source": source, "prob": round(prob, 6) if source in SOURCES[:2] else np.nan,
+            **{c: round(float(v), 2) for c, v in zip(BOX_COLUMNS, region)}, "shoot": shoot}
+
+
+def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, passes: list[DetectionPass],
+                detectors: list[_Lazy], placement: Placement, shared: dict[str, Future]):
+    """Decode, detect what is not cached, place boxes and cut the crops.
+
+    A train chunk places every photo (own box, second pass, person's box, fixed). An eval chunk
+    places only first-pass detections and leaves the rest (``None`` records) until the shoots are
+    known; it returns each photo's look for that. An image that is in several chunks (the same
+    photo in two folders) is detected once, by the first chunk, which hands the box to the others
+    through ``shared``: MTCNN's boxes depend a little on the rest of the batch, and two boxes for
+    one image would make a rerun from the cache change a crop.
+    Returns (crops, per-row records or None, hits, looks or None, new detections per pass)."""
     try:
         images = [read_rgb(root / p) for p in chunk.paths]
-        new = dict(zip(todo, detect_boxes([images[chunk.shas.index(h)] for h in todo], detector, scale),
-                       strict=True)) if todo else {}
+        by_sha = dict(zip(chunk.shas, images, strict=True))
+        new_hits, new = _detect(by_sha, chunk, passes, detectors) if chunk.detect else ({}, [])
     except BaseException as e:  # the chunks waiting for boxes of this one fail too, never hang
-        for h in todo:
+        for h in chunk.detect:
             if h in shared:
                 shared[h].set_exception(e)
         raise
-    for h, hit in new.items():
+    for h, hit in new_hits.items():
         if h in shared:
             shared[h].set_result(hit)
-    hits = [chunk.known[h] if h in chunk.known else new[h] if h in new else shared[h].result()
+    hits = [chunk.known[h] if h in chunk.known else new_hits[h] if h in new_hits else shared[h].result()
             for h in chunk.shas]
-    by_person = person_boxes([b for b, _ in hits], chunk.groups) if chunk.groups is not None else {}
-    aspect = geometry.height / geometry.width
-    crops = np.empty((len(images), geometry.height, geometry.width, 3), np.uint8)
-    records = []
+    by_person = _group_boxes(hits, chunk.groups) if chunk.groups is not None else {}
+    crops = np.zeros((len(images), geometry.height, geometry.width, 3), np.uint8)
+    records: list[dict | None] = []
     for i, im in enumerate(images):
-        box, prob = hits[i]
-        if box is not None:
-            source, region = "detected", crop_region(box, geometry.margin, aspect)
-        elif chunk.groups is not None and chunk.groups[i] in by_person:
-            source, region = "person", crop_region(by_person[chunk.groups[i]], geometry.margin, aspect)
-        else:
-            source, region = "fallback", crop_region(fallback_box(im.size, geometry.fallback), 0.0, aspect)
+        if chunk.groups is None and hits[i][2] != 1:
+            records.append(None)  # placed once the shoots are known
+            continue
+        group = chunk.groups[i] if chunk.groups is not None else ""
+        source, region, prob = _place(hits[i], by_person.get(group), "person", im.size, geometry,
+                                      placement.min_iou)
         crops[i] = cut(im, region, geometry.height, geometry.width)
-        records.append({"source": source, "prob": round(prob, 6) if box is not None else np.nan,
-                        **{c: round(float(v), 2) for c, v in zip(BOX_COLUMNS, region)}})
-    return crops, records, new
+        records.append(_record(source, region, prob, group))
+    looks = ([look(im) for im in images] if chunk.groups is None and placement.shoots is not None
+             else None)
+    return crops, records, hits, looks, new
 
 
 @contextlib.contextmanager
@@ -125,15 +237,30 @@ def default_workers() -> int:
 
     The budget is the usable cores (CPU affinity: Slurm's and taskset's binding), capped by
     ``OMP_NUM_THREADS`` where set: Snakemake sets it to the rule's ``threads`` for every job,
-    locally and inside Slurm jobs."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    budget = os.environ.get("OMP_NUM_THREADS", "")
-    if budget.isdigit() and int(budget) > 0:
-        cores = min(cores, int(budget))
-    return cores + 1
+    locally and inside Slurm jobs (:func:`maskpipe.train.devices.usable_cores`)."""
+    from maskpipe.train.devices import usable_cores
+
+    return usable_cores() + 1
+
+
+def detector_passes(crop: dict, first: DetectorSettings | None = None) -> list[DetectorSettings]:
+    """The detector settings of the ``crop`` config section: ``first`` (default: built from the
+    section), and the second pass where ``crop.second_pass.enabled`` (the same settings but those
+    the section gives, so a field of ``first`` the config does not hold, carries over)."""
+    first = first or DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]))
+    second = crop["second_pass"]
+    if not second["enabled"]:
+        return [first]
+    again = dataclasses.replace(first, detect_scale=second["detect_scale"], min_face_size=second["min_face_size"],
+                                thresholds=tuple(second["thresholds"]))
+    return [first] if again == first else [first, again]  # the same settings would find nothing new
+
+
+def placement(crop: dict) -> Placement:
+    """The ``crop`` section's :class:`Placement` (second-pass agreement, eval shoots)."""
+    shoots = crop["shoots"]
+    grouping = ShootGrouping(shoots["max_distance"], shoots["neighbours"]) if shoots["enabled"] else None
+    return Placement(crop["second_pass"]["min_iou"], grouping)
 
 
 def crop_split(
@@ -142,21 +269,22 @@ def crop_split(
     out_npy: Path,
     out_index: Path,
     geometry: CropGeometry,
-    detector_settings: DetectorSettings,
-    cache: BoxCache,
-    detector_factory,
+    passes: list[DetectionPass],
     batch_size: int = 16,
     desc: str = "crop",
     workers: int = 1,
+    place: Placement = Placement(),
 ) -> pd.DataFrame:
     """Crop every manifest image into ``out_npy`` (row order = manifest order) and index it.
 
-    Each crop comes from the image's own detection, else from the median box of the same
-    person's detected photos (MTCNN often misses masked faces, and a person's 7 photos share one
-    framing), else from the fixed fallback region; the index records which. A manifest without a
-    ``person`` column (eval) has no person step. ``detector_factory`` is called only if some
-    image is not in the cache. ``workers`` threads crop chunks of ``batch_size`` images at once
-    (torch and PIL release the GIL), sharing one detector; the crops are the same for any number.
+    Each crop comes from the image's own detection by the first of ``passes`` (the others run
+    on what it missed), else from the median box of the same person's detected photos (MTCNN
+    often misses masked faces, and a person's 7 photos share one framing), or for eval (a manifest
+    without a ``person`` column) of the same shoot's photos (``place.shoots``), else from the fixed
+    fallback region; the index records which (column ``source``, see :data:`SOURCES`) and the
+    person or shoot (``shoot``). A pass's detector is built only if some image needs it.
+    ``workers`` threads crop chunks of ``batch_size`` images at once (torch and PIL release the
+    GIL), sharing the detectors; the crops are the same for any number.
     """
     n = len(manifest)
     has_person = "person" in manifest
@@ -164,38 +292,69 @@ def crop_split(
     shas = manifest["sha256"].tolist()
     chunks, claimed, shared = [], set(), {}  # shared: boxes one chunk detects for later chunks
     for start, stop in _chunks(groups, batch_size):
-        uncached = [h for h in dict.fromkeys(shas[start:stop]) if h not in cache.boxes]
+        part = shas[start:stop]
+        known = {h: hit for h in dict.fromkeys(part) if (hit := _cached_hit(h, passes)) is not None}
+        uncached = [h for h in dict.fromkeys(part) if h not in known]
         shared.update((h, Future()) for h in uncached if h in claimed and h not in shared)
         detect = [h for h in uncached if h not in claimed]
         claimed.update(detect)
         chunks.append(_Chunk(start, manifest["path"].iloc[start:stop].tolist(),
-                             groups.iloc[start:stop].tolist() if has_person else None,
-                             {h: cache.boxes[h] for h in shas[start:stop] if h in cache.boxes},
-                             shas[start:stop], detect))
-    detector = detector_factory() if claimed else None
+                             groups.iloc[start:stop].tolist() if has_person else None, known, part,
+                             detect, [{h: p.cache.boxes[h] for h in detect if h in p.cache.boxes}
+                                      for p in passes]))
+    detectors = [_Lazy(p.factory) for p in passes]
     workers = max(1, min(workers, len(chunks)))
-    scale = detector_settings.detect_scale
-    records = []
+    records: list[dict | None] = []
+    hits: list[Hit] = []
+    looks: list[np.ndarray] = []
     with npy_writer(out_npy, (n, geometry.height, geometry.width, 3)) as array, \
             _one_torch_thread(), ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=n, desc=desc, unit="img", disable=None) as bar:
         log.debug("%s: %d chunks on %d threads", desc, len(chunks), workers)
-        results = _ordered_map(pool, lambda c: _crop_chunk(c, root, geometry, scale, detector, shared),
+        results = _ordered_map(pool, lambda c: _crop_chunk(c, root, geometry, passes, detectors, place, shared),
                                chunks, ahead=2 * workers)
-        for chunk, (crops, recs, new) in zip(chunks, results, strict=True):
+        for chunk, (crops, recs, chunk_hits, chunk_looks, new) in zip(chunks, results, strict=True):
             array[chunk.start:chunk.start + len(crops)] = crops
-            cache.boxes.update(new)
-            keys = manifest["key"].iloc[chunk.start:chunk.start + len(crops)]
-            for i, (rec, key, sha) in enumerate(zip(recs, keys, chunk.shas, strict=True)):
-                records.append({"key": key, "row": chunk.start + i, "sha256": sha, **rec})
+            for p, found in zip(passes, new):
+                p.cache.boxes.update(found)
+            records += recs
+            hits += chunk_hits
+            looks += chunk_looks or []
             bar.update(len(crops))
-    index = pd.DataFrame(records, columns=["key", "row", "sha256", "source", "prob", *BOX_COLUMNS])
+        if not has_person:
+            _place_by_shoot(manifest, root, array, records, hits, looks, geometry, place, pool)
+    index = pd.DataFrame([{"key": key, "row": row, "sha256": sha, **rec} for row, (key, sha, rec)
+                          in enumerate(zip(manifest["key"], shas, records, strict=True))],
+                         columns=INDEX_COLUMNS)
     write_csv(index, out_index)
-    cache.save()
+    for p in passes:
+        p.cache.save()
     counts = index["source"].value_counts()
-    log.info("%s: %d images: %s", desc, n,
-             ", ".join(f"{counts.get(s, 0)} {s}" for s in SOURCES))
+    log.info("%s: %d images: %s", desc, n, ", ".join(f"{counts.get(s, 0)} {s}" for s in SOURCES))
     return index
+
+
+def _place_by_shoot(manifest: pd.DataFrame, root: Path, array: np.ndarray, records: list,
+                    hits: list[Hit], looks: list, geometry: CropGeometry, place: Placement,
+                    pool: ThreadPoolExecutor) -> None:
+    """Group eval photos into shoots, then place and cut every photo left without a record."""
+    shoots = (group_shoots(np.stack(looks), place.shoots) if looks
+              else np.arange(len(records)))  # no grouping: every photo its own shoot
+    names = [f"shoot{s:05d}" if looks else "" for s in shoots]
+    boxes = _group_boxes(hits, list(shoots)) if looks else {}
+    todo = [i for i, rec in enumerate(records) if rec is None]
+
+    def place_one(i: int) -> tuple[np.ndarray, dict]:
+        im = read_rgb(root / manifest["path"].iloc[i])
+        source, region, prob = _place(hits[i], boxes.get(shoots[i]), "shoot", im.size, geometry,
+                                      place.min_iou)
+        return cut(im, region, geometry.height, geometry.width), _record(source, region, prob, names[i])
+
+    for i, (crop, rec) in zip(todo, pool.map(place_one, todo), strict=True):
+        array[i] = crop
+        records[i] = rec
+    for i, rec in enumerate(records):
+        rec["shoot"] = names[i]
 
 
 def run(
@@ -226,8 +385,8 @@ def run(
                             (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
     settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]),
                                 device.split(":")[0])  # issue 15: the device type is in the cache key
-    cache = BoxCache(cache_dir, settings)
-    factory = functools.partial(make_detector, settings, device)
+    passes = [DetectionPass(s, BoxCache(cache_dir, s), functools.partial(make_detector, s, device))
+              for s in detector_passes(crop, settings)]  # the second pass keeps the device type
     manifests = {}
     for split, manifest_path in (("train", train_manifest), ("eval", eval_manifest)):
         manifests[split] = read_csv(manifest_path, required=["key", "path", "sha256"],
@@ -237,8 +396,8 @@ def run(
     indexes = {}
     for split, manifest in manifests.items():
         indexes[split] = crop_split(manifest, root, Path(outputs[split]), Path(outputs[f"{split}_index"]),
-                                    geometry, settings, cache, factory, crop["batch_size"],
-                                    desc=f"crop {split}", workers=workers or default_workers())
+                                    geometry, passes, crop["batch_size"], desc=f"crop {split}",
+                                    workers=workers or default_workers(), place=placement(crop))
     _write_sheets(outputs, indexes, sample_size, max_sheet)
 
 

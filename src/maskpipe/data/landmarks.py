@@ -31,6 +31,7 @@ CACHE_COLUMNS = ["sha1", *POINT_COLUMNS, *BOX_COLUMNS, "prob"]
 _PAD = 0.25
 # Detected on a half-size copy: the faces are ~90 px there, and it is ~4x faster than at full
 # size with min_face_size 40 (landmarks move by about a pixel).
+# The cache is keyed by content only: delete it after changing these three.
 _SCALE = 0.5
 _MIN_FACE = 40
 _BATCH = 32

@@ -66,7 +66,7 @@ def _layer(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generato
     face = face.convert("RGB")
     w, h = face.size
     arr = np.asarray(face)
-    pad_x, pad_top, pad_bottom = w, h // 2, 2 * h
+    pad_x, pad_top, pad_bottom = w, h, 2 * h  # room for tall hair above, shoulders below
     size = (w + 2 * pad_x, h + pad_top + pad_bottom)
     pts = np.asarray(pts, np.float64) + [pad_x, pad_top]
     d = float(np.hypot(*(pts[1] - pts[0])))

@@ -46,8 +46,7 @@ def task_probs(probs: np.ndarray) -> dict[str, np.ndarray]:
 
     The marginals are renormalised: the OOF table stores probabilities rounded to 6 decimals.
     """
-    p = np.asarray(probs, dtype=np.float64).reshape(-1, 3, 2, 3)  # [mask, gender, age]
-    out = {"mask": p.sum(axis=(2, 3)), "gender": p.sum(axis=(1, 3)), "age": p.sum(axis=(1, 2))}
+    out = classes.marginals(np.asarray(probs, dtype=np.float64))
     return {task: m / m.sum(axis=1, keepdims=True) for task, m in out.items()}
 
 

@@ -118,13 +118,35 @@ def _corrections(r: Run, figs: Figures) -> str:
     )
 
 
+#: What each crop source means, for the report's readers (see maskpipe.crop.SOURCES).
+CROP_SOURCES = {
+    "detected": "MTCNN found the face",
+    "second_pass": "found by a second MTCNN pass with lower thresholds (crop.second_pass), and its "
+                   "box agrees with the person's or shoot's",
+    "person": "no face found: the median box of the person's detected photos",
+    "shoot": "no face found: the median box of the detected photos of its shoot (eval photos that "
+             "look alike: background, framing, light; crop.shoots)",
+    "fallback": "nothing found in the photo or its person or shoot: the fixed crop.fallback region",
+}
+
+
 def _crop_row(name: str, df: pd.DataFrame) -> dict:
-    detected = df["source"] == "detected"
-    return {"images": name, "n": len(df), "detected": int(detected.sum()),
-            "from person": int((df["source"] == "person").sum()),
-            "fallback": int((df["source"] == "fallback").sum()),
+    found = df["source"].isin(["detected", "second_pass"])
+    return {"images": name, "n": len(df),
+            **{source: int((df["source"] == source).sum()) for source in CROP_SOURCES},
             "fallback rate": (df["source"] == "fallback").mean() if len(df) else np.nan,
-            "mean detection prob": df.loc[detected, "prob"].astype(float).mean()}
+            "mean detection prob": df.loc[found, "prob"].astype(float).mean()}
+
+
+def _split_sources(name: str, df: pd.DataFrame) -> str:
+    """How one split was cropped: photos and share per crop source."""
+    n = df["source"].value_counts().reindex(list(CROP_SOURCES), fill_value=0)
+    rows = pd.DataFrame({"source": n.index, "photos": n.to_numpy(),
+                         "share": n.to_numpy() / max(1, len(df)),
+                         "meaning": [CROP_SOURCES[s] for s in n.index]})
+    own = 1 - (df["source"] == "fallback").mean() if len(df) else np.nan
+    return join(f"<h3>{esc(name)}: {len(df)} photos, {pct(own)} with a box found on their own face "
+                "or their person's or shoot's photos</h3>", table(rows, {"share": pct}))
 
 
 def _crops(r: Run, figs: Figures) -> str:
@@ -135,15 +157,18 @@ def _crops(r: Run, figs: Figures) -> str:
     total = pd.concat([r.crops_train, r.crops_eval])
     rate = (total["source"] == "fallback").mean() if len(total) else np.nan
     return join(
-        f"<p>Overall fallback rate <b>{pct(rate)}</b>. Sources: <i>detected</i> (MTCNN found the "
-        "face), <i>from person</i> (no face found; the median box of the same person's detected "
-        "photos was used), <i>fallback</i> (the fixed region from <code>crop.fallback</code>).</p>",
+        f"<p>Overall fallback rate <b>{pct(rate)}</b>. Train and eval photos are cropped alike: "
+        "a photo without a face found takes the box of its person's photos (train) or of its "
+        "shoot's (eval photos grouped by how alike they look), so both splits see one framing.</p>",
+        _split_sources("train", r.crops_train),
+        _split_sources("eval", r.crops_eval),
+        "<h3>By image kind</h3>",
         table(df, {"fallback rate": pct}, highlight=[n.endswith("(all)") for n in df["images"]]),
         "<h3>A random sample of training crops</h3>",
         figs.embed("crop_sample", r.crop_sheets["sample"], "contact sheet of sampled crops"),
         "<h3>Every crop without its own detection</h3>"
-        "<p>Frame colours: green detected, orange from the person's other photos, red fixed "
-        "fallback region. Check that these still show a face.</p>",
+        "<p>Frame colours: green detected, blue second pass, orange from the person's or shoot's "
+        "other photos, red fixed fallback region. Check that these still show a face.</p>",
         figs.embed("crop_fallbacks", r.crop_sheets["fallbacks"],
                    "contact sheet of crops without a detection"),
     )

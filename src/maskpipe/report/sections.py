@@ -147,9 +147,8 @@ def confusion(r: Run, figs: Figures) -> str:
     truth, pred = r.oof["label"].to_numpy(), r.oof["pred"].to_numpy()
     cm = confusion_matrix(truth, pred, labels=range(classes.NUM_CLASSES))
     panels = []
-    tasks = zip(("mask", "gender", "age"), (classes.MASK_NAMES, classes.GENDER_NAMES, classes.AGE_NAMES),
-                classes.decode(truth), classes.decode(pred), strict=True)
-    for task, names, t, p in tasks:
+    tasks = zip(classes.TASK_CLASS_NAMES.items(), classes.decode(truth), classes.decode(pred), strict=True)
+    for (task, names), t, p in tasks:
         f1 = r.metrics["tasks"].get(task, np.nan)
         panels.append((f"{task} (F1 {f3(f1)})", confusion_matrix(t, p, labels=range(len(names))), names))
     return join(

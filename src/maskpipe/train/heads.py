@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskpipe.classes import MASK_STATES, NUM_CLASSES, TASKS, joint  # noqa: F401 (re-exported)
+from maskpipe.classes import MASK_STATES, NUM_CLASSES, TASKS, joint, marginals  # noqa: F401 (re-exported)
 from maskpipe.train.losses import build_loss
 
 #: ``for_mask`` values of age models trained on one mask state, in mask-index order.
@@ -50,12 +50,6 @@ def split_logits(logits: torch.Tensor, head: str) -> dict[str, torch.Tensor]:
     if head == "multitask":
         return dict(zip(TASKS, torch.split(logits, list(TASKS.values()), dim=1), strict=True))
     return {head: logits}
-
-
-def marginals(p18: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-task marginals of 18-class probabilities (or soft targets): class = m*6 + g*3 + a."""
-    cube = p18.reshape(-1, 3, 2, 3)
-    return {"mask": cube.sum((2, 3)), "gender": cube.sum((1, 3)), "age": cube.sum((1, 2))}
 
 
 def probabilities(logits: torch.Tensor, head: str) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:

@@ -8,14 +8,14 @@ divided by the summed target weight ``sum_n sum_c w_c t_nc`` (plain N without cl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from maskpipe.io import MaskpipeError
-
-LOSSES = ("ce", "focal", "f1")
 
 
 def balanced_weights(class_counts: np.ndarray) -> np.ndarray:
@@ -89,6 +89,30 @@ class _SoftF1(nn.Module):
         return 1 - (f1 * present).sum() / present.sum().clamp_min(1)
 
 
+#: Loss builders by config name: ``(weight, label_smoothing, gamma) -> module``; ``weight`` is a
+#: per-class tensor or None. Every loss takes (N, C) logits and (N, C) float targets.
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "ce": lambda weight, label_smoothing, gamma: _CrossEntropy(weight, label_smoothing),
+    "focal": lambda weight, label_smoothing, gamma: _Focal(weight, label_smoothing, gamma),
+    "f1": lambda weight, label_smoothing, gamma: _SoftF1(),
+}
+
+
+def create_loss(name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                gamma: float = 2.0, where: str = "loss") -> nn.Module:
+    """The loss ``name`` (a key of :data:`LOSSES`) on (N, C) logits and (N, C) float targets.
+
+    Raises:
+        MaskpipeError: an unknown name, or f1 given smoothing or class weights, naming ``where``.
+    """
+    if name not in LOSSES:
+        raise MaskpipeError(f"{where}.name: unknown loss {name!r} (choose {', '.join(LOSSES)})")
+    # f1: smoothing would mark every class present and make a perfect F1 unreachable
+    if name == "f1" and (label_smoothing or weight is not None):
+        raise MaskpipeError(f"{where}: f1 takes no label_smoothing or class_weights")
+    return LOSSES[name](weight, float(label_smoothing), float(gamma))
+
+
 class WeightedLoss(nn.Module):
     """``sum_i weight_i * loss_i``, computed in float32 for any logits dtype."""
 
@@ -131,26 +155,24 @@ def build_loss(specs: list[dict], num_classes: int, class_counts: np.ndarray | N
     """
     losses = []
     for i, spec in enumerate(specs):
-        at, name, cw = f"{where}[{i}]", spec["name"], spec["class_weights"]
-        if name not in LOSSES:
-            raise MaskpipeError(f"{at}.name: unknown loss {name!r} (choose {', '.join(LOSSES)})")
+        at, cw = f"{where}[{i}]", spec["class_weights"]
         if cw not in ("none", "balanced"):
             raise MaskpipeError(f"{at}.class_weights: {cw!r} is neither 'none' nor 'balanced'")
-        # f1: smoothing would mark every class present and make a perfect F1 unreachable
-        if name == "f1" and (spec["label_smoothing"] or cw != "none"):
-            raise MaskpipeError(f"{at}: f1 takes no label_smoothing or class_weights")
-        weight = None
-        if cw == "balanced":
-            if class_counts is None:
-                raise MaskpipeError(f"{at}.class_weights: 'balanced' needs the training fold's "
-                                    "class counts, none were given")
-            if len(class_counts) != num_classes:
-                raise MaskpipeError(f"{at}.class_weights: {len(class_counts)} class counts "
-                                    f"for {num_classes} classes")
-            weight = torch.tensor(balanced_weights(class_counts), dtype=torch.float32)
-        ls = float(spec["label_smoothing"])
-        losses.append(_SoftF1() if name == "f1" else _CrossEntropy(weight, ls) if name == "ce"
-                      else _Focal(weight, ls, float(spec["gamma"])))
+        losses.append(create_loss(spec["name"], _class_weights(cw, class_counts, num_classes, at),
+                                  spec["label_smoothing"], spec["gamma"], at))
     if not losses:
         raise MaskpipeError(f"{where}: no losses given")
     return WeightedLoss(losses, [float(s["weight"]) for s in specs], [s["name"] for s in specs])
+
+
+def _class_weights(kind: str, class_counts: np.ndarray | None, num_classes: int,
+                   at: str) -> torch.Tensor | None:
+    if kind == "none":
+        return None
+    if class_counts is None:
+        raise MaskpipeError(f"{at}.class_weights: 'balanced' needs the training fold's "
+                            "class counts, none were given")
+    if len(class_counts) != num_classes:
+        raise MaskpipeError(f"{at}.class_weights: {len(class_counts)} class counts "
+                            f"for {num_classes} classes")
+    return torch.tensor(balanced_weights(class_counts), dtype=torch.float32)

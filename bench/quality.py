@@ -1,0 +1,253 @@
+"""Quality on real faces: the pipeline run for a fixed list of configurations, side by side.
+
+    python bench/quality.py --faces ../shared/realfaces/utkface --persons 600 --eval-persons 300
+
+Generates (or reuses) a realistic set with ``maskpipe demo-data --faces`` (real UTKFace faces
+with drawn masks, in the competition's layout; eval made of persons, ``demo_truth.csv`` holds
+their true classes), then runs the pipeline's steps in-process through the CLI, as the engines
+would, for every row of :data:`ROWS`, and prints one table: out-of-fold macro F1, eval macro F1
+against ``demo_truth.csv`` (what a leaderboard would give), eval F1 per task, how the train and
+eval photos were cropped, and the row's wall time.
+
+Work is shared where the config is the same: one crop run for all rows, and each model x fold is
+trained once and reused by every row whose model has the same config (the "no TTA" row only
+predicts again; the ensemble row reuses the 18-class model). A row's time counts only what it ran
+itself; ``reused`` says which rows trained nothing. Training runs from scratch (no pretrained
+weights offline), so the absolute figures are low: the table is for comparing choices. Seeded and
+repeatable on CPU. Sizes (persons, folds, epochs, image size) are arguments and the same for
+every row; the defaults (600 + 300 persons, 2 folds, 6 epochs, 48 px) are sized for about an hour
+on 2 cores (README "Quality on real faces" says what was measured at which size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from maskpipe.cli import main as cli_main
+from maskpipe.config import validate
+from maskpipe.layout import Layout
+from maskpipe.metrics import macro_f1, task_f1
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("bench.quality")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration: its models (name -> overrides of the base model) and section overrides."""
+
+    name: str
+    models: dict
+    sections: dict = field(default_factory=dict)
+
+
+#: The fixed list of configurations. "a" is the base model (``--arch``), "b" the second
+#: architecture (``--arch-b``).
+ROWS = [
+    Row("18-class model (TTA hflip)", {"a": {}}),
+    Row("18-class model, no TTA", {"a": {}}, {"predict": {"tta": {"hflip": False}}}),
+    Row("multitask head", {"mt": {"head": "multitask"}}),
+    Row("three task models", {"mask": {"head": "mask"}, "gender": {"head": "gender"}, "age": {"head": "age"}}),
+    Row("ensemble of two architectures", {"a": {}, "b": {"arch": "@arch_b"}}),
+    Row("18-class, train_age_bounds [30, 58]", {"a": {}}, {"labels": {"train_age_bounds": [30, 58]}}),
+]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def base_config(data: Path, args: argparse.Namespace) -> dict:
+    """The shipped config.yaml at the bench's sizes (CPU-friendly), for ``data``."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["data"]["root"] = str(data)
+    cfg["folds"]["k"] = args.folds
+    cfg["train"]["seed"] = args.seed
+    cfg["train"]["num_workers"] = 0
+    base = next(iter(cfg["models"].values()))
+    cfg["models"] = {"base": {**base, "arch": args.arch, "pretrained": False,
+                              "image_size": [args.image_size, args.image_size], "epochs": args.epochs}}
+    return cfg
+
+
+def row_config(base: dict, row: Row, args: argparse.Namespace) -> dict:
+    cfg = _merge(base, row.sections)
+    model = base["models"]["base"]
+    cfg["models"] = {m: _merge(model, {k: (args.arch_b if v == "@arch_b" else v) for k, v in o.items()})
+                     for m, o in row.models.items()}
+    return validate(cfg, f"bench row {row.name!r}")
+
+
+def crop_outputs(L: Layout) -> list[str]:
+    """The crop step's output arguments for the crops of layout ``L``."""
+    return ["--out-train", L.crops("train"), "--out-train-index", L.crop_index("train"),
+            "--out-eval", L.crops("eval"), "--out-eval-index", L.crop_index("eval"),
+            "--out-sample-sheet", L.crop_sheet("sample"), "--out-fallback-sheet", L.crop_sheet("fallbacks")]
+
+
+def _run(*args: str) -> None:
+    if cli_main([str(a) for a in args]) != 0:
+        raise SystemExit(f"bench/quality.py: maskpipe {args[0]} failed")
+
+
+class Runner:
+    """Runs the steps of each row under ``work``, sharing what has the same config."""
+
+    def __init__(self, work: Path, data: Path):
+        self.work, self.data = work, data
+
+    def _config(self, cfg: dict, name: str) -> list[str]:
+        path = self.work / "configs" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return ["--config", str(path)]
+
+    def prepare(self, cfg: dict) -> tuple[Layout, Layout]:
+        """validate + crop (per crop config), labels + folds (per labels/folds config)."""
+        crop_key = _key(cfg["data"], cfg["crop"])
+        C = Layout(str(self.work / "crops" / crop_key))
+        c = self._config(cfg, f"crop-{crop_key}")
+        if not Path(C.crop_index("eval")).is_file():
+            _run("validate", *c, "--out-train", C.manifest("train"), "--out-eval", C.manifest("eval"))
+            _run("crop", *c, "--root", self.data, "--train-manifest", C.manifest("train"),
+                 "--eval-manifest", C.manifest("eval"), *crop_outputs(C),
+                 "--cache", str(self.work / "cache" / "boxes"))
+        lab_key = _key(crop_key, cfg["labels"], cfg["folds"])
+        F = Layout(str(self.work / "labels" / lab_key))
+        c = self._config(cfg, f"labels-{lab_key}")
+        if not Path(F.folds()).is_file():
+            _run("labels", *c, "--manifest", C.manifest("train"), "--out-labels", F.labels(),
+                 "--out-applied", F.corrections_applied())
+            _run("folds", *c, "--labels", F.labels(), "--out-folds", F.folds())
+        return C, F
+
+    def model(self, cfg: dict, m: str, C: Layout, F: Layout, folds: int) -> tuple[Layout, bool]:
+        """Train model ``m`` on every fold unless a model of the same config was: (layout, trained)."""
+        T = Layout(str(self.work / "models" / _key(str(F.folds()), cfg["train"], cfg["models"][m])))
+        c = self._config(cfg, f"train-{Path(T.results).name}")
+        trained = False
+        for f in range(folds):
+            if Path(T.train_metrics(m, f)).is_file():
+                continue
+            _run("train", *c, "--model", m, "--fold", f, "--crops", C.crops("train"),
+                 "--crop-index", C.crop_index("train"), "--labels", F.labels(), "--folds", F.folds(),
+                 "--out-checkpoint", T.checkpoint(m, f), "--out-metrics", T.train_metrics(m, f),
+                 "--out-tensorboard", T.tensorboard(m, f))
+            trained = True
+        return T, trained
+
+    def row(self, row: Row, cfg: dict, folds: int) -> dict:
+        """Every step of one row; returns the row's figures."""
+        start = time.perf_counter()
+        C, F = self.prepare(cfg)
+        R = Layout(str(self.work / "rows" / _key(row.name)))
+        c = self._config(cfg, f"row-{Path(R.results).name}")
+        oofs, tests, trained = [], [], False
+        for m in cfg["models"]:
+            T, new = self.model(cfg, m, C, F, folds)
+            trained |= new
+            for f in range(folds):
+                _run("predict", *c, "--model", m, "--fold", f, "--checkpoint", T.checkpoint(m, f),
+                     "--train-crops", C.crops("train"), "--train-index", C.crop_index("train"),
+                     "--eval-crops", C.crops("eval"), "--eval-index", C.crop_index("eval"),
+                     "--labels", F.labels(), "--folds", F.folds(), "--out-oof", R.oof(m, f),
+                     "--out-test", R.test_probs(m, f))
+                oofs.append(R.oof(m, f))
+                tests.append(R.test_probs(m, f))
+        _run("ensemble", *c, "--oof", *oofs, "--test", *tests, "--labels", F.labels(),
+             "--out-oof", R.ensemble_oof(), "--out-test", R.ensemble_test(),
+             "--out-scores", R.ensemble_scores(), "--out-metrics", R.metrics())
+        _run("submit", "--probs", R.ensemble_test(), "--eval-manifest", C.manifest("eval"),
+             "--out-submission", R.submission())
+        seconds = time.perf_counter() - start
+        return {"configuration": row.name, **scores(R, self.data), **crop_shares(C),
+                "wall s": round(seconds), "reused": "" if trained else "yes"}
+
+
+def scores(R: Layout, data: Path) -> dict:
+    """OOF macro F1 (ensemble metrics), eval macro F1 and per-task F1 against demo_truth.csv."""
+    metrics = json.loads(Path(R.metrics()).read_text())
+    sub = pd.read_csv(R.submission(), dtype={"ImageID": str})
+    truth = pd.read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
+    y, p = truth.loc[sub["ImageID"], "ans"].to_numpy(int), sub["ans"].to_numpy(int)
+    tasks = task_f1(y, p)
+    return {"OOF F1": metrics["oof_macro_f1"], "eval F1": macro_f1(y, p),
+            **{f"eval {t}": v for t, v in tasks.items()}}
+
+
+def crop_shares(C: Layout) -> dict:
+    """Share of train and eval crops detected (either pass) / from person or shoot / fixed."""
+    out = {}
+    for split in ("train", "eval"):
+        src = pd.read_csv(C.crop_index(split), usecols=["source"])["source"]
+        out[f"{split} det/grp/fix"] = "/".join(
+            f"{100 * v:.0f}" for v in (src.isin(["detected", "second_pass"]).mean(),
+                                       src.isin(["person", "shoot"]).mean(), (src == "fallback").mean()))
+    return out
+
+
+def make_data(args: argparse.Namespace) -> Path:
+    """The realistic set (``demo-data --faces``), generated unless it is already there."""
+    data = args.data or args.work / f"data-{args.persons}-{args.eval_persons}-s{args.seed}"
+    _run("demo-data", "--faces", args.faces, "--out", data, "--persons", args.persons,
+         "--eval-persons", args.eval_persons, "--seed", args.seed,
+         *(["--landmark-cache", args.landmark_cache] if args.landmark_cache else []))
+    return data
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "realfaces" / "utkface",
+                   help="labels.csv + face photos (default ../shared/realfaces/utkface)")
+    p.add_argument("--data", type=Path, help="the generated set's folder (default under --work)")
+    p.add_argument("--work", type=Path, default=Path("results/quality"), help="outputs of every row")
+    p.add_argument("--landmark-cache", type=Path, help="demo-data's landmark cache, kept between runs")
+    p.add_argument("--persons", type=int, default=600, help="train persons (7 photos each)")
+    p.add_argument("--eval-persons", type=int, default=300, help="eval persons (7 photos each)")
+    p.add_argument("--folds", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--image-size", type=int, default=48, help="training input, square, px")
+    p.add_argument("--arch", default="resnet10t", help="timm architecture of every row's models")
+    p.add_argument("--arch-b", default="mobilenetv3_small_100", help="the ensemble's second architecture")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data set and of training")
+    p.add_argument("--rows", help="comma-separated row numbers (1-based) to run; default all")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not (args.faces / "labels.csv").is_file():
+        raise SystemExit(f"bench/quality.py: {args.faces}/labels.csv not found (the real faces folder)")
+    total = time.perf_counter()
+    data = make_data(args)
+    base = base_config(data, args)
+    runner = Runner(args.work, data)
+    chosen = [ROWS[int(i) - 1] for i in args.rows.split(",")] if args.rows else ROWS
+    rows = []
+    for row in chosen:
+        rows.append(runner.row(row, row_config(base, row, args), args.folds))
+        print(f"done: {rows[-1]}", flush=True)
+    table = pd.DataFrame(rows)
+    print(f"\nQuality on real faces: {args.persons} train persons, {args.eval_persons} eval persons, "
+          f"{args.folds} folds, {args.epochs} epochs, {args.image_size} px, {args.arch} "
+          f"(+ {args.arch_b}), seed {args.seed}; {time.perf_counter() - total:.0f} s in all")
+    print(table.to_markdown(index=False, floatfmt=".3f"))
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Build what one model x fold trains with, from its config section: data, model, and the
+training parts (loss, optimizer, schedule, AMP scaler, EMA), each by name through its factory.
+
+Every builder takes the values it needs, never the whole config; ``where`` is the config path
+(``models.NAME``) named in errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from maskpipe.classes import MASK_STATES, NUM_CLASSES
+from maskpipe.config import as_hw
+from maskpipe.io import MaskpipeError
+from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
+from maskpipe.train.data import CropDataset, join_split
+from maskpipe.train.heads import HeadLoss
+from maskpipe.train.model import create_model
+from maskpipe.train.optim import Schedule, make_optimizer, make_schedule
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Data:
+    """The fold's loaders and what scoring and reseeding need besides them."""
+
+    train: DataLoader
+    val: DataLoader
+    train_tf: Any  # the training transforms, reseeded every epoch
+    mixup: Any  # timm's Mixup or None
+    train_y: np.ndarray  # training labels (train_label)
+    val_official: np.ndarray  # validation images' official labels, which scoring uses
+    size: tuple[int, int]
+    mean: tuple
+    std: tuple
+
+
+@dataclass
+class Parts:
+    """Everything that learns or steers learning; ``ResumeState`` saves and restores these."""
+
+    model: nn.Module
+    forward: nn.Module  # ``model`` or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    loss_fn: nn.Module
+    scaler: torch.amp.GradScaler
+    ema: Any  # timm's ModelEmaV3 or None
+    amp: torch.dtype | None
+    head: str
+    accumulate: int
+    channels_last: bool  # inputs go channels-last (CUDA only), like the model (issue 15)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """CUDA autocast at the configured dtype, or nothing."""
+        if self.amp is None:
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast("cuda", dtype=self.amp)
+
+    @property
+    def scored(self) -> nn.Module:
+        """The weights validation scores and the checkpoint keeps: the EMA's, if any."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def split_fold(crop_index: Path, labels: Path, folds: Path, fold: int, model_cfg: dict,
+               where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, validation rows) of ``fold``; an age model for one mask state sees only it."""
+    table = join_split(crop_index, labels, folds)
+    if model_cfg["for_mask"] is not None:
+        if model_cfg["head"] != "age":
+            raise MaskpipeError(f"{where}.for_mask: only an age model (head: age) trains per mask state")
+        table = table[table["mask"] == MASK_STATES.index(model_cfg["for_mask"])]
+    tr, va = table[table["fold"] != fold], table[table["fold"] == fold]
+    if tr.empty or va.empty:
+        raise MaskpipeError(f"fold {fold}: no {'training' if tr.empty else 'validation'} images")
+    return tr, va
+
+
+def build_model(model_cfg: dict, device: torch.device, where: str) -> nn.Module:
+    """The timm model with its head, on ``device`` (channels-last on CUDA if configured)."""
+    model = create_model(model_cfg["arch"], model_cfg["pretrained"], model_cfg["pretrained_file"],
+                         head=model_cfg["head"], where=where)
+    model.to(device)
+    if device.type == "cuda" and model_cfg["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_data(crops: Path, tr: pd.DataFrame, va: pd.DataFrame, pretrained_cfg: dict,
+               model_cfg: dict, num_workers: int, seed: int, generator: torch.Generator,
+               cuda: bool, where: str) -> Data:
+    """Datasets, transforms, sampler, CutMix/MixUp and the two loaders."""
+    mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
+    size, preprocess = as_hw(model_cfg["image_size"]), model_cfg["preprocess"]
+    train_tf = build_transforms(size, mean, std, preprocess, model_cfg["augment"], seed, where)
+    val_tf = build_transforms(size, mean, std, preprocess, None, None, where)
+    train_y = tr["train_label"].to_numpy()
+    train_ds = CropDataset(crops, tr["row"].to_numpy(), train_y, train_tf)
+    val_ds = CropDataset(crops, va["row"].to_numpy(), va["train_label"].to_numpy(), val_tf)
+    bs = model_cfg["batch_size"]
+    mixup = make_mixup(model_cfg["mixup"], NUM_CLASSES)
+    if mixup is not None and bs % 2:
+        raise MaskpipeError(f"{where}.batch_size: CutMix/MixUp needs an even batch, not {bs}")
+    sampler = balanced_sampler(train_y, generator) if model_cfg["sampler"] == "balanced" else None
+    # Workers are not persistent: new ones each epoch take their augmentation seeds from the
+    # epoch's generator state, which is what makes a resumed epoch equal the uninterrupted one.
+    loader_kw = dict(num_workers=num_workers, pin_memory=cuda, worker_init_fn=reseed_worker)
+    train_dl = DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+                          generator=generator, drop_last=len(train_ds) > bs or mixup is not None,
+                          **loader_kw)
+    if len(train_dl) == 0:
+        raise MaskpipeError(f"{where}.batch_size {bs} exceeds the {len(train_ds)} training images")
+    val_dl = DataLoader(val_ds, batch_size=bs * 2, **loader_kw)
+    return Data(train_dl, val_dl, train_tf, mixup, train_y, va["label"].to_numpy(), size,
+                tuple(mean), tuple(std))
+
+
+def build_parts(model: nn.Module, data: Data, model_cfg: dict, device: torch.device,
+                where: str) -> Parts:
+    """Loss, optimizer, schedule, AMP scaler, EMA and the (compiled) forward of ``model``."""
+    accumulate = model_cfg["accumulate"]
+    steps_per_epoch = -(-len(data.train) // accumulate)
+    optimizer = make_optimizer(model, model_cfg["optimizer"], f"{where}.optimizer")
+    schedule = make_schedule(optimizer, model_cfg["scheduler"], model_cfg["epochs"], steps_per_epoch,
+                             f"{where}.scheduler")
+    counts = np.bincount(data.train_y, minlength=NUM_CLASSES)
+    loss_fn = HeadLoss(model_cfg["head"], model_cfg["loss"], counts, model_cfg["task_weights"],
+                       f"{where}.loss").to(device)
+    amp = AMP_DTYPES.get(model_cfg["amp"]) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    ema = None
+    if model_cfg["ema_decay"] is not None:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=model_cfg["ema_decay"])
+    forward = torch.compile(model) if model_cfg["compile"] else model
+    return Parts(model, forward, optimizer, schedule, loss_fn, scaler, ema, amp, model_cfg["head"],
+                 accumulate, model_cfg["channels_last"])

@@ -1,0 +1,61 @@
+"""Smoke test of bench/quality.py on a tiny realistic set (real faces from ../shared/realfaces/)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+UTKFACE = REPO / ".." / "shared" / "realfaces" / "utkface"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """~40 real faces of every group: labels.csv and symlinks to the shared photos (no copies;
+    a few faces, so their landmarks are found in seconds)."""
+    import os
+
+    import pandas as pd
+
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
+    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
+    picked = pd.concat([labels[(labels["gender"] == g) & labels["age"].between(lo, hi)].head(5)
+                        for g in ("male", "female") for lo, hi in ((18, 29), (30, 59), (60, 65), (66, 90))])
+    folder = tmp_path_factory.mktemp("faces")
+    (folder / "images").mkdir()
+    for name in picked["file"]:
+        os.symlink((UTKFACE / "images" / name).resolve(), folder / "images" / name)
+    picked.to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monkeypatch, capsys):
+    """Two rows (TTA on, off) on 4 + 2 persons: one table, scores in 0..1, crop shares that add
+    up, and the second row trains nothing (the same model config is reused)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
+                          "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
+                          "--rows", "1,2"])
+    assert list(table["configuration"]) == [quality.ROWS[0].name, quality.ROWS[1].name]
+    for col in ("OOF F1", "eval F1", "eval mask", "eval gender", "eval age"):
+        assert table[col].between(0, 1).all(), col
+    for col in ("train det/grp/fix", "eval det/grp/fix"):
+        for shares in table[col]:
+            assert 99 <= sum(map(int, shares.split("/"))) <= 101
+    assert list(table["reused"]) == ["", "yes"]
+    out = capsys.readouterr().out
+    assert "Quality on real faces: 4 train persons, 2 eval persons, 2 folds" in out
+    assert "| 18-class model, no TTA" in out
+    # the eval set is made of persons: 7 photos each, all cropped
+    assert len((tmp_path / "q").glob("crops/*/crops/eval.csv").__next__().read_text().splitlines()) == 1 + 2 * 7
