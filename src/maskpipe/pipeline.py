@@ -122,8 +122,10 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("persons", "group the eval photos into persons by shoot and face", ("persons",),
          inputs=(_p("eval_manifest", "manifest", "eval", help="eval manifest"),
                  _p("eval_crops", "crops", "eval", help="eval crops"),
-                 _p("eval_index", "crop_index", "eval", help="eval crop index"),
-                 _data("eval_images", "eval/images")),
+                 # The photos themselves are read below the root option, not declared: the
+                 # manifest holds each one's SHA-256, so an edited photo reruns this step anyway
+                 # (and `snakemake --lint` refuses a param that prefixes an input).
+                 _p("eval_index", "crop_index", "eval", help="eval crop index")),
          outputs=(_p("groups", "persons_groups",
                      help="per eval photo: its group, the group's size, a confidence (.csv)"),),
          options=(Port("root", "data folder the manifest paths start from (default: data.root)",
