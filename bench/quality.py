@@ -129,6 +129,10 @@ class Runner:
             _run("crop", *c, "--root", self.data, "--train-manifest", C.manifest("train"),
                  "--eval-manifest", C.manifest("eval"), *crop_outputs(C),
                  "--cache", str(self.work / "cache" / "boxes"))
+        if not Path(C.persons_groups()).is_file():  # eval persons: read by the ensemble step
+            _run("persons", *c, "--root", self.data, "--eval-manifest", C.manifest("eval"),
+                 "--eval-crops", C.crops("eval"), "--eval-index", C.crop_index("eval"),
+                 "--out-groups", C.persons_groups())
         lab_key = _key(crop_key, cfg["labels"], cfg["folds"])
         F = Layout(str(self.work / "labels" / lab_key))
         c = self._config(cfg, f"labels-{lab_key}")
@@ -172,6 +176,7 @@ class Runner:
                 oofs.append(R.oof(m, f))
                 tests.append(R.test_probs(m, f))
         _run("ensemble", *c, "--oof", *oofs, "--test", *tests, "--labels", F.labels(),
+             "--persons", C.persons_groups(),
              "--out-oof", R.ensemble_oof(), "--out-test", R.ensemble_test(),
              "--out-scores", R.ensemble_scores(), "--out-metrics", R.metrics())
         _run("submit", "--probs", R.ensemble_test(), "--eval-manifest", C.manifest("eval"),

@@ -199,7 +199,7 @@ def test_label_edits_never_recrop_and_crop_edits_do(snakemake_project, dvc_proje
     if section == "labels":
         assert rules == {"labels", "folds"} | downstream  # no validate, no crop
     else:
-        assert rules == {"crop"} | downstream  # no validate, labels or folds
+        assert rules == {"crop", "persons"} | downstream  # no validate, labels or folds
     before = edit_config(dvc_project, edit)
     try:
         assert dvc_changed(dvc_project) == {first}
@@ -246,14 +246,14 @@ def test_data_edit_reruns_everything(snakemake_project, dvc_project, config):
     before = edit_config(snakemake_project, edit)
     try:
         assert {rule for rule, _ in scheduled(snakemake_project)} == {
-            "validate", "crop", "labels", "folds", "train", "predict", "ensemble", "mislabels", "submit",
-            "report", "submission"}
+            "validate", "crop", "persons", "labels", "folds", "train", "predict", "ensemble", "mislabels",
+            "submit", "report", "submission"}
     finally:
         (snakemake_project / "config.yaml").write_text(before)
     before = edit_config(dvc_project, edit)
     sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], dvc_project)  # paths are in dvc.yaml
     try:
-        assert dvc_changed(dvc_project) == {"validate", "crop"}
+        assert dvc_changed(dvc_project) == {"validate", "crop", "persons"}  # their cmds name the root
     finally:
         (dvc_project / "config.yaml").write_text(before)
         sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], dvc_project)
@@ -282,7 +282,7 @@ def test_corrections_file_edit_reruns_labels_and_after(snakemake_project, dvc_pr
 
 
 @pytest.mark.parametrize("module, jobs, stages", [
-    ("crop/geometry.py", {("crop", "")} | DOWNSTREAM_OF_TRAIN, {"crop"}),
+    ("crop/geometry.py", {("crop", ""), ("persons", "")} | DOWNSTREAM_OF_TRAIN, {"crop"}),
     ("folds.py", {("folds", "")} | DOWNSTREAM_OF_TRAIN, {"folds"}),
     ("train/optim.py", DOWNSTREAM_OF_TRAIN, {f"train@{m}-{f}" for m in "ab" for f in (0, 1)}),
     ("predict.py", ALL_PREDICT | TAIL, {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
