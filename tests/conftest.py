@@ -24,6 +24,35 @@ TINY_PERSONS = 12
 TINY_EVAL = 8
 
 
+#: The research-only real faces (../shared/realfaces, beside the repo; never copied into it).
+UTKFACE = REPO.parent / "shared" / "realfaces" / "utkface"
+#: Age ranges of the real-face picks: under 30, 30-59, the train ">=60" ages, older.
+AGE_RANGES = ((18, 29), (30, 59), (60, 65), (66, 90))
+
+
+def link_real_faces(folder: Path, counts: dict[tuple[str, int, int], int]) -> Path:
+    """``folder`` made a small faces folder for ``demo-data --faces``: the first ``n`` faces of
+    each ``(gender, youngest, oldest)`` as symlinks to the shared photos, plus their labels.csv.
+    Skips the test, saying why, where the shared folder is absent."""
+    import pandas as pd
+
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
+    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
+    picked = pd.concat([labels[(labels["gender"] == g) & labels["age"].between(lo, hi)].head(n)
+                        for (g, lo, hi), n in counts.items()])
+    (folder / "images").mkdir(parents=True)
+    for name in picked["file"]:
+        os.symlink((UTKFACE / "images" / name).resolve(), folder / "images" / name)
+    picked.to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+def every_group(n: int) -> dict[tuple[str, int, int], int]:
+    """``n`` faces of each gender x age range."""
+    return {(g, lo, hi): n for g in ("male", "female") for lo, hi in AGE_RANGES}
+
+
 def shrink(config: dict, data_root: Path, results: str = "results/tiny") -> dict:
     """The shipped config made tiny: 2 folds, 2 small models, 1 epoch, 32 px, no pretraining."""
     cfg = copy.deepcopy(config)

@@ -6,6 +6,8 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
+from conftest import every_group, link_real_faces
+
 from maskpipe.crop import (BoxCache, CropGeometry, DetectionPass, DetectorSettings, crop_region,
                            crop_split, detect_boxes, make_detector)
 from maskpipe.crop import SOURCES
@@ -408,27 +410,13 @@ def test_detector_passes_follow_the_config_and_key_their_caches(shipped_config):
     assert detector_passes(crop) == [first] and placement(crop).shoots is None
 
 
-UTKFACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "realfaces" / "utkface"
-
-
 @pytest.fixture(scope="module")
 def real_set(tmp_path_factory):
     """A tiny realistic set (demo-data --faces: 6 train and 4 eval persons of real faces), read
     from the shared folder through symlinks (the faces are research-only: never copied)."""
-    import os
-
     from maskpipe.data.realfaces import generate_realfaces
 
-    if not (UTKFACE / "labels.csv").is_file():
-        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
-    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
-    picked = pd.concat([labels[(labels["gender"] == g) & labels["age"].between(lo, hi)].head(6)
-                        for g in ("male", "female") for lo, hi in ((18, 29), (30, 59), (60, 65), (66, 90))])
-    faces = tmp_path_factory.mktemp("faces")
-    (faces / "images").mkdir()
-    for name in picked["file"]:
-        os.symlink((UTKFACE / "images" / name).resolve(), faces / "images" / name)
-    picked.to_csv(faces / "labels.csv", index=False)
+    faces = link_real_faces(tmp_path_factory.mktemp("faces"), every_group(6))
     root = tmp_path_factory.mktemp("real") / "data"
     generate_realfaces(root, faces, persons=6, eval_persons=4, seed=0)
     return root

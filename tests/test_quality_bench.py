@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import every_group, link_real_faces
 
 REPO = Path(__file__).resolve().parents[1]
-UTKFACE = REPO / ".." / "shared" / "realfaces" / "utkface"
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +23,7 @@ def quality():
 def faces(tmp_path_factory) -> Path:
     """~40 real faces of every group: labels.csv and symlinks to the shared photos (no copies;
     a few faces, so their landmarks are found in seconds)."""
-    import os
-
-    import pandas as pd
-
-    if not (UTKFACE / "labels.csv").is_file():
-        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
-    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
-    picked = pd.concat([labels[(labels["gender"] == g) & labels["age"].between(lo, hi)].head(5)
-                        for g in ("male", "female") for lo, hi in ((18, 29), (30, 59), (60, 65), (66, 90))])
-    folder = tmp_path_factory.mktemp("faces")
-    (folder / "images").mkdir()
-    for name in picked["file"]:
-        os.symlink((UTKFACE / "images" / name).resolve(), folder / "images" / name)
-    picked.to_csv(folder / "labels.csv", index=False)
-    return folder
+    return link_real_faces(tmp_path_factory.mktemp("faces"), every_group(5))
 
 
 def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monkeypatch, capsys):

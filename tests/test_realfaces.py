@@ -5,7 +5,6 @@ temporary folder) and skip, saying why, where it is absent. ``assign_faces`` is 
 table of made-up faces, which needs no photo.
 """
 
-import os
 import re
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import AGE_RANGES, link_real_faces
+
 from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
 from maskpipe.data.competition import PLANTED_FILE
@@ -21,10 +22,9 @@ from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
 from maskpipe.data.realfaces import FACES_FILE, Priors, assign_faces, generate_realfaces
 from maskpipe.io import MaskpipeError
 
-UTKFACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "realfaces" / "utkface"
 # (gender, youngest, oldest): faces; enough for 12 train and 6 eval persons whatever the draws.
-PICK = {(0, 18, 29): 9, (1, 18, 29): 9, (0, 30, 59): 9, (1, 30, 59): 9, (0, 60, 65): 1, (1, 60, 65): 1,
-        (0, 66, 90): 3, (1, 66, 90): 3}
+PICK = {(g, lo, hi): n for g in ("male", "female")
+        for (lo, hi), n in zip(AGE_RANGES, (9, 9, 1, 3), strict=True)}
 PERSONS, EVAL = 12, 6
 
 
@@ -35,18 +35,7 @@ def _files(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> Path:
     """A folder of ~30 real faces: labels.csv and symlinks to the shared photos (no copies)."""
-    if not (UTKFACE / "labels.csv").is_file():
-        pytest.skip(f"{UTKFACE.resolve()} is absent: the real faces are research-only and live beside the repo")
-    labels = pd.read_csv(UTKFACE / "labels.csv").sort_values("file")
-    gender = (labels["gender"] == "female").astype(int)
-    picked = pd.concat([labels[(gender == g) & labels["age"].between(lo, hi)].head(n)
-                        for (g, lo, hi), n in PICK.items()])
-    folder = tmp_path_factory.mktemp("faces")
-    (folder / "images").mkdir()
-    for name in picked["file"]:
-        os.symlink((UTKFACE / "images" / name).resolve(), folder / "images" / name)
-    picked.to_csv(folder / "labels.csv", index=False)
-    return folder
+    return link_real_faces(tmp_path_factory.mktemp("faces"), PICK)
 
 
 @pytest.fixture(scope="module")
