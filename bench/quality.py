@@ -175,15 +175,41 @@ class Runner:
                      "--out-test", R.test_probs(m, f))
                 oofs.append(R.oof(m, f))
                 tests.append(R.test_probs(m, f))
-        _run("ensemble", *c, "--oof", *oofs, "--test", *tests, "--labels", F.labels(),
-             "--persons", C.persons_groups(),
-             "--out-oof", R.ensemble_oof(), "--out-test", R.ensemble_test(),
-             "--out-scores", R.ensemble_scores(), "--out-metrics", R.metrics())
-        _run("submit", "--probs", R.ensemble_test(), "--eval-manifest", C.manifest("eval"),
-             "--out-submission", R.submission())
+        figures = {}
+        for variant, over in EVAL_VARIANTS.items():
+            V = R if not over else Layout(str(Path(R.results) / variant))
+            c = self._config(_merge(cfg, {"ensemble": over}), f"row-{Path(R.results).name}-{variant or 'base'}")
+            _run("ensemble", *c, "--oof", *oofs, "--test", *tests, "--labels", F.labels(),
+                 "--persons", C.persons_groups(),
+                 "--out-oof", V.ensemble_oof(), "--out-test", V.ensemble_test(),
+                 "--out-scores", V.ensemble_scores(), "--out-metrics", V.metrics())
+            _run("submit", "--probs", V.ensemble_test(), "--eval-manifest", C.manifest("eval"),
+                 "--out-submission", V.submission())
+            figures[variant] = (scores(V, self.data), pd.read_csv(V.submission())["ans"].to_numpy())
         seconds = time.perf_counter() - start
-        return {"configuration": row.name, **scores(R, self.data), **crop_shares(C),
-                "wall s": round(seconds), "reused": "" if trained else "yes"}
+        return {"configuration": row.name, **figures[""][0], **variant_columns(figures),
+                **crop_shares(C), "wall s": round(seconds), "reused": "" if trained else "yes"}
+
+
+#: The eval-only ensemble options (issue "Eval photos grouped into persons") each row is also
+#: scored with: the row's own ensemble ("", options off as in config.yaml), then persons grouping
+#: (pool + mask assignment), the prior correction, and both. Training and prediction are shared.
+EVAL_VARIANTS = {
+    "": {},
+    "persons": {"persons": {"pool": True, "assign_masks": True}},
+    "prior": {"prior_shift": True},
+    "both": {"persons": {"pool": True, "assign_masks": True}, "prior_shift": True},
+}
+
+
+def variant_columns(figures: dict) -> dict:
+    """Per eval variant: its eval macro F1 minus the row's, and how many eval predictions differ.
+
+    ``figures``: variant -> (scores, submitted classes in submission order).
+    """
+    base, base_pred = figures[""]
+    return {f"{v} ±F1 (changed)": f"{f['eval F1'] - base['eval F1']:+.3f} ({int((pred != base_pred).sum())})"
+            for v, (f, pred) in figures.items() if v}
 
 
 def scores(R: Layout, data: Path) -> dict:

@@ -40,6 +40,11 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
         for shares in table[col]:
             assert 99 <= sum(map(int, shares.split("/"))) <= 101
     assert list(table["reused"]) == ["", "yes"]
+    # each row also scored with the eval-only options: F1 difference and eval predictions changed
+    for v in ("persons", "prior", "both"):
+        for cell in table[f"{v} ±F1 (changed)"]:
+            delta, changed = cell.split(" ")
+            assert -1 <= float(delta) <= 1 and 0 <= int(changed.strip("()")) <= 2 * 7, cell
     out = capsys.readouterr().out
     assert "Quality on real faces: 4 train persons, 2 eval persons, 2 folds" in out
     assert "| 18-class model, no TTA" in out
