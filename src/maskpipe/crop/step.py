@@ -19,21 +19,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from maskpipe.crop.detect import BOX_COLUMNS, BoxCache, DetectorSettings, detect_boxes, make_detector
-from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, group_boxes
-from maskpipe.crop.shoots import ShootGrouping, group_shoots, look
+from maskpipe.crop.geometry import CropGeometry, cut
+from maskpipe.crop.placement import (SOURCES, Hit, Placement, group_hits, place_by_shoot, place_photo,
+                                    placement, record)
+from maskpipe.crop.shoots import look
 from maskpipe.crop.sheet import contact_sheet
 from maskpipe.images import read_rgb
 from maskpipe.io import npy_writer, path_inside, read_csv, write_bytes_if_changed, write_csv
 
 log = logging.getLogger(__name__)
-
-#: How a crop was placed, best first: MTCNN's first pass found the face; its second pass did (on
-#: a photo the first missed, and where the box agrees with the photo's person or shoot); the
-#: median first-pass box of the person's photos (train) or of the shoot's (eval); the fixed region.
-SOURCES = ("detected", "second_pass", "person", "shoot", "fallback")
-
-#: A detection: (full-resolution box or None, probability, pass that found it: 1, 2, or 0 none).
-Hit = tuple[np.ndarray | None, float, int]
 
 #: The crop index: one row per manifest row, in its order.
 INDEX_COLUMNS = ["key", "row", "sha256", "source", "prob", *BOX_COLUMNS, "shoot"]
@@ -46,14 +40,6 @@ class DetectionPass:
     settings: DetectorSettings
     cache: BoxCache
     factory: Callable[[], Any]
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a photo without its own first-pass detection is cropped from."""
-
-    min_iou: float = 0.5  # a second-pass box is used only if it overlaps its group's box this much
-    shoots: ShootGrouping | None = None  # group eval photos into shoots (None: each on its own)
 
 
 def _chunks(groups: pd.Series, size: int):
@@ -127,43 +113,8 @@ def _detect(images: dict, chunk: _Chunk, passes: list[DetectionPass],
     return hits, new
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
-
-
-def _group_boxes(hits: list[Hit], groups: list) -> dict:
-    """Each group's box: the median of its first-pass boxes, else of its second-pass boxes."""
-    first = group_boxes([h[0] if h[2] == 1 else None for h in hits], groups)
-    second = group_boxes([h[0] if h[2] == 2 else None for h in hits], groups)
-    return {**second, **first}
-
-
-def _place(hit: Hit, group_box: np.ndarray | None, group_source: str, image_size: tuple[int, int],
-           geometry: CropGeometry, min_iou: float) -> tuple[str, np.ndarray, float]:
-    """(source, crop region, probability) of one photo; see :data:`SOURCES`."""
-    box, prob, found_by = hit
-    aspect = geometry.height / geometry.width
-    if found_by == 1:
-        return "detected", crop_region(box, geometry.margin, aspect), prob
-    # Lower thresholds also find faces where there are none (a patterned mask, a collar): a
-    # second-pass box must agree with the other photos of its shoot where there are any.
-    if found_by == 2 and (group_box is None or _iou(box, group_box) >= min_iou):
-        return "second_pass", crop_region(box, geometry.margin, aspect), prob
-    if group_box is not None:
-        return group_source, crop_region(group_box, geometry.margin, aspect), float("nan")
-    return "fallback", crop_region(fallback_box(image_size, geometry.fallback), 0.0, aspect), float("nan")
-
-
-def _record(source: str, region: np.ndarray, prob: float, shoot: str) -> dict:
-    return {"source": source, "prob": round(prob, 6) if source in SOURCES[:2] else np.nan,
-            **{c: round(float(v), 2) for c, v in zip(BOX_COLUMNS, region)}, "shoot": shoot}
-
-
 def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, passes: list[DetectionPass],
-                detectors: list[_Lazy], placement: Placement, shared: dict[str, Future]):
+                detectors: list[_Lazy], place: Placement, shared: dict[str, Future]):
     """Decode, detect what is not cached, place boxes and cut the crops.
 
     A train chunk places every photo (own box, second pass, person's box, fixed). An eval chunk
@@ -187,7 +138,7 @@ def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, passes: list[
             shared[h].set_result(hit)
     hits = [chunk.known[h] if h in chunk.known else new_hits[h] if h in new_hits else shared[h].result()
             for h in chunk.shas]
-    by_person = _group_boxes(hits, chunk.groups) if chunk.groups is not None else {}
+    by_person = group_hits(hits, chunk.groups) if chunk.groups is not None else {}
     crops = np.zeros((len(images), geometry.height, geometry.width, 3), np.uint8)
     records: list[dict | None] = []
     for i, im in enumerate(images):
@@ -195,11 +146,11 @@ def _crop_chunk(chunk: _Chunk, root: Path, geometry: CropGeometry, passes: list[
             records.append(None)  # placed once the shoots are known
             continue
         group = chunk.groups[i] if chunk.groups is not None else ""
-        source, region, prob = _place(hits[i], by_person.get(group), "person", im.size, geometry,
-                                      placement.min_iou)
+        source, region, prob = place_photo(hits[i], by_person.get(group), "person", im.size, geometry,
+                                      place.min_iou)
         crops[i] = cut(im, region, geometry.height, geometry.width)
-        records.append(_record(source, region, prob, group))
-    looks = ([look(im) for im in images] if chunk.groups is None and placement.shoots is not None
+        records.append(record(source, region, prob, group))
+    looks = ([look(im) for im in images] if chunk.groups is None and place.shoots is not None
              else None)
     return crops, records, hits, looks, new
 
@@ -254,13 +205,6 @@ def detector_passes(crop: dict, first: DetectorSettings | None = None) -> list[D
     again = dataclasses.replace(first, detect_scale=second["detect_scale"], min_face_size=second["min_face_size"],
                                 thresholds=tuple(second["thresholds"]))
     return [first] if again == first else [first, again]  # the same settings would find nothing new
-
-
-def placement(crop: dict) -> Placement:
-    """The ``crop`` section's :class:`Placement` (second-pass agreement, eval shoots)."""
-    shoots = crop["shoots"]
-    grouping = ShootGrouping(shoots["max_distance"], shoots["neighbours"]) if shoots["enabled"] else None
-    return Placement(crop["second_pass"]["min_iou"], grouping)
 
 
 def crop_split(
@@ -322,7 +266,7 @@ def crop_split(
             looks += chunk_looks or []
             bar.update(len(crops))
         if not has_person:
-            _place_by_shoot(manifest, root, array, records, hits, looks, geometry, place, pool)
+            place_by_shoot(manifest, root, array, records, hits, looks, geometry, place, pool)
     index = pd.DataFrame([{"key": key, "row": row, "sha256": sha, **rec} for row, (key, sha, rec)
                           in enumerate(zip(manifest["key"], shas, records, strict=True))],
                          columns=INDEX_COLUMNS)
@@ -332,29 +276,6 @@ def crop_split(
     counts = index["source"].value_counts()
     log.info("%s: %d images: %s", desc, n, ", ".join(f"{counts.get(s, 0)} {s}" for s in SOURCES))
     return index
-
-
-def _place_by_shoot(manifest: pd.DataFrame, root: Path, array: np.ndarray, records: list,
-                    hits: list[Hit], looks: list, geometry: CropGeometry, place: Placement,
-                    pool: ThreadPoolExecutor) -> None:
-    """Group eval photos into shoots, then place and cut every photo left without a record."""
-    shoots = (group_shoots(np.stack(looks), place.shoots) if looks
-              else np.arange(len(records)))  # no grouping: every photo its own shoot
-    names = [f"shoot{s:05d}" if looks else "" for s in shoots]
-    boxes = _group_boxes(hits, list(shoots)) if looks else {}
-    todo = [i for i, rec in enumerate(records) if rec is None]
-
-    def place_one(i: int) -> tuple[np.ndarray, dict]:
-        im = read_rgb(root / manifest["path"].iloc[i])
-        source, region, prob = _place(hits[i], boxes.get(shoots[i]), "shoot", im.size, geometry,
-                                      place.min_iou)
-        return cut(im, region, geometry.height, geometry.width), _record(source, region, prob, names[i])
-
-    for i, (crop, rec) in zip(todo, pool.map(place_one, todo), strict=True):
-        array[i] = crop
-        records[i] = rec
-    for i, rec in enumerate(records):
-        rec["shoot"] = names[i]
 
 
 def run(
