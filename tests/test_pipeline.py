@@ -154,3 +154,31 @@ def test_maskpipe_steps_lists_every_step_with_its_files(capsys):
     assert train["other paths"] == "models/{model}/fold{fold}/resume.pt" and train["gpu"] == "yes"
     assert "predictions/{model}/fold{fold}/oof.csv (each model x fold)" in by_step["ensemble"]["reads"]
     assert by_step["submit"]["config"] == "" and by_step["labels"]["gpu"] == ""
+
+
+def test_option_names_are_never_abbreviated(capsys):
+    """`--out` was `labels`' old flag: a prefix of `--out-labels` / `--out-applied` must not pass."""
+    args = ["labels", "--manifest", "m.csv", "--out", "a.csv", "--out-applied", "b.csv"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(args)
+    assert "--out-labels" in capsys.readouterr().err
+    full = build_parser().parse_args(["labels", "--manifest", "m.csv", "--out-labels", "a.csv",
+                                      "--out-applied", "b.csv"])
+    assert str(full.out_labels) == "a.csv"
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`maskpipe steps | head -1`: no BrokenPipeError traceback, exit status 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import sys; from maskpipe.cli import main; "
+                           "sys.exit(main(['steps']))"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.returncode == 0 and proc.stderr == b""
+    head = subprocess.Popen([sys.executable, "-c", "import sys; from maskpipe.cli import main; "
+                             "sys.exit(main(['steps']))"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            bufsize=0)
+    head.stdout.close()  # the reader is gone before the table is written
+    _, err = head.communicate()
+    assert head.returncode == 0, err
+    assert b"BrokenPipe" not in err and b"Traceback" not in err, err

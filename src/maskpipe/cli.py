@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -160,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=None, help="results folder (default: from config)")
     _config_arg(p)
     _common(p)
+    # Whole option names only: an abbreviation would keep accepting a renamed flag's old prefix
+    # (e.g. ``--out`` for ``--out-labels``) and then silently mean another option.
+    parser.allow_abbrev = False
+    for p in sub.choices.values():
+        p.allow_abbrev = False
     return parser
 
 
@@ -185,6 +191,15 @@ def _torch_setup(args: argparse.Namespace) -> None:
         torch.set_num_threads(max(1, args.threads))
 
 
+def _print(text: str) -> None:
+    """Print to stdout; a reader that stops early (``maskpipe steps | head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python's documented idiom: point stdout at devnull so the exit flush does not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maskpipe`` console script."""
     args = build_parser().parse_args(argv)
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 else _COMMANDS.get(args.command, args.command.replace("-", "_")))
         output = getattr(steps, name)(args, _config)
         if output:
-            print(output)
+            _print(output)
     except (MaskpipeError, OSError) as e:
         reason = str(e)
         if isinstance(e, OSError):
