@@ -98,6 +98,7 @@ def _step_parser(sub, step: Step) -> None:
                                # per round: none without pseudo-label rounds
                                type=Path, required=needed and (port.every_job or not port.many),
                                nargs="+" if port.every_job else "*" if port.many else None,
+                               default=[] if port.many else None,
                                metavar="PATH", help=help_text)
     if step.name in _EXTRA:
         _EXTRA[step.name](p)

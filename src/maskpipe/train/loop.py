@@ -116,8 +116,9 @@ def train_fold(
     tr, va = split_fold(crop_index, labels, folds, fold, model_cfg, where)
     extra = None if pseudo is None else (pseudo[0], pseudo_split(pseudo[1], pseudo[2], model_cfg))
     n_pseudo = 0 if extra is None else len(extra[1])
-    log.info("%s fold %d: %d training (%d of them pseudo-labelled eval photos) and %d validation "
-             "images on %s", model_name, fold, len(tr) + n_pseudo, n_pseudo, len(va), device)
+    log.info("%s fold %d: %d training%s and %d validation images on %s", model_name, fold,
+             len(tr) + n_pseudo, f" ({n_pseudo} of them pseudo-labelled eval photos)" if extra else "",
+             len(va), device)
     model = build_model(model_cfg, device, where)
     data = build_data(crops, tr, va, model.pretrained_cfg, model_cfg,
                       resolve_workers(train_cfg["num_workers"]), seed,
