@@ -49,7 +49,9 @@ def _paths(step, side):
     out = {}
     for port in getattr(P.STEPS[step], side):
         if port.round == "previous":
-            out[port.name] = lambda wildcards, port=port: port.paths(config, round=wildcards.round)[0]
+            out[port.name] = lambda wildcards, port=port: port.paths(
+                config, round=wildcards.round
+            )[0]
             continue
         found = port.paths(config)
         out[port.name] = found if port.many or not found else found[0]
