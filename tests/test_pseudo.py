@@ -126,3 +126,17 @@ def test_rounds_run_in_order(demo_root, shipped_config):
     names = [(s.name, j.get("round")) for s, j in ordered_jobs(validate(cfg)) if s.rounds]
     assert [n for n in names if n[0] == "pseudo"] == [("pseudo", 2), ("pseudo", 3)]
     assert names.index(("reensemble", 2)) < names.index(("pseudo", 3)) < names.index(("retrain", 3))
+
+
+def test_pseudo_rows_follow_the_model_and_name_a_missing_crop(tmp_path):
+    index, labels = tmp_path / "eval.csv", tmp_path / "labels.csv"
+    pd.DataFrame({"key": ["e0", "e1", "e2"], "row": [0, 1, 2]}).to_csv(index, index=False)
+    chosen = [encode(0, 1, 2), encode(1, 0, 1), encode(2, 1, 0)]  # wear, incorrect, not wear
+    pd.DataFrame({"key": ["e0", "e1", "e2"], "label": chosen}).to_csv(labels, index=False)
+    every = pseudo_split(index, labels, {"for_mask": None})
+    assert every["row"].tolist() == [0, 1, 2] and every["train_label"].tolist() == chosen
+    incorrect = pseudo_split(index, labels, {"for_mask": "incorrect"})
+    assert incorrect["key"].tolist() == ["e1"]
+    pd.DataFrame({"key": ["e9"], "label": [0]}).to_csv(labels, index=False)
+    with pytest.raises(MaskpipeError, match=r"labels.csv: eval photo 'e9' is not in .*eval.csv"):
+        pseudo_split(index, labels, {"for_mask": None})
