@@ -3,8 +3,10 @@
 #   snakemake --cores 8 --resources gpu=1 submission
 #
 # raw data -> validate -> crop -> labels -> folds -> train (model x fold) -> predict
-#          -> ensemble -> mislabels, submit -> report.   Each rule runs one `maskpipe` subcommand;
-# what each step reads, writes and runs is one table, src/maskpipe/pipeline.py.
+#          -> ensemble -> mislabels, submit -> report; with pseudo-label rounds (config `pseudo`)
+#          ensemble -> pseudo -> retrain -> repredict -> reensemble, once per round, before submit.
+# Each rule runs one `maskpipe` subcommand; what each step reads, writes and runs is one table,
+# src/maskpipe/pipeline.py.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -16,6 +18,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/pseudo.smk"
 include: "workflow/rules/results.smk"
 
 

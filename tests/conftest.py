@@ -95,19 +95,18 @@ def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
     the arguments the engines would pass (from the step table), in DAG order: (config path,
     layout). ``crop_cache`` replaces the detection cache folder."""
     from maskpipe.config import validate
-    from maskpipe.pipeline import STEPS, argv, jobs
+    from maskpipe.pipeline import argv, ordered_jobs
 
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     raw = validate(copy.deepcopy(cfg))
-    for step in STEPS.values():
+    for step, job in ordered_jobs(raw):
         if step.name == "report" and not report:
             break
-        for job in jobs(step, raw):
-            args = argv(step, raw, [str(config_path)], **job)
-            if crop_cache and step.name == "crop":
-                args[args.index("--cache") + 1] = crop_cache
-            assert cli_main(args) == 0, args
+        args = argv(step, raw, [str(config_path)], **job)
+        if crop_cache and step.name == "crop":
+            args[args.index("--cache") + 1] = crop_cache
+        assert cli_main(args) == 0, args
     return config_path, Layout(cfg["results"])
 
 

@@ -70,7 +70,9 @@ def test_step_params_are_exactly_the_declared_sections(shipped_config):
     assert set(step_params(raw, "train", model="demo")) == {"train", "models.demo"}
     assert step_params(raw, "submit") == {}
     assert set(STEPS) == {"validate", "crop", "persons", "labels", "folds", "train", "predict",
-                                  "ensemble", "mislabels", "submit", "report"}
+                          "ensemble", "mislabels", "pseudo", "retrain", "repredict", "reensemble",
+                          "submit", "report"}
+    assert step_params(raw, "pseudo") == {"pseudo.threshold": 0.9, "pseudo.task_thresholds": None}
     assert step_params(raw, "mislabels") == {"mislabels": raw["mislabels"]}
     with pytest.raises(MaskpipeError, match="no model 'nope'"):
         Config(raw).model("nope")

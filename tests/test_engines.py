@@ -222,6 +222,8 @@ TAIL = {("ensemble", ""), ("mislabels", ""), ("submit", ""), ("report", ""), ("s
      {("mislabels", ""), ("report", ""), ("submission", "")}, {"mislabels"}),
     ("report", lambda c: c["report"].update(title="another title"), {("report", ""), ("submission", "")},
      {"report"}),
+    # without pseudo-label rounds no step reads the thresholds
+    ("pseudo", lambda c: c["pseudo"].update(threshold=0.5, task_thresholds={"mask": 0.9}), set(), set()),
 ])
 def test_rerun_table_rows(snakemake_project, dvc_project, section, edit, jobs, stages):
     """Rows of the README's rerun table not covered above, for both engines."""

@@ -18,9 +18,11 @@ from conftest import make_project, shrink, snakemake_jobs
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory, shipped_config, demo_root):
-    """The tiny config (2 models x 2 folds, a corrections file) and Snakemake's plan for it."""
+    """The tiny config (2 models x 2 folds, a corrections file, two pseudo-label rounds that
+    train model a again) and Snakemake's plan for it."""
     cfg = shrink(shipped_config, demo_root, results="results/tiny")
     cfg["labels"]["corrections"] = "corrections.yaml"
+    cfg["pseudo"] = {**cfg["pseudo"], "rounds": 2, "models": ["a"]}
     project = make_project(tmp_path_factory.mktemp("plan"), cfg)
     (project / "corrections.yaml").write_text("fixes: []\n")
     jobs_, workflow = snakemake_jobs(project)
@@ -29,7 +31,7 @@ def planned(tmp_path_factory, shipped_config, demo_root):
 
 def _wildcards(job) -> dict:
     w = dict(job.wildcards_dict)
-    return {"model": w["model"], "fold": w["fold"]} if w else {}
+    return {k: w[k] for k in ("round", "model", "fold") if k in w}
 
 
 def test_every_rule_is_a_step_of_the_table(planned):
@@ -38,8 +40,35 @@ def test_every_rule_is_a_step_of_the_table(planned):
     counts = {name: sum(j.rule.name == name for j in jobs_) for name in STEPS}
     assert counts == {name: len(jobs(step, raw)) for name, step in STEPS.items()}
     assert counts["train"] == 4
+    assert counts["pseudo"] == counts["reensemble"] == 2  # rounds 2 and 3
+    assert counts["retrain"] == counts["repredict"] == 2 * 2  # model a's 2 folds, twice
     assert workflow._localrules == set(local_steps()) | {"all", "submission"}
-    assert set(local_steps()) == {"validate", "labels", "folds", "persons", "ensemble", "mislabels", "submit", "report"}
+    assert set(local_steps()) == {"validate", "labels", "folds", "persons", "ensemble", "mislabels",
+                                  "pseudo", "reensemble", "submit", "report"}
+
+
+def test_pseudo_label_rounds_chain_and_feed_the_submission(planned):
+    """Round 2 reads round 1's ensemble, round 3 round 2's; model b, never trained again, votes
+    with its round-1 predictions; the submission is the last round's."""
+    raw, _, jobs_, _ = planned
+    by = {(j.rule.name, j.wildcards_dict.get("round")): j for j in jobs_}
+    results = raw["results"]
+    assert by["pseudo", "2"].input["probs"] == f"{results}/ensemble/test.csv"
+    assert by["pseudo", "3"].input["probs"] == f"{results}/round2/ensemble/test.csv"
+    assert set(by["reensemble", "3"].input["oof"]) == {
+        f"{results}/round3/predictions/a/fold0/oof.csv", f"{results}/round3/predictions/a/fold1/oof.csv",
+        f"{results}/predictions/b/fold0/oof.csv", f"{results}/predictions/b/fold1/oof.csv"}
+    assert by["submit", None].input["probs"] == f"{results}/round3/ensemble/test.csv"
+    assert list(by["report", None].input["pseudo_summaries"]) == [
+        f"{results}/round2/pseudo/summary.json", f"{results}/round3/pseudo/summary.json"]
+
+
+def test_without_rounds_no_round_step_runs_and_commands_stay_as_before(planned):
+    raw, _, _, _ = planned
+    raw = {**raw, "pseudo": {**raw["pseudo"], "rounds": 0}}
+    assert all(jobs(s, raw) == [] for s in STEPS.values() if s.rounds)
+    assert files(STEPS["submit"], "inputs", raw)["probs"] == [f"{raw['results']}/ensemble/test.csv"]
+    assert not any(a.startswith(("--round", "--pseudo")) for a in argv(STEPS["report"], raw, ["c.yaml"]))
 
 
 def test_every_job_has_the_tables_files_params_and_command(planned):
@@ -78,17 +107,22 @@ def test_the_labels_step_reads_the_configured_corrections_file(planned):
 def test_dvc_stages_run_the_same_commands_as_the_rules(planned):
     raw, _, _, _ = planned
     st = stages(Config(raw), "config.yaml")
-    assert list(st) == list(STEPS)
+    rounds = [s for s in STEPS.values() if s.rounds]
+    assert list(st) == [*(s for s in STEPS if s in ("validate", "crop", "persons", "labels", "folds",
+                                                      "train", "predict", "ensemble", "mislabels")),
+                        *(f"{s.name}-round{r}" for r in (2, 3) for s in rounds), "submit", "report"]
+    assert st["retrain-round2"]["matrix"] == {"model": ["a"], "fold": [0, 1]}
     for name, step in STEPS.items():
         for job in jobs(step, raw):
-            cmd = st[name]["cmd"]
+            stage = f"{name}-round{job['round']}" if step.rounds else name
+            cmd = st[stage]["cmd"]
             for k, v in job.items():
                 cmd = cmd.replace(f"${{item.{k}}}", str(v))
             assert shlex.split(cmd) == ["maskpipe", *argv(step, raw, ["config.yaml"], **job)], name
-        deps = set(st[name]["deps"])
-        inputs = {p for paths in files(step, "inputs", raw, "${item.model}", "${item.fold}").values()
-                  for p in paths}
-        assert inputs <= deps and set(code.step_sources(name)) == deps - inputs, name
+            deps = set(st[stage]["deps"])
+            inputs = {p for paths in files(step, "inputs", raw, "${item.model}", "${item.fold}",
+                                           round=job.get("round", 1)).values() for p in paths}
+            assert inputs <= deps and set(code.step_sources(name)) == deps - inputs, name
 
 
 def test_cli_takes_every_file_of_the_table():
@@ -123,7 +157,7 @@ def test_report_inputs_are_the_report_steps_inputs():
 
     assert [f.name for f in fields(ReportInputs)] == [p.name for p in STEPS["report"].inputs]
     many = {f.name for f in fields(ReportInputs) if "tuple" in str(f.type)}
-    assert many == {p.name for p in STEPS["report"].inputs if p.every_job}
+    assert many == {p.name for p in STEPS["report"].inputs if p.many}
 
 
 def test_the_readmes_step_table_is_what_maskpipe_steps_prints(capsys):

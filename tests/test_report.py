@@ -233,7 +233,7 @@ def test_report_has_every_section_in_order(report):
     headings = re.findall(r"<h2>(.*?)</h2>", text)
     assert headings == ["Summary", "Data", "Label corrections", "Face crops", "Folds", "Training", "Scores",
                         "Per-class F1", "Confusion matrix", "Confident mistakes", "Suspected mislabels",
-                        "Eval persons", "Submission"]
+                        "Eval persons", "Pseudo-label rounds", "Submission"]
 
 
 def test_report_shows_the_key_numbers(report):

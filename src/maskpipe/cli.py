@@ -68,7 +68,7 @@ _EXTRA = {"validate": _validate_args, "crop": _crop_args, "mislabels": _mislabel
 #: Functions of maskpipe.steps that run a subcommand of another name.
 _COMMANDS = {"steps": "step_table"}
 #: Steps that set torch's thread count.
-_THREADS = {"validate", "train", "predict"}
+_THREADS = {"validate", "train", "predict", "retrain", "repredict"}
 _MISLABELS = ("Without --accept: rank every label the ensemble's out-of-fold probabilities "
               "disagree with (cleanlab, per task; gender and age per person, mask per photo, "
               "incorrect/normal swaps as pairs) into suspects.csv, review.html and summary.json. "
@@ -96,7 +96,10 @@ def _step_parser(sub, step: Step) -> None:
             output = port in step.outputs
             help_text = port.help + (" (one per model x fold)" if port.every_job else "")
             group.add_argument(port.flag(output), dest=("out_" if output else "") + port.name,
-                               type=Path, required=needed, nargs="+" if port.every_job else None,
+                               # per round: none without pseudo-label rounds
+                               type=Path, required=needed and (port.every_job or not port.many),
+                               nargs="+" if port.every_job else "*" if port.many else None,
+                               default=[] if port.many else None,
                                metavar="PATH", help=help_text)
     if step.name in _EXTRA:
         _EXTRA[step.name](p)

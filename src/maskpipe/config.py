@@ -91,6 +91,10 @@ def validate(raw: dict, source: str = "config") -> dict:
     if unknown:  # a typo would silently weigh the model 1 (the schema cannot see model names)
         raise MaskpipeError(f"{source}: ensemble.weights: unknown model {unknown[0]!r} "
                             f"(models: {', '.join(raw['models'])})")
+    unknown = [m for m in raw["pseudo"]["models"] or [] if m not in raw["models"]]
+    if unknown:
+        raise MaskpipeError(f"{source}: pseudo.models: {unknown[0]!r} is not a model "
+                            f"(models: {', '.join(raw['models'])})")
     return raw
 
 
@@ -180,6 +184,13 @@ class Config:
     @property
     def folds(self) -> list[int]:
         return list(range(self.raw["folds"]["k"]))
+
+    @property
+    def rounds(self) -> list[int]:
+        """The pseudo-label rounds after the first: 2 .. ``pseudo.rounds`` + 1."""
+        from maskpipe.pipeline import extra_rounds
+
+        return extra_rounds(self.raw)
 
     def model(self, name: str) -> dict:
         if name not in self.raw["models"]:

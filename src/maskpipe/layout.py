@@ -19,6 +19,11 @@ class Layout:
     def _p(self, *parts: str) -> str:
         return "/".join([self.results.rstrip("/"), *parts])
 
+    def round(self, number: str | int = "{round}") -> Layout:
+        """Pseudo-label round ``number`` (2, 3, ...): its models, predictions, ensemble and
+        pseudo-labels live in a folder of their own; round 1 is this layout itself."""
+        return self if str(number) == "1" else Layout(self._p(f"round{number}"))
+
     # validate
     def manifest(self, split: str = "{split}") -> str:
         return self._p("manifest", f"{split}.csv")
@@ -93,6 +98,13 @@ class Layout:
 
     def metrics(self) -> str:
         return self._p("ensemble", "metrics.json")
+
+    # pseudo (in a round's layout: round(2).pseudo_labels())
+    def pseudo_labels(self) -> str:
+        return self._p("pseudo", "labels.csv")
+
+    def pseudo_summary(self) -> str:
+        return self._p("pseudo", "summary.json")
 
     # mislabels
     def mislabels_suspects(self) -> str:

@@ -10,18 +10,43 @@ one function in :mod:`maskpipe.steps` and one rule in ``workflow/rules/``.
 Paths are named by :class:`maskpipe.layout.Layout` methods, never spelled out here. A step that
 fans out runs once per model x fold; its per-job files take the job's model and fold, and a later
 step reads ``every_job`` inputs as one path per model x fold.
+
+Pseudo-label rounds (the ``pseudo`` config section): a step marked ``rounds`` runs once per round
+2 .. ``pseudo.rounds`` + 1 (round 1 is the plain pipeline) and, if it fans out, for the models
+``pseudo.models`` selects. A port's ``round`` says which round's :meth:`Layout.round` folder it
+lives in: see :data:`ROUND_KINDS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from maskpipe.layout import Layout
 
 #: Placeholders of a per-job path, filled with a model and a fold (or engine wildcards).
 MODEL, FOLD = "{model}", "{fold}"
+#: Placeholder of a pseudo-label round's number (2, 3, ...).
+ROUND = "{round}"
+
+#: Where a port lives, by its ``round``: "" the plain pipeline's files (round 1); "this" the
+#: job's round (an ``every_job`` port: for a model ``pseudo.models`` leaves out, its round-1
+#: files, as it is never trained again); "previous" the round before the job's; "last" the last
+#: round (round 1 without pseudo-label rounds); "rounds" one path per round, 1 .. last (none
+#: without pseudo-label rounds); "extra" one path per round 2 .. last.
+ROUND_KINDS = ("", "this", "previous", "last", "rounds", "extra")
+
+
+def extra_rounds(raw: dict) -> list[int]:
+    """The pseudo-label rounds of a config: 2 .. ``pseudo.rounds`` + 1 (none when it is 0)."""
+    return list(range(2, raw["pseudo"]["rounds"] + 2))
+
+
+def retrained(raw: dict) -> list[str]:
+    """The models pseudo-label rounds train again (``pseudo.models``; null: every model)."""
+    chosen = raw["pseudo"]["models"]
+    return list(raw["models"]) if chosen is None else [m for m in raw["models"] if m in chosen]
 
 
 @dataclass(frozen=True)
@@ -43,13 +68,21 @@ class Port:
     folder: bool = False
     cli: bool = True  #: passed to the command; False: only tracked by the engines
     dvc: str = "outs"  #: for outputs: the dvc.yaml list it goes in (outs, metrics, plots)
+    round: str = ""  #: which pseudo-label round's files (:data:`ROUND_KINDS`)
+
+    @property
+    def many(self) -> bool:
+        """A list of paths (one per model x fold or per round), not one path."""
+        return self.every_job or self.round in ("rounds", "extra")
 
     def flag(self, output: bool = False) -> str:
         """The command line option: ``--NAME`` for inputs, ``--out-NAME`` for outputs."""
         return "--" + ("out-" if output else "") + self.name.replace("_", "-")
 
-    def paths(self, raw: dict, model: str = MODEL, fold: str = FOLD) -> list[str]:
-        """Where this port lives for a config; empty when its config key is null."""
+    def paths(self, raw: dict, model: str = MODEL, fold: str = FOLD,
+              round: str | int = ROUND) -> list[str]:
+        """Where this port lives for a config (and a job's round); empty when its config key is
+        null, or for the rounds of a config without pseudo-label rounds."""
         if self.config is not None:
             node: Any = raw
             for part in self.config.split("."):
@@ -57,10 +90,28 @@ class Port:
             if node is None:
                 return []
             return [f"{str(node).rstrip('/')}/{self.under}" if self.under else str(node)]
-        method = getattr(Layout(str(raw["results"])), self.layout)
-        if self.every_job:
-            return [method(*self.args, m, f) for m, f in model_folds(raw)]
-        return [method(*self.args, model, fold) if self.per_job else method(*self.args)]
+        base = Layout(str(raw["results"]))
+        out = []
+        for layout in self._layouts(base, raw, round):
+            if self.every_job:
+                again = retrained(raw)
+                out += [getattr(layout if self.round != "this" or m in again else base,
+                                self.layout)(*self.args, m, f) for m, f in model_folds(raw)]
+            else:
+                method = getattr(layout, self.layout)
+                out.append(method(*self.args, model, fold) if self.per_job else method(*self.args))
+        return out
+
+    def _layouts(self, base: Layout, raw: dict, round: str | int) -> list[Layout]:
+        if self.round == "previous":
+            if not str(round).isdigit():  # an engine pattern: common.smk asks per job instead
+                raise ValueError(f"{self.name}: the previous round of {round!r} needs its number")
+            return [base.round(int(round) - 1)]
+        extra = extra_rounds(raw)
+        return {"": [base], "this": [base.round(round)],
+                "last": [base.round(extra[-1] if extra else 1)],
+                "rounds": [base.round(r) for r in ([1, *extra] if extra else [])],
+                "extra": [base.round(r) for r in extra]}[self.round]
 
 
 @dataclass(frozen=True)
@@ -79,6 +130,7 @@ class Step:
     threads: int = 1
     gpu: bool = False
     function: str = ""  #: the function of maskpipe.steps it runs (default: the name)
+    rounds: bool = False  #: once per pseudo-label round 2, 3, ... (its files: ``round="this"``)
 
     @property
     def runs(self) -> str:
@@ -96,8 +148,22 @@ def _data(name: str, under: str) -> Port:
 
 _TRAIN_CROPS = (_p("crops", "crops", "train", help="training crops (.npy)"),
                 _p("crop_index", "crop_index", "train", help="training crop index (.csv)"))
+_IN_ROUND = " (in the round's folder)"
 
-STEPS: dict[str, Step] = {s.name: s for s in (
+
+def _again(step: Step, name: str, help: str, moved: tuple[str, ...], extra: tuple[Port, ...] = ()
+           ) -> Step:
+    """``step`` as a pseudo-label round runs it: the same function on the round's files. Its
+    outputs and options, and the inputs named in ``moved`` (what an earlier round step wrote),
+    live in the round's folder; ``extra`` inputs are added."""
+    def here(p: Port) -> Port:
+        return replace(p, round="this", help=p.help + _IN_ROUND)
+
+    return replace(step, name=name, help=help, function=step.runs, rounds=True,
+                   inputs=tuple(here(p) if p.name in moved else p for p in step.inputs) + extra,
+                   outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
+
+_ROUND1: dict[str, Step] = {s.name: s for s in (
     Step("validate", "check the data layout; write the image manifests", ("data",),
          inputs=(_data("train_csv", "train/train.csv"), _data("train_images", "train/images"),
                  _data("eval_csv", "eval/info.csv"), _data("eval_images", "eval/images")),
@@ -183,8 +249,39 @@ STEPS: dict[str, Step] = {s.name: s for s in (
                   _p("review", "mislabels_review", help="review page (.html)"),
                   _p("summary", "mislabels_summary", help="summary (.json)")),
          modules=("maskpipe.mislabels.step",)),
+)}
+
+#: Pseudo-label rounds 2, 3, ...: label the eval photos the previous round's ensemble is sure of,
+#: then train, predict and ensemble again as round 1 did, with those photos added to training.
+_ROUNDS: dict[str, Step] = {s.name: s for s in (
+    # Only the keys that change its labels: adding a round or choosing other models to train
+    # again reruns no round that exists already.
+    Step("pseudo", "label the eval photos the previous round's ensemble is sure of",
+         ("pseudo.threshold", "pseudo.task_thresholds"),
+         inputs=(_p("probs", "ensemble_test", round="previous",
+                    help="the previous round's ensemble eval probabilities (person-consistent "
+                         "where ensemble.persons is on)"),),
+         outputs=(_p("labels", "pseudo_labels", round="this",
+                     help="eval photos that passed: key, label 0..17, confidences (.csv)"),
+                  _p("summary", "pseudo_summary", round="this", dvc="metrics",
+                     help="how many passed, per class and per task (.json)")),
+         modules=("maskpipe.pseudo",), rounds=True),
+    _again(_ROUND1["train"], "retrain", "train one model on one fold again, its training set "
+                                        "plus the round's pseudo-labelled eval photos", (),
+           (_p("pseudo_labels", "pseudo_labels", round="this", help="the round's pseudo-labels"),
+            _p("eval_crops", "crops", "eval", help="eval crops"),
+            _p("eval_index", "crop_index", "eval", help="eval crop index"))),
+    _again(_ROUND1["predict"], "repredict", "out-of-fold and test probabilities of a round's "
+                                            "model x fold", ("checkpoint",)),
+    _again(_ROUND1["ensemble"], "reensemble", "a round's soft vote (models not trained again "
+                                              "vote with their round-1 predictions)",
+           ("oof", "test")),
+)}
+
+_LAST: dict[str, Step] = {s.name: s for s in (
     Step("submit", "write the checked ImageID,ans file", (),
-         inputs=(_p("probs", "ensemble_test", help="ensemble eval probabilities"),
+         inputs=(_p("probs", "ensemble_test", round="last",
+                    help="the last round's ensemble eval probabilities"),
                  _p("eval_manifest", "manifest", "eval", help="eval manifest")),
          outputs=(_p("submission", "submission", help="ImageID,ans in info.csv order"),),
          modules=("maskpipe.submission",)),
@@ -207,13 +304,24 @@ STEPS: dict[str, Step] = {s.name: s for s in (
                  _p("submission", "submission", help="the submission"),
                  _p("mislabels", "mislabels_suspects", help="ranked suspects"),
                  _p("mislabels_summary", "mislabels_summary", help="mislabels summary"),
-                 _p("persons", "persons_groups", help="eval photo groups")),
+                 _p("persons", "persons_groups", help="eval photo groups"),
+                 _p("round_metrics", "metrics", round="rounds",
+                    help="every round's ensemble metrics (pseudo-label rounds only)"),
+                 _p("round_tests", "ensemble_test", round="rounds",
+                    help="every round's ensemble eval probabilities (pseudo-label rounds only)"),
+                 _p("pseudo_summaries", "pseudo_summary", round="extra",
+                    help="every pseudo-label round's summary")),
          outputs=(_p("report", "report", help="the report (.html)"),
                   _p("figures", "report_figures", folder=True, help="its figures as PNG files"),
                   _p("history", "report_history", dvc="plots",
                      help="every model x fold x epoch's scalars (.csv)")),
          modules=("maskpipe.report",)),
 )}
+
+#: Every step, in pipeline order.
+STEPS: dict[str, Step] = {**_ROUND1, **_ROUNDS, **_LAST}
+#: The steps of a pseudo-label round, in the order a round runs them.
+ROUND_STEPS: tuple[Step, ...] = tuple(_ROUNDS.values())
 
 
 def model_folds(raw: dict) -> list[tuple[str, int]]:
@@ -222,20 +330,39 @@ def model_folds(raw: dict) -> list[tuple[str, int]]:
 
 
 def jobs(step: Step, raw: dict) -> list[dict[str, Any]]:
-    """The wildcards of every job of ``step``: one per model x fold, or one without any."""
-    return [{"model": m, "fold": f} for m, f in model_folds(raw)] if step.fan_out else [{}]
+    """The wildcards of every job of ``step``: one per model x fold (of a round: per model
+    ``pseudo.models`` selects), per round, both, or one job without any."""
+    rounds = [{"round": r} for r in extra_rounds(raw)] if step.rounds else [{}]
+    if not step.fan_out:
+        return rounds
+    models = retrained(raw) if step.rounds else list(raw["models"])
+    return [{**r, "model": m, "fold": f} for r in rounds for m, f in model_folds(raw) if m in models]
+
+
+def ordered_jobs(raw: dict) -> list[tuple[Step, dict[str, Any]]]:
+    """Every job of a config in an order that runs: the table's, with the round steps' jobs
+    grouped round by round (round 3's pseudo-labels need round 2's ensemble)."""
+    out: list[tuple[Step, dict[str, Any]]] = []
+    for step in STEPS.values():
+        if not step.rounds:
+            out += [(step, job) for job in jobs(step, raw)]
+        elif step is ROUND_STEPS[0]:
+            out += [(s, job) for r in extra_rounds(raw) for s in ROUND_STEPS
+                    for job in jobs(s, raw) if job["round"] == r]
+    return out
 
 
 def files(step: Step, side: str, raw: dict, model: str = MODEL, fold: str = FOLD,
-          cli_only: bool = False) -> dict[str, list[str]]:
+          cli_only: bool = False, round: str | int = ROUND) -> dict[str, list[str]]:
     """``side`` (inputs, outputs or options) of one job by port name: each a list of paths."""
     ports = getattr(step, side)
-    return {p.name: p.paths(raw, model, fold) for p in ports if p.cli or not cli_only}
+    return {p.name: p.paths(raw, model, fold, round) for p in ports if p.cli or not cli_only}
 
 
-def log_path(step: Step, raw: dict, model: str = MODEL, fold: str = FOLD) -> str:
+def log_path(step: Step, raw: dict, model: str = MODEL, fold: str = FOLD,
+             round: str | int = ROUND) -> str:
     """The log file of one job of ``step``."""
-    wildcards = (model, fold) if step.fan_out else ()
+    wildcards = ((round,) if step.rounds else ()) + ((model, fold) if step.fan_out else ())
     return Layout(str(raw["results"])).log(step.name, *wildcards)
 
 
@@ -247,6 +374,12 @@ class Arg:
     kind: str  #: config, wildcards, params, input, output or log
     name: str = ""
     port: Port | None = field(default=None, compare=False)
+
+    def absent(self, raw: dict) -> bool:
+        """Left out of the command: a per-round list, and the config has no pseudo-label rounds
+        (so the command is the same as before rounds existed)."""
+        return (self.port is not None and self.port.round in ("rounds", "extra")
+                and not self.port.paths(raw))
 
 
 def command_args(step: Step) -> Iterator[Arg]:
@@ -266,25 +399,28 @@ def command_args(step: Step) -> Iterator[Arg]:
     yield Arg("--log", "log")
 
 
-def command(step: Step, value: Callable[[Arg], str]) -> str:
-    """``maskpipe STEP ...`` with each option's value from ``value`` (an engine's placeholder or
-    the resolved paths)."""
+def command(step: Step, value: Callable[[Arg], str], raw: dict) -> str:
+    """``maskpipe STEP ...`` for config ``raw``, with each option's value from ``value`` (an
+    engine's placeholder or the resolved paths)."""
     parts = [f"maskpipe {step.name}"]
     for arg in command_args(step):
+        if arg.absent(raw):
+            continue
         text = value(arg)
         parts.append(f"{arg.flag} {text}".strip())
     return " ".join(p for p in parts if p)
 
 
 def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
-         fold: str | int = FOLD) -> list[str]:
+         fold: str | int = FOLD, round: str | int = ROUND) -> list[str]:
     """The resolved arguments of one job (after ``maskpipe``), as the engines would run it."""
     fold = str(fold)
-    paths = {"input": files(step, "inputs", raw, model, fold),
-             "output": files(step, "outputs", raw, model, fold),
-             "params": files(step, "options", raw, model, fold)}
+    paths = {side: files(step, name, raw, model, fold, round=round)
+             for side, name in (("input", "inputs"), ("output", "outputs"), ("params", "options"))}
     out = [step.name]
     for arg in command_args(step):
+        if arg.absent(raw):
+            continue
         if arg.kind == "config":
             for f in config_files:
                 out += ["--config", str(f)]
@@ -293,7 +429,7 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
         if arg.kind == "wildcards":
             out.append(model if arg.name == "model" else fold)
         elif arg.kind == "log":
-            out.append(log_path(step, raw, model, fold))
+            out.append(log_path(step, raw, model, fold, round))
         else:
             out += paths[arg.kind][arg.name]
     return out
@@ -306,16 +442,22 @@ def local_steps() -> list[str]:
 
 def port_path(port: Port) -> str:
     """Where ``port`` lives, for people: below ``results`` (``{model}``/``{fold}`` for a job's
-    own file), or ``{KEY}/under`` for a path taken from the config key KEY."""
+    own file, ``round{round}/`` for a pseudo-label round's), or ``{KEY}/under`` for a path taken
+    from the config key KEY."""
     if port.config is not None:
         return "/".join(["{" + port.config + "}", *([port.under] if port.under else [])])
     wildcards = (MODEL, FOLD) if port.per_job or port.every_job else ()
     path = getattr(Layout("."), port.layout)(*port.args, *wildcards).removeprefix("./")
-    return path + ("/" if port.folder else "") + (EVERY_JOB if port.every_job else "")
+    folder = {"": "", "this": "round{round}/", "previous": "round{round-1}/", "last": "round{last}/",
+              "rounds": "round{r}/", "extra": "round{r}/"}[port.round]
+    notes = (EVERY_JOB if port.every_job else "") + ROUND_NOTES.get(port.round, "")
+    return folder + path + ("/" if port.folder else "") + notes
 
 
 #: After a path of :func:`port_path` that a later step reads once per model x fold.
 EVERY_JOB = " (each model x fold)"
+#: After a path of :func:`port_path` read once per round.
+ROUND_NOTES = {"rounds": " (each round)", "extra": " (each round from 2)"}
 
 #: The columns of :func:`table`: step, config sections, files read, files written, other paths
 #: the engines pass, fan-out and GPU.
@@ -327,8 +469,11 @@ def table_rows() -> list[tuple[str, ...]]:
     def paths(ports: tuple[Port, ...]) -> str:
         return ", ".join(port_path(p) for p in ports)
 
+    def fan_out(s: Step) -> str:
+        return " x ".join(["round"] * s.rounds + ["model x fold"] * s.fan_out)
+
     return [(s.name, ", ".join(s.sections), paths(s.inputs), paths(s.outputs), paths(s.options),
-             "model x fold" if s.fan_out else "", "yes" if s.gpu else "") for s in STEPS.values()]
+             fan_out(s), "yes" if s.gpu else "") for s in STEPS.values()]
 
 
 def table(fmt: str = "markdown") -> str:
@@ -341,8 +486,8 @@ def table(fmt: str = "markdown") -> str:
         raise ValueError(f"unknown table format {fmt!r}")
 
     def cell(text: str) -> str:
-        parts = [(p.removesuffix(EVERY_JOB), p.endswith(EVERY_JOB)) for p in text.split(", ")]
-        return ", ".join(f"`{p}`" + (EVERY_JOB if every else "") for p, every in parts) if text else "–"
+        parts = [p.partition(" (") for p in text.split(", ")]  # a path, then its notes
+        return ", ".join(f"`{path}`" + sep + rest for path, sep, rest in parts) if text else "–"
 
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     for name, *rest in rows:

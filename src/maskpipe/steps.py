@@ -122,10 +122,13 @@ def train(args: argparse.Namespace, load_config: Loader) -> None:
 
     params = load_config(args).params("train", model=args.model)
     train_cfg, model_cfg = params["train"], params[f"models.{args.model}"]
+    # retrain (a pseudo-label round) runs this too, given the round's pseudo-labels
+    pseudo_labels = getattr(args, "pseudo_labels", None)
+    pseudo = None if pseudo_labels is None else (args.eval_crops, args.eval_index, pseudo_labels)
     with claim_device(train_cfg["device"]) as device:
         train_fold(args.crops, args.crop_index, args.labels, args.folds, args.fold, args.model,
                    model_cfg, train_cfg, device, args.out_checkpoint, args.out_metrics,
-                   args.out_tensorboard, resume_file=args.resume)
+                   args.out_tensorboard, resume_file=args.resume, pseudo=pseudo)
 
 
 def predict(args: argparse.Namespace, load_config: Loader) -> None:
@@ -149,6 +152,14 @@ def ensemble(args: argparse.Namespace, load_config: Loader) -> None:
                       cfg["search_weights"], cfg["age_bias"], cfg["seed"],
                       persons=args.persons, person_options=cfg["persons"],
                       prior_shift=cfg["prior_shift"])
+
+
+def pseudo(args: argparse.Namespace, load_config: Loader) -> None:
+    from maskpipe import pseudo as pseudo_step
+
+    cfg = load_config(args).params("pseudo")
+    pseudo_step.run(args.probs, cfg["pseudo.threshold"], cfg["pseudo.task_thresholds"],
+                    args.out_labels, args.out_summary)
 
 
 def mislabels(args: argparse.Namespace, load_config: Loader) -> None:

@@ -39,14 +39,23 @@ FOLDS = list(range(config["folds"]["k"]))
 wildcard_constraints:
     model="|".join(MODELS),
     fold=r"\d+",
+    round=r"[2-9]|[1-9]\d+",  # pseudo-label rounds; round 1 has no folder of its own
 
 
 def _paths(step, side):
-    """A step's files by name: patterns with {model}/{fold}; a list for every model x fold's
-    files and for a path the config leaves empty (null)."""
-    ports = {p.name: p for p in getattr(P.STEPS[step], side)}
-    found = P.files(P.STEPS[step], side, config)
-    return {k: v if ports[k].every_job or not v else v[0] for k, v in found.items()}
+    """A step's files by name: patterns with {model}/{fold}/{round}; a list for every model x
+    fold's (or every round's) files and for a path the config leaves empty (null); a function
+    of the job's round for the previous round's file."""
+    out = {}
+    for port in getattr(P.STEPS[step], side):
+        if port.round == "previous":
+            out[port.name] = lambda wildcards, port=port: port.paths(
+                config, round=wildcards.round
+            )[0]
+            continue
+        found = port.paths(config)
+        out[port.name] = found if port.many or not found else found[0]
+    return out
 
 
 def step_inputs(step):
@@ -102,4 +111,4 @@ def step_shell(step):
             return "{log}"
         return f"{{{arg.kind}.{arg.name}}}"
 
-    return P.command(P.STEPS[step], value)
+    return P.command(P.STEPS[step], value, config)

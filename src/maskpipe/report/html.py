@@ -20,7 +20,7 @@ import pandas as pd
 
 from maskpipe import classes
 from maskpipe.io import write_bytes_if_changed, write_csv
-from maskpipe.report import figures, mislabels, sections
+from maskpipe.report import figures, mislabels, rounds, sections
 from maskpipe.report.inputs import STRATUM_NAMES, ReportInputs, Run, history_table, load
 from maskpipe.report.markup import Figures, card, counts, esc, f3, join, pct, table
 from maskpipe.report.persons import section as persons_section
@@ -217,6 +217,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[Run, Figures], str]], ...] = (
     ("mistakes", "Confident mistakes", sections.mistakes),
     ("mislabels", "Suspected mislabels", mislabels.section),
     ("persons", "Eval persons", persons_section),
+    ("rounds", "Pseudo-label rounds", rounds.section),
     ("submission", "Submission", _submission),
 )
 

@@ -19,6 +19,8 @@ from maskpipe import classes
 from maskpipe.io import MaskpipeError, read_csv
 from maskpipe.metrics import macro_f1
 from maskpipe.mislabels import SUSPECT_COLUMNS
+from maskpipe.report.rounds import Rounds
+from maskpipe.report.rounds import read as read_rounds
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,23 @@ class ReportInputs:
     mislabels: Path
     mislabels_summary: Path
     persons: Path | None = None  #: the persons step's eval photo groups
+    #: Pseudo-label rounds (none when off): every round's ensemble metrics and eval probabilities
+    #: (round 1 first), and every later round's pseudo-label summary.
+    round_metrics: tuple[Path, ...] = ()
+    round_tests: tuple[Path, ...] = ()
+    pseudo_summaries: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
         for name, value in list(vars(self).items()):
-            if name in ("train_metrics", "tensorboard"):
+            if name in _MANY:
                 paths = [value] if isinstance(value, str | Path) else value
                 object.__setattr__(self, name, tuple(Path(p) for p in paths))
             elif value is not None:
                 object.__setattr__(self, name, Path(value))
+
+
+_MANY = ("train_metrics", "tensorboard", "round_metrics", "round_tests", "pseudo_summaries")
 
 
 @dataclass
@@ -92,6 +102,8 @@ class Run:
     suspects_summary: dict
     #: The persons step's groups (``key, group, size, confidence``), when given.
     persons: pd.DataFrame | None = None
+    #: The pseudo-label rounds compared (maskpipe.report.rounds), when there are any.
+    rounds: Rounds | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -238,6 +250,7 @@ def load(inputs: ReportInputs) -> Run:
         suspects_summary=_read_json(i.mislabels_summary, ["method", "oof_macro_f1", "suspects"]),
         persons=None if i.persons is None else read_csv(i.persons, ["key", "group", "size", "confidence"],
                                                         dtype={"key": str}),
+        rounds=read_rounds(i.round_metrics, i.round_tests, i.pseudo_summaries),
     )
     unknown = ~run.crops_train["key"].isin(run.manifest["key"])
     if unknown.any():

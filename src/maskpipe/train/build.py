@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
-from maskpipe.classes import MASK_STATES, NUM_CLASSES
+from maskpipe.classes import MASK_STATES, NUM_CLASSES, decode
 from maskpipe.config import as_hw
 from maskpipe.io import MaskpipeError
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
-from maskpipe.train.data import CropDataset, join_split
+from maskpipe.train.data import CropDataset, join_split, pseudo_rows
 from maskpipe.train.heads import HeadLoss
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import Schedule, make_optimizer, make_schedule
@@ -87,6 +87,16 @@ def split_fold(crop_index: Path, labels: Path, folds: Path, fold: int, model_cfg
     return tr, va
 
 
+def pseudo_split(eval_index: Path, pseudo_labels: Path, model_cfg: dict) -> pd.DataFrame:
+    """The pseudo-labelled eval photos a model trains on besides its fold's training rows
+    (an age model for one mask state: those whose label has that state). They never join a
+    validation fold: eval photos have no fold."""
+    rows = pseudo_rows(eval_index, pseudo_labels)
+    if model_cfg["for_mask"] is not None:
+        rows = rows[decode(rows["label"].to_numpy())[0] == MASK_STATES.index(model_cfg["for_mask"])]
+    return rows
+
+
 def build_model(model_cfg: dict, device: torch.device, where: str) -> nn.Module:
     """The timm model with its head, on ``device`` (channels-last on CUDA if configured)."""
     model = create_model(model_cfg["arch"], model_cfg["pretrained"], model_cfg["pretrained_file"],
@@ -99,14 +109,19 @@ def build_model(model_cfg: dict, device: torch.device, where: str) -> nn.Module:
 
 def build_data(crops: Path, tr: pd.DataFrame, va: pd.DataFrame, pretrained_cfg: dict,
                model_cfg: dict, num_workers: int, seed: int, generator: torch.Generator,
-               cuda: bool, where: str) -> Data:
-    """Datasets, transforms, sampler, CutMix/MixUp and the two loaders."""
+               cuda: bool, where: str, extra: tuple[Path, pd.DataFrame] | None = None) -> Data:
+    """Datasets, transforms, sampler, CutMix/MixUp and the two loaders. ``extra``: more
+    training rows (``row``, ``train_label``) from another crops file (pseudo-labelled eval photos)."""
     mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
     size, preprocess = as_hw(model_cfg["image_size"]), model_cfg["preprocess"]
     train_tf = build_transforms(size, mean, std, preprocess, model_cfg["augment"], seed, where)
     val_tf = build_transforms(size, mean, std, preprocess, None, None, where)
     train_y = tr["train_label"].to_numpy()
     train_ds = CropDataset(crops, tr["row"].to_numpy(), train_y, train_tf)
+    if extra is not None and len(extra[1]):
+        more = CropDataset(extra[0], extra[1]["row"].to_numpy(), extra[1]["train_label"].to_numpy(), train_tf)
+        train_ds = ConcatDataset([train_ds, more])  # indices run on from the fold's rows, as train_y
+        train_y = np.concatenate([train_y, more.labels])
     val_ds = CropDataset(crops, va["row"].to_numpy(), va["train_label"].to_numpy(), val_tf)
     bs = model_cfg["batch_size"]
     mixup = make_mixup(model_cfg["mixup"], NUM_CLASSES)

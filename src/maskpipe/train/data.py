@@ -53,3 +53,23 @@ def join_split(crop_index: Path, labels: Path, folds: Path) -> pd.DataFrame:
         missing = df.loc[df["fold"].isna(), "person"].iloc[0]
         raise MaskpipeError(f"{folds}: no fold for person {missing!r}; rerun the folds step")
     return df.astype({"row": int, "fold": int})
+
+
+def pseudo_rows(eval_index: Path, pseudo_labels: Path) -> pd.DataFrame:
+    """The pseudo-labelled eval photos with their crop row: ``key, row, label, train_label``.
+
+    A pseudo-label is an official class (the ensemble predicts those), so it is also the
+    training target: a moved age cut (``labels.train_age_bounds``) cannot be applied without
+    the photo's age.
+    """
+    index = read_csv(eval_index, required=["key", "row"], dtype={"key": str})
+    chosen = read_csv(pseudo_labels, required=["key", "label"], dtype={"key": str})
+    df = chosen[["key", "label"]].merge(index[["key", "row"]], on="key", how="left", validate="one_to_one")
+    if df["row"].isna().any():
+        missing = df.loc[df["row"].isna(), "key"].iloc[0]
+        raise MaskpipeError(f"{pseudo_labels}: eval photo {missing!r} is not in {eval_index}")
+    bad = ~df["label"].between(0, 17)
+    if bad.any():
+        raise MaskpipeError(f"{pseudo_labels}: line {int(np.flatnonzero(bad)[0]) + 2}: label "
+                            f"{df['label'][bad].iloc[0]} is not a class 0..17")
+    return df.astype({"row": int, "label": int}).assign(train_label=lambda d: d["label"])

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from maskpipe.io import save_torch, write_json
 from maskpipe.metrics import head_score
-from maskpipe.train.build import Data, Parts, build_data, build_model, build_parts, split_fold
+from maskpipe.train.build import (Data, Parts, build_data, build_model, build_parts, pseudo_split,
+                                  split_fold)
 from maskpipe.train.heads import probabilities
 from maskpipe.train.devices import resolve_workers
 from maskpipe.train.resume import ResumeState, fingerprint, runtime
@@ -95,6 +96,7 @@ def train_fold(
     tensorboard_dir: Path,
     resume_file: Path | None = None,
     stop_after_epoch: int | None = None,
+    pseudo: tuple[Path, Path, Path] | None = None,
 ) -> dict:
     """Train ``model_cfg`` on every fold but ``fold``; validate on ``fold``.
 
@@ -103,6 +105,8 @@ def train_fold(
     history and the sections it was trained with, and TensorBoard scalars. With
     ``resume_file``, the state after every epoch is kept there and a rerun with the same
     config and inputs continues from it. ``stop_after_epoch`` simulates a kill (tests).
+    ``pseudo`` (eval crops, eval crop index, pseudo-labels): a pseudo-label round's job, whose
+    training rows also hold the pseudo-labelled eval photos (validation stays the fold's).
     """
     from torch.utils.tensorboard import SummaryWriter
 
@@ -110,16 +114,20 @@ def train_fold(
     generator = seed_everything(seed)
     # build: the split, the model (its initial weights drawn right after seeding), the data, the rest
     tr, va = split_fold(crop_index, labels, folds, fold, model_cfg, where)
-    log.info("%s fold %d: %d training and %d validation images on %s",
-             model_name, fold, len(tr), len(va), device)
+    extra = None if pseudo is None else (pseudo[0], pseudo_split(pseudo[1], pseudo[2], model_cfg))
+    n_pseudo = 0 if extra is None else len(extra[1])
+    log.info("%s fold %d: %d training%s and %d validation images on %s", model_name, fold,
+             len(tr) + n_pseudo, f" ({n_pseudo} of them pseudo-labelled eval photos)" if extra else "",
+             len(va), device)
     model = build_model(model_cfg, device, where)
     data = build_data(crops, tr, va, model.pretrained_cfg, model_cfg,
                       resolve_workers(train_cfg["num_workers"]), seed,
-                      generator, device.type == "cuda", where)
+                      generator, device.type == "cuda", where, extra)
     parts = build_parts(model, data, model_cfg, device, where)
     # issue 15: where it runs is part of the key (a CPU resume.pt on CUDA starts over)
     run_on = runtime(device, parts.amp, parts.scaler.is_enabled())
-    key = fingerprint(model_name, fold, model_cfg, train_cfg, [crop_index, labels, folds], run_on)
+    key = fingerprint(model_name, fold, model_cfg, train_cfg, [crop_index, labels, folds, *(pseudo or ())],
+                      run_on)
     state = ResumeState(history=[], best={"val_f1": -1.0, "epoch": 0, "state": None}, epoch=0)
     if resume_file is not None:
         state = ResumeState.load(resume_file, key, *_resumable(parts), run_on) or state
@@ -144,7 +152,7 @@ def train_fold(
         writer.close()
     # write
     metrics = write_outputs(state, data, model_name, fold, model_cfg, train_cfg, parts.ema is not None,
-                            len(tr), len(va), device, out_checkpoint, out_metrics)
+                            len(tr) + n_pseudo, len(va), device, out_checkpoint, out_metrics, n_pseudo)
     if resume_file is not None:
         resume_file.unlink(missing_ok=True)
     return metrics
@@ -245,7 +253,7 @@ def _patience_ran_out(state: ResumeState, epoch: int, patience: int | None, name
 
 def write_outputs(state: ResumeState, data: Data, model_name: str, fold: int, model_cfg: dict,
                   train_cfg: dict, ema: bool, n_train: int, n_val: int, device: torch.device,
-                  out_checkpoint: Path, out_metrics: Path) -> dict:
+                  out_checkpoint: Path, out_metrics: Path, n_pseudo: int = 0) -> dict:
     """Write the best checkpoint, then the metrics JSON that describes it; return the metrics."""
     where = f"models.{model_name}"
     checkpoint = {
@@ -261,7 +269,7 @@ def write_outputs(state: ResumeState, data: Data, model_name: str, fold: int, mo
     save_torch(checkpoint, out_checkpoint)
     metrics = {"model": model_name, "fold": fold, "arch": model_cfg["arch"],
                "best_epoch": state.best["epoch"], "best_val_f1": state.best["val_f1"],
-               "n_train": n_train, "n_val": n_val, "device": device.type,
+               "n_train": n_train, "n_pseudo": n_pseudo, "n_val": n_val, "device": device.type,
                "history": state.history, "config": {"train": train_cfg, where: model_cfg}}
     write_json(metrics, out_metrics)
     log.info("%s fold %d: best validation macro F1 %.4f at epoch %d",
