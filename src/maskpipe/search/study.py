@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def open_study(s: Search):
 def recover(study) -> int:
     """Mark trials left RUNNING (their search was killed) failed, and enqueue every trial that
     was interrupted, once per retry series, with the same params. Returns how many."""
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
@@ -124,7 +126,9 @@ def recover(study) -> int:
         elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
             continue
         if t.number not in retried:
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(t._trial_id))
+            with warnings.catch_warnings():  # marked experimental since Optuna 2.8
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(t._trial_id))
             again += 1
     if again:
         log.info("%d interrupted trial(s) enqueued again with the same params", again)
