@@ -368,43 +368,13 @@ def test_dvc_commit_records_a_snakemake_run(snakemake_project, tmp_path):
     assert dvc_changed(project) == set()
 
 
-def queued_experiments(project, timeout: float = 1200) -> dict[str, dict]:
-    """Run the queued experiments (`dvc queue start`), wait until none is queued or running,
-    and return each experiment's `dvc exp show --json` data by name."""
-    import time
-
-    sh(["dvc", "queue", "start", "-j", "1"], project)
-    deadline = time.monotonic() + timeout
-    while re.search(r"\b(Queued|Running)\b", sh(["dvc", "queue", "status"], project).stdout):
-        assert time.monotonic() < deadline, "queued experiments did not finish"
-        time.sleep(3)
-    shown = json.loads(sh(["dvc", "exp", "show", "--json"], project).stdout)
-    return {rev["name"]: rev["data"] for row in shown for exp in row.get("experiments") or []
-            for rev in exp["revs"]}
-
-
-def test_dvc_queued_experiments_with_changed_parameters(dvc_project):
-    """README "Hyperparameter search", the DVC way: experiments queued with `-S`, run by `dvc
-    queue start`, listed by `dvc exp show` with their params and metrics. The second changes
-    only report.title, so it reruns the report alone (and the test stays cheap)."""
+def test_dvc_exp_run_with_a_changed_parameter(dvc_project):
     sh(["git", "add", "-A"], dvc_project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before exp", "--allow-empty"],
        dvc_project)
-    sh(["dvc", "exp", "run", "--queue", "-n", "lr", "-S", "config.yaml:models.a.optimizer.lr=0.002"], dvc_project)
-    sh(["dvc", "exp", "run", "--queue", "-n", "title", "-S", "config.yaml:report.title=queued"], dvc_project)
-    exps = queued_experiments(dvc_project)
-    assert set(exps) == {"lr", "title"}
-    for name in exps:
-        log = sh(["dvc", "queue", "logs", name], dvc_project).stdout
-        ran = set(re.findall(r"Running stage '([^']+)'", log))
-        if name == "lr":
-            assert {"train@a-0", "train@a-1", "predict@a-0", "predict@a-1", "ensemble"} <= ran
-            assert not any(stage.startswith(("train@b", "predict@b", "crop", "validate")) for stage in ran)
-        else:
-            assert ran == {"report"}
-    params = {n: d["params"]["config.yaml"]["data"] for n, d in exps.items()}
-    assert params["lr"]["models"]["a"]["optimizer"]["lr"] == 0.002
-    assert params["title"]["report"]["title"] == "queued"
-    assert params["title"]["models"]["a"]["optimizer"]["lr"] != 0.002
-    for data in exps.values():
-        assert 0 <= data["metrics"][f"{RESULTS}/ensemble/metrics.json"]["data"]["oof_macro_f1"] <= 1
+    out = sh(["dvc", "exp", "run", "-S", "config.yaml:models.a.optimizer.lr=0.002"], dvc_project)
+    ran = set(re.findall(r"Running stage '([^']+)'", out.stdout + out.stderr))
+    assert {"train@a-0", "train@a-1", "predict@a-0", "predict@a-1", "ensemble"} <= ran
+    assert not any(stage.startswith(("train@b", "predict@b", "crop", "validate")) for stage in ran)
+    assert "0.002" in sh(["dvc", "exp", "show", "--json"], dvc_project).stdout
+
