@@ -32,7 +32,9 @@ def search_file(tmp_path, **space) -> str:
     cfg = copy.deepcopy(SEARCH)
     cfg["space"].update(space)
     path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump({"replace": ["search"], "search": cfg}, sort_keys=False))
+    # the weights name model b, which a trial's config (model a alone) drops: trials still run
+    path.write_text(yaml.safe_dump({"replace": ["search"], "search": cfg,
+                                    "ensemble": {"weights": {"b": 2.0}}}, sort_keys=False))
     return str(path)
 
 

@@ -33,8 +33,7 @@ def page(study_name: str, trials: pd.DataFrame, importance: bytes | None, best) 
     cards = [card("best out-of-fold macro F1", f"{best.value:.4f}" if best else "–",
                   f"trial {best.number}" if best else "no completed trial"),
              card("completed trials", str(done), f"{len(trials) - done} failed or waiting")]
-    formats = {c: fixed(4) for c in ("score",)}
-    formats.update({c: fixed(1) for c in ("seconds",) if c in trials})
+    formats = {"score": fixed(4), **({"seconds": fixed(1)} if "seconds" in trials else {})}
     highlight = [best is not None and n == best.number for n in trials.get("number", [])]
     plot = (img(importance, "parameter importance (Optuna, fANOVA)") if importance else
             "<p>No importance plot: it needs 2 completed trials and a parameter that varied.</p>")

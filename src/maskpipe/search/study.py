@@ -55,12 +55,9 @@ def prepare(config_files: list[str | Path], trials: int | None = None,
     sc = cfg.search
     dims = parse_space(sc.space)
     base = cfg.model(sc.model)
-    for params in extremes(dims):
-        key = next(iter(params))
-        try:
-            model_config(cfg.raw, sc.model, apply(base, params, sc.space), f"search.space.{key}")
-        except MaskpipeError as e:
-            raise MaskpipeError(f"search.space.{key} = {params[key]!r}: {e}") from None
+    for params in extremes(dims):  # the schema's one-line error, after the choice it is about
+        (key, value), = params.items()
+        model_config(cfg.raw, sc.model, apply(base, params, sc.space), f"search.space.{key} = {value!r}")
     check_inputs(cfg.raw)
     folder = folder or cfg.results / "search"
     setup = Setup(cfg.raw, files, sc.model, sc.folds, folder / "trials")

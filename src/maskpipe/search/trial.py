@@ -95,7 +95,10 @@ def run_trial(setup: Setup, cfg: dict) -> Result:
         log.info("trial %s: cached (macro F1 %.4f); nothing trained", key, done["score"])
         return Result(done["score"], done["per_fold"], done["seconds"], folder, cached=True)
     trial_file = folder / "config.yaml"
-    text = yaml.safe_dump({"replace": ["models"], "models": {setup.model: cfg}}, sort_keys=False)
+    # ensemble is replaced too: its weights may name models the trial's config drops
+    ensemble = {**setup.raw["ensemble"], "weights": {}}
+    text = yaml.safe_dump({"replace": ["models", "ensemble"], "models": {setup.model: cfg},
+                           "ensemble": ensemble}, sort_keys=False)
     write_bytes_if_changed(trial_file, ("# one trial of `maskpipe search`\n" + text).encode())
     trial_raw = {**setup.raw, "results": str(folder), "models": {setup.model: cfg}}
     configs = [*setup.config_files, str(trial_file)]
