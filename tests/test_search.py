@@ -191,3 +191,37 @@ def test_a_trial_left_running_by_a_kill_is_failed_and_enqueued_again(tmp_path):
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "WAITING"]
     assert study.trials[1].params == study.trials[0].params
+
+
+@pytest.mark.parametrize("search_cfg, message", [
+    ({"model": "nope"}, "search.model: no model 'nope' under models (known: demo)"),
+    ({"folds": [0, 5]}, "search.folds: fold 5 is not below folds.k (5)"),
+    ({"parallel": 0}, "search.parallel: 0 is less than the minimum of 1"),
+    ({"space": {"lr": {"low": 0.1}}}, "search.space.lr"),
+])
+def test_search_section_errors_name_the_key(tmp_path, shipped_config, search_cfg, message):
+    from maskpipe.config import Config
+
+    cfg = copy.deepcopy(shipped_config)
+    cfg["search"].update(search_cfg)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(MaskpipeError) as err:
+        Config.load(path).search
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_shipped_search_section_maps_onto_the_demo_model():
+    from conftest import REPO
+    from maskpipe.config import Config
+    from maskpipe.search.space import extremes
+    from maskpipe.search.trial import model_config
+
+    cfg = Config.load(REPO / "config.yaml")
+    sc = cfg.search
+    assert sc.model == "demo" and sc.folds == (0,) and sc.parallel == 1
+    dims = sp.parse_space(sc.space)
+    assert {d.name for d in dims} == set(sp.KEYS)  # the shipped config declares every entry
+    for params in extremes(dims):  # each choice and range end makes a valid model config
+        model = model_config(cfg.raw, "demo", sp.apply(cfg.model("demo"), params, sc.space))
+        assert model["arch"] == "resnet10t"
