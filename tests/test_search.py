@@ -135,9 +135,11 @@ def test_a_stopped_search_continues_and_resumes_the_stopped_trial(searched):
 
 
 def test_trials_are_sorted_and_the_best_is_a_recipe_that_runs_alone(searched):
-    config_path, _, out, _ = searched
+    config_path, extra, out, _ = searched
     table = pd.read_csv(out / "trials.csv")
     done = table[table["state"] == "COMPLETE"]
+    # also over the search's own files, whose ensemble weights name model b
+    assert list(load_raw([config_path, extra, out / "best.yaml"])["models"]) == ["a"]
     assert table["score"].dropna().is_monotonic_decreasing and done["score"].between(0, 1).all()
     assert table["state"].iloc[-1] == "FAIL"  # unscored trials last
     assert {p.name for p in (out / "trials").iterdir()} == set(done["trial"])

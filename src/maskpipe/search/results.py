@@ -107,8 +107,14 @@ def recipe_text(s: Search, study, best) -> str:
         "# Runs alone: `snakemake submission --configfile THIS_FILE`; `replace: [models]` makes",
         "# this the only model (the other sections come from config.yaml).",
     ]
-    body = yaml.safe_dump({"replace": ["models"], "models": {s.setup.model: cfg}}, sort_keys=False)
-    return "\n".join(header) + "\n" + body
+    recipe: dict = {"replace": ["models"], "models": {s.setup.model: cfg}}
+    ensemble = s.setup.raw["ensemble"]
+    if set(ensemble["weights"]) - {s.setup.model}:  # weights of dropped models would not validate
+        recipe = {"replace": ["models", "ensemble"], "models": recipe["models"],
+                  "ensemble": {**ensemble, "weights": {k: v for k, v in ensemble["weights"].items()
+                                                       if k == s.setup.model}}}
+        header.append("# It replaces `ensemble` too: the config's weights name models it drops.")
+    return "\n".join(header) + "\n" + yaml.safe_dump(recipe, sort_keys=False)
 
 
 def write(study, s: Search, recipe: Path | None = None) -> Summary:
