@@ -227,3 +227,26 @@ def test_shipped_search_section_maps_onto_the_demo_model():
     for params in extremes(dims):  # each choice and range end makes a valid model config
         model = model_config(cfg.raw, "demo", sp.apply(cfg.model("demo"), params, sc.space))
         assert model["arch"] == "resnet10t"
+
+
+def _study_with(values: list[float], lrs: list[float]):
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+            "optimizer": optuna.distributions.CategoricalDistribution(["adamw", "sgd"])}
+    for i, (v, lr) in enumerate(zip(values, lrs, strict=True)):
+        study.add_trial(optuna.create_trial(params={"lr": lr, "optimizer": "adamw"},
+                                            distributions=dist, value=v, user_attrs={"trial": str(i)}))
+    return study
+
+
+def test_importance_plot_is_drawn_or_skipped_saying_why(caplog):
+    from maskpipe.search.results import importance_png, trials_table
+
+    study = _study_with([0.2, 0.5, 0.3, 0.4], [1e-4, 1e-3, 3e-4, 5e-3])
+    png = importance_png(study, seed=0)
+    assert png is not None and png.startswith(b"\x89PNG")
+    assert list(trials_table(study)["score"]) == [0.5, 0.4, 0.3, 0.2]
+    caplog.set_level("INFO")
+    assert importance_png(_study_with([0.2], [1e-3]), seed=0) is None
+    assert importance_png(_study_with([0.2, 0.3], [1e-3, 1e-3]), seed=0) is None
+    assert "1 completed trial(s)" in caplog.text and "no parameter took two values" in caplog.text
