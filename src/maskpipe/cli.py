@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Markdown table, as in the README (default), or tab-separated values")
     _common(p)
 
+    _search_parser(sub)
+
     p = sub.add_parser("summary", help="print where a run's submission and report are, and its score")
     p.add_argument("--results", type=Path, default=None, help="results folder (default: from config)")
     _config_arg(p)
@@ -170,6 +172,38 @@ def build_parser() -> argparse.ArgumentParser:
     for p in sub.choices.values():
         p.allow_abbrev = False
     return parser
+
+
+_SEARCH = """\
+Hyperparameter search with Optuna (TPE) over the space declared in the config's `search` section
+(learning rate, weight decay, optimizer, scheduler, loss mix, augmentation strength, image size,
+epochs). Not a pipeline step: run the pipeline (at least crop, labels and folds) first.
+
+Each trial is the model `search.model` with the drawn values, trained and predicted by the train
+and predict steps on the folds `search.folds`, and scored by the out-of-fold macro F1 on those
+folds' validation persons. Under RESULTS/search/: trials/<key>/ (each trial's config, checkpoints,
+predictions, logs and score; a trial whose config was trained before is not trained again),
+study.db (the Optuna study: a stopped search continues where it stopped, and a trial it
+interrupted runs again, resuming its training), trials.csv (best first), importance.png, best.yaml
+(the best trial as a recipe: `snakemake submission --configfile RESULTS/search/best.yaml`) and
+report.html. Rerunning with the same `search.trials` trains nothing; a larger number adds trials.
+"""
+
+
+def _search_parser(sub) -> None:
+    p = sub.add_parser("search", help="hyperparameter search (Optuna) over the config's search "
+                                      "space; not a pipeline step", description=_SEARCH,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="completed trials wanted (default: search.trials)")
+    p.add_argument("--parallel", type=int, default=None, metavar="N",
+                   help="trials at once (default: search.parallel; on CUDA at most one per GPU)")
+    p.add_argument("--write-recipe", type=Path, default=None, metavar="FILE",
+                   help="also write the best trial's recipe here, e.g. workflow/recipes/6_searched.yaml")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="the search folder (default: search/ under the config's results)")
+    _config_arg(p)
+    _common(p)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

@@ -34,11 +34,14 @@ PLUMBING = frozenset({
 
 #: Modules no pipeline step runs: the demo data generators (``maskpipe demo-data``, upstream of
 #: the pipeline; with ``--faces`` the real-face modules), and the scorers of benchmarks and tests
-#: (planted errors, eval person groups).
+#: (planted errors, eval person groups), and the hyperparameter search (``maskpipe search``, which
+#: runs the train and predict steps' code on its own trial folders).
 OFFLINE = frozenset({
     "maskpipe.data.demo", "maskpipe.data.realfaces", "maskpipe.data.competition",
     "maskpipe.data.shoot", "maskpipe.data.masks", "maskpipe.data.landmarks",
     "maskpipe.mislabels.planted", "maskpipe.persons.score",
+    "maskpipe.search", "maskpipe.search.space", "maskpipe.search.trial", "maskpipe.search.study",
+    "maskpipe.search.results", "maskpipe.search.page",
 })
 
 

@@ -200,3 +200,39 @@ class Config:
 
     def params(self, step: str, **wildcards: str) -> dict[str, Any]:
         return step_params(self.raw, step, **wildcards)
+
+    @property
+    def search(self) -> SearchConfig:
+        """The ``search`` section (``maskpipe search``), its base model resolved."""
+        return SearchConfig.from_raw(self.raw)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The ``search`` section: which model the trials change, how many, on which folds, and the
+    declared space (checked by :func:`maskpipe.search.space.parse_space`)."""
+
+    model: str
+    trials: int
+    folds: tuple[int, ...]
+    seed: int
+    parallel: int
+    space: dict
+
+    @classmethod
+    def from_raw(cls, raw: dict) -> SearchConfig:
+        """From a validated config.
+
+        Raises:
+            MaskpipeError: ``search.model`` names no model, or a fold is not below ``folds.k``.
+        """
+        cfg, models = raw["search"], list(raw["models"])
+        model = cfg["model"] if cfg["model"] is not None else models[0]
+        if model not in models:
+            raise MaskpipeError(f"search.model: no model {model!r} under models "
+                                f"(known: {', '.join(models)})")
+        bad = [f for f in cfg["folds"] if f >= raw["folds"]["k"]]
+        if bad:
+            raise MaskpipeError(f"search.folds: fold {bad[0]} is not below folds.k ({raw['folds']['k']})")
+        return cls(model, cfg["trials"], tuple(cfg["folds"]), cfg["seed"], cfg["parallel"],
+                   copy.deepcopy(cfg["space"]))

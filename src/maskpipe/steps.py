@@ -232,6 +232,21 @@ def step_table(args: argparse.Namespace, load_config: Loader) -> str:
     return table(args.format)
 
 
+def search(args: argparse.Namespace, load_config: Loader) -> str:
+    """``maskpipe search``: run or continue the hyperparameter search (not a pipeline step)."""
+    from maskpipe.search import run_search
+
+    files = args.config or [Path("config.yaml")]
+    for name, value in (("--trials", args.trials), ("--parallel", args.parallel)):
+        if value is not None and value < 1:
+            raise MaskpipeError(f"search: {name} must be at least 1, got {value}")
+    done = run_search(files, args.trials, args.parallel, args.write_recipe, args.out)
+    if done.best_score is None:
+        return f"search: no completed trial yet; see {done.folder / 'trials.csv'}"
+    return (f"best out-of-fold macro F1 {done.best_score:.4f} ({done.completed} trials): "
+            f"{done.folder / 'best.yaml'}, {done.folder / 'report.html'}")
+
+
 def summary(args: argparse.Namespace, load_config: Loader) -> str:
     """The lines `make demo` ends with (the CLI prints them to stdout)."""
     import json

@@ -1,0 +1,192 @@
+"""One search trial: a model config trained and predicted by the pipeline's own steps, scored.
+
+A trial runs the ``train`` and ``predict`` functions of :mod:`maskpipe.steps` with the arguments
+the engines would pass them (from the step table), reading the pipeline's crops, labels and
+folds and writing below ``search/trials/<key>/`` (the step table's layout under that folder).
+``<key>`` hashes the trial's model config, the ``train`` and ``predict`` sections, the folds and
+the contents of the crop index, labels and folds files, so:
+
+- a trial whose config was trained before is not trained again (its ``score.json`` is read);
+- a fold whose ``metrics.json`` is there is not trained again, nor predicted again when its
+  predictions are newer than its checkpoint;
+- a trial killed mid-epoch resumes from the train step's ``resume.pt`` (``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from maskpipe import config as mconfig
+from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_json
+from maskpipe.layout import Layout
+from maskpipe.pipeline import STEPS, Step, command_args, files, log_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every trial of a search shares."""
+
+    raw: dict  #: the validated config the search was started with
+    config_files: tuple[str, ...]  #: its files, in order
+    model: str  #: the model name the trials train under
+    folds: tuple[int, ...]
+    trials_dir: Path
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished trial: its score, per-fold scores, seconds spent training it, its folder."""
+
+    score: float
+    per_fold: dict[str, float]
+    seconds: float
+    folder: Path
+    cached: bool
+
+
+def model_config(raw: dict, name: str, cfg: dict, where: str = "search") -> dict:
+    """``cfg`` validated as ``models.NAME`` of ``raw``, with the schema's defaults filled."""
+    trial = copy.deepcopy(raw)
+    trial["models"] = {name: copy.deepcopy(cfg)}
+    trial["ensemble"]["weights"] = {}  # may name the other models
+    return mconfig.validate(trial, where)["models"][name]
+
+
+def trial_key(setup: Setup, cfg: dict) -> str:
+    """16 hex digits naming a trial: its config, the shared sections, folds and input files."""
+    L = Layout(str(setup.raw["results"]))
+    h = hashlib.sha256(json.dumps([setup.model, cfg, setup.raw["train"], setup.raw["predict"],
+                                   list(setup.folds)], sort_keys=True).encode())
+    for f in (L.crop_index("train"), L.labels(), L.folds()):
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()[:16]
+
+
+def check_inputs(raw: dict) -> None:
+    """Fail with one line when the pipeline has not made what trials read yet."""
+    ports = [p for s in ("train", "predict") for p in STEPS[s].inputs if not p.per_job]
+    missing = sorted({path for p in ports for path in p.paths(raw) if not Path(path).exists()})
+    if missing:
+        raise MaskpipeError(f"search: {missing[0]} is missing; run the pipeline's crop, labels and "
+                            "folds steps first (e.g. `snakemake submission`)")
+
+
+def run_trial(setup: Setup, cfg: dict) -> Result:
+    """Train and predict ``cfg`` on the search's folds (what is done already is skipped); score it."""
+    key = trial_key(setup, cfg)
+    folder = setup.trials_dir / key
+    score_file = folder / "score.json"
+    if score_file.is_file():
+        done = json.loads(score_file.read_text())
+        log.info("trial %s: cached (macro F1 %.4f); nothing trained", key, done["score"])
+        return Result(done["score"], done["per_fold"], done["seconds"], folder, cached=True)
+    trial_file = folder / "config.yaml"
+    # ensemble is replaced too: its weights may name models the trial's config drops
+    ensemble = {**setup.raw["ensemble"], "weights": {}}
+    text = yaml.safe_dump({"replace": ["models", "ensemble"], "models": {setup.model: cfg},
+                           "ensemble": ensemble}, sort_keys=False)
+    write_bytes_if_changed(trial_file, ("# one trial of `maskpipe search`\n" + text).encode())
+    trial_raw = {**setup.raw, "results": str(folder), "models": {setup.model: cfg}}
+    configs = [*setup.config_files, str(trial_file)]
+    start = time.perf_counter()
+    for fold in setup.folds:
+        L = Layout(str(folder))
+        if not Path(L.train_metrics(setup.model, fold)).is_file():
+            run_step(STEPS["train"], setup.raw, trial_raw, configs, setup.model, fold)
+        oof, ckpt = Path(L.oof(setup.model, fold)), Path(L.checkpoint(setup.model, fold))
+        if not (oof.is_file() and oof.stat().st_mtime >= ckpt.stat().st_mtime):
+            run_step(STEPS["predict"], setup.raw, trial_raw, configs, setup.model, fold)
+    seconds = round(time.perf_counter() - start, 1)
+    oofs = [Path(Layout(str(folder)).oof(setup.model, f)) for f in setup.folds]
+    score, per_fold = oof_score(oofs, Path(Layout(str(setup.raw["results"])).labels()),
+                                setup.raw["predict"]["tta"])
+    write_json({"score": score, "per_fold": per_fold, "seconds": seconds, "key": key}, score_file)
+    return Result(score, per_fold, seconds, folder, cached=False)
+
+
+def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, dict[str, float]]:
+    """Macro F1 of the OOF predictions (with the configured TTA) of the given folds, overall and
+    per fold: 18-class for 18-class heads, the task's for a single-task model."""
+    import pandas as pd
+
+    from maskpipe.classes import PROB_COLUMNS, TASK_COLUMNS, TASKS
+    from maskpipe.metrics import head_score
+    from maskpipe.predict import tta_label
+
+    lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
+    oof = pd.concat([read_csv(p, required=["key", "fold", "head", "tta"], dtype={"key": str})
+                     for p in oof_paths], ignore_index=True)
+    oof = oof[oof["tta"] == tta_label(tta)]
+    head = oof["head"].iloc[0]
+    cols = TASK_COLUMNS[head] if head in TASKS else PROB_COLUMNS
+
+    def f1(part: pd.DataFrame) -> float:
+        return head_score(head, lab.loc[part["key"], "label"].to_numpy(), part[cols].to_numpy().argmax(1))[0]
+
+    return f1(oof), {str(f): f1(part) for f, part in oof.groupby("fold")}
+
+
+def job_argv(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str,
+             fold: int) -> list[str]:
+    """The step's arguments as the engines build them (:func:`maskpipe.pipeline.argv`), but its
+    inputs from the pipeline's results and its outputs, options and log under the trial's."""
+    paths = {"input": files(step, "inputs", raw, model, str(fold)),
+             "output": files(step, "outputs", trial_raw, model, str(fold)),
+             "params": files(step, "options", trial_raw, model, str(fold))}
+    out = [step.name]
+    for arg in command_args(step):
+        if arg.kind == "config":
+            out += [x for f in configs for x in ("--config", f)]
+        elif arg.kind == "wildcards":
+            out += [arg.flag, model if arg.name == "model" else str(fold)]
+        elif arg.kind == "log":
+            out += [arg.flag, log_path(step, trial_raw, model, str(fold))]
+        else:
+            out += [arg.flag, *paths[arg.kind][arg.name]]
+    return out
+
+
+def run_step(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str, fold: int) -> None:
+    """Run one train or predict job in this process: the CLI's parser and step function."""
+    from maskpipe import steps
+    from maskpipe.cli import build_parser
+
+    argv = job_argv(step, raw, trial_raw, configs, model, fold)
+    args = build_parser().parse_args(argv)
+    with _job_log(args.log):
+        getattr(steps, step.runs)(args, _load_config)
+
+
+def _load_config(args: argparse.Namespace) -> mconfig.Config:
+    return mconfig.Config.load(args.config)
+
+
+@contextlib.contextmanager
+def _job_log(path: Path) -> Iterator[None]:
+    """This thread's log records also go to the job's log file (as ``--log`` does for a job)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    thread = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == thread)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
