@@ -60,7 +60,13 @@ ROWS = [
     Row("three task models", {"mask": {"head": "mask"}, "gender": {"head": "gender"}, "age": {"head": "age"}}),
     Row("ensemble of two architectures", {"a": {}, "b": {"arch": "@arch_b"}}),
     Row("18-class, train_age_bounds [30, 58]", {"a": {}}, {"labels": {"train_age_bounds": [30, 58]}}),
+    Row("18-class, pseudo-label round 2", {"a": {}}, {"pseudo": {"rounds": 1}}),
+    Row("18-class, best config of the search", {"a": "@searched"}),
 ]
+
+#: What the bench's search varies: config.yaml's ``search.space`` without image size and epochs,
+#: so every trial has the training budget of the rows (``--epochs``, ``--image-size``).
+FIXED_BUDGET = ("image_size", "epochs")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -87,12 +93,40 @@ def base_config(data: Path, args: argparse.Namespace) -> dict:
     return cfg
 
 
-def row_config(base: dict, row: Row, args: argparse.Namespace) -> dict:
+def row_config(base: dict, row: Row, args: argparse.Namespace, searched: dict | None = None) -> dict:
+    """``row``'s config: ``@arch_b`` is the second architecture, ``@searched`` the search's best model."""
     cfg = _merge(base, row.sections)
     model = base["models"]["base"]
-    cfg["models"] = {m: _merge(model, {k: (args.arch_b if v == "@arch_b" else v) for k, v in o.items()})
+    cfg["models"] = {m: (searched if o == "@searched" else
+                         _merge(model, {k: (args.arch_b if v == "@arch_b" else v) for k, v in o.items()}))
                      for m, o in row.models.items()}
     return validate(cfg, f"bench row {row.name!r}")
+
+
+def search_best(runner: Runner, base: dict, args: argparse.Namespace) -> dict:
+    """Run ``maskpipe search`` (its Python entry point) on the first row's model, on fold 0, with
+    the rows' training budget; returns the best trial's model config."""
+    from maskpipe.search import run_search
+
+    cfg = row_config(base, ROWS[0], args)
+    C, F = runner.prepare(cfg)
+    folder = (args.work / "search").resolve()
+    results = folder / "results"  # what the search reads, where its Layout looks for it
+    for name, target in (("manifest", C.manifest("train")), ("crops", C.crops("train")),
+                         ("labels", F.labels()), ("folds", F.folds())):
+        link = results / name
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(Path(target).resolve().parent, target_is_directory=True)
+    space = {k: v for k, v in base["search"]["space"].items() if k not in FIXED_BUDGET}
+    cfg = validate({**cfg, "results": str(results), "search": {
+        **base["search"], "model": "a", "trials": args.search_trials, "folds": [0], "seed": args.seed,
+        "parallel": 1, "space": space}}, "bench search")
+    summary = run_search(runner._config(cfg, "search")[1:], folder=folder)
+    log.warning("search: %d trials, best out-of-fold macro F1 on fold 0 %.4f with %s",
+                summary.completed, summary.best_score, summary.best_params)
+    print(summary.table.to_markdown(index=False, floatfmt=".3f"), flush=True)
+    return summary.best_model
 
 
 def crop_outputs(L: Layout) -> list[str]:
@@ -157,8 +191,45 @@ class Runner:
             trained = True
         return T, trained
 
+    def predict(self, cfg: dict, m: str, f: int, checkpoint: str, C: Layout, F: Layout, R: Layout,
+                c: list[str], step: str = "predict") -> None:
+        _run(step, *c, "--model", m, "--fold", f, "--checkpoint", checkpoint,
+             "--train-crops", C.crops("train"), "--train-index", C.crop_index("train"),
+             "--eval-crops", C.crops("eval"), "--eval-index", C.crop_index("eval"),
+             "--labels", F.labels(), "--folds", F.folds(), "--out-oof", R.oof(m, f),
+             "--out-test", R.test_probs(m, f))
+
+    def ensemble(self, c: list[str], oofs: list[str], tests: list[str], C: Layout, F: Layout,
+                 V: Layout) -> None:
+        _run("ensemble", *c, "--oof", *oofs, "--test", *tests, "--labels", F.labels(),
+             "--persons", C.persons_groups(),
+             "--out-oof", V.ensemble_oof(), "--out-test", V.ensemble_test(),
+             "--out-scores", V.ensemble_scores(), "--out-metrics", V.metrics())
+        _run("submit", "--probs", V.ensemble_test(), "--eval-manifest", C.manifest("eval"),
+             "--out-submission", V.submission())
+
+    def next_round(self, c: list[str], cfg: dict, C: Layout, F: Layout, P: Layout, N: Layout,
+                   folds: int) -> tuple[list[str], list[str]]:
+        """A pseudo-label round: label the eval photos ``P``'s ensemble is sure of, train every
+        model x fold again with them, predict; files under ``N``. Returns (oofs, tests)."""
+        _run("pseudo", *c, "--probs", P.ensemble_test(), "--out-labels", N.pseudo_labels(),
+             "--out-summary", N.pseudo_summary())
+        oofs, tests = [], []
+        for m in cfg["models"]:
+            for f in range(folds):
+                _run("retrain", *c, "--model", m, "--fold", f, "--crops", C.crops("train"),
+                     "--crop-index", C.crop_index("train"), "--labels", F.labels(), "--folds", F.folds(),
+                     "--pseudo-labels", N.pseudo_labels(), "--eval-crops", C.crops("eval"),
+                     "--eval-index", C.crop_index("eval"), "--out-checkpoint", N.checkpoint(m, f),
+                     "--out-metrics", N.train_metrics(m, f), "--out-tensorboard", N.tensorboard(m, f))
+                self.predict(cfg, m, f, N.checkpoint(m, f), C, F, N, c, step="repredict")
+                oofs.append(N.oof(m, f))
+                tests.append(N.test_probs(m, f))
+        return oofs, tests
+
     def row(self, row: Row, cfg: dict, folds: int) -> dict:
-        """Every step of one row; returns the row's figures."""
+        """Every step of one row (and its pseudo-label rounds); returns the row's figures, those
+        of its last round."""
         start = time.perf_counter()
         C, F = self.prepare(cfg)
         R = Layout(str(self.work / "rows" / _key(row.name)))
@@ -168,27 +239,28 @@ class Runner:
             T, new = self.model(cfg, m, C, F, folds)
             trained |= new
             for f in range(folds):
-                _run("predict", *c, "--model", m, "--fold", f, "--checkpoint", T.checkpoint(m, f),
-                     "--train-crops", C.crops("train"), "--train-index", C.crop_index("train"),
-                     "--eval-crops", C.crops("eval"), "--eval-index", C.crop_index("eval"),
-                     "--labels", F.labels(), "--folds", F.folds(), "--out-oof", R.oof(m, f),
-                     "--out-test", R.test_probs(m, f))
+                self.predict(cfg, m, f, T.checkpoint(m, f), C, F, R, c)
                 oofs.append(R.oof(m, f))
                 tests.append(R.test_probs(m, f))
+        last, extra = R, {}
+        for r in range(2, cfg["pseudo"]["rounds"] + 2):
+            self.ensemble(c, oofs, tests, C, F, last)  # what the round's pseudo-labels come from
+            extra[f"round {r - 1} eval F1"] = scores(last, self.data)["eval F1"]
+            last = R.round(r)
+            oofs, tests = self.next_round(c, cfg, C, F, R.round(r - 1), last, folds)
+            extra[f"round {r} pseudo-labels"] = pseudo_quality(last, self.data)
+            trained = True
         figures = {}
         for variant, over in EVAL_VARIANTS.items():
-            V = R if not over else Layout(str(Path(R.results) / variant))
-            c = self._config(_merge(cfg, {"ensemble": over}), f"row-{Path(R.results).name}-{variant or 'base'}")
-            _run("ensemble", *c, "--oof", *oofs, "--test", *tests, "--labels", F.labels(),
-                 "--persons", C.persons_groups(),
-                 "--out-oof", V.ensemble_oof(), "--out-test", V.ensemble_test(),
-                 "--out-scores", V.ensemble_scores(), "--out-metrics", V.metrics())
-            _run("submit", "--probs", V.ensemble_test(), "--eval-manifest", C.manifest("eval"),
-                 "--out-submission", V.submission())
+            V = last if not over else Layout(str(Path(last.results) / variant))
+            cv = self._config(_merge(cfg, {"ensemble": over}), f"row-{Path(R.results).name}-{variant or 'base'}")
+            self.ensemble(cv, oofs, tests, C, F, V)
             figures[variant] = (scores(V, self.data), pd.read_csv(V.submission())["ans"].to_numpy())
         seconds = time.perf_counter() - start
         return {"configuration": row.name, **figures[""][0], **variant_columns(figures),
-                **crop_shares(C), "wall s": round(seconds), "reused": "" if trained else "yes"}
+                **crop_shares(C), "wall s": round(seconds), "reused": "" if trained else "yes",
+                "notes": ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                   for k, v in extra.items())}
 
 
 #: The eval-only ensemble options (issue "Eval photos grouped into persons") each row is also
@@ -221,6 +293,14 @@ def scores(R: Layout, data: Path) -> dict:
     tasks = task_f1(y, p)
     return {"OOF F1": metrics["oof_macro_f1"], "eval F1": macro_f1(y, p),
             **{f"eval {t}": v for t, v in tasks.items()}}
+
+
+def pseudo_quality(N: Layout, data: Path) -> str:
+    """How many eval photos round ``N`` pseudo-labelled, and the share whose label is right."""
+    chosen = pd.read_csv(N.pseudo_labels(), usecols=["key", "label"], dtype={"key": str})
+    truth = pd.read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")["ans"]
+    right = (truth.loc[chosen["key"]].to_numpy() == chosen["label"].to_numpy()).mean() if len(chosen) else 0.0
+    return f"{len(chosen)} ({100 * right:.0f}% right)"
 
 
 def crop_shares(C: Layout) -> dict:
@@ -259,6 +339,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--arch-b", default="mobilenetv3_small_100", help="the ensemble's second architecture")
     p.add_argument("--seed", type=int, default=0, help="seed of the data set and of training")
     p.add_argument("--rows", help="comma-separated row numbers (1-based) to run; default all")
+    p.add_argument("--search-trials", type=int, default=8,
+                   help="trials of the search whose best config is the last row (fold 0 only)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not (args.faces / "labels.csv").is_file():
@@ -268,9 +350,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     base = base_config(data, args)
     runner = Runner(args.work, data)
     chosen = [ROWS[int(i) - 1] for i in args.rows.split(",")] if args.rows else ROWS
+    searched = (search_best(runner, base, args) if any("@searched" in r.models.values() for r in chosen)
+                else None)
     rows = []
     for row in chosen:
-        rows.append(runner.row(row, row_config(base, row, args), args.folds))
+        rows.append(runner.row(row, row_config(base, row, args, searched), args.folds))
         print(f"done: {rows[-1]}", flush=True)
     table = pd.DataFrame(rows)
     print(f"\nQuality on real faces: {args.persons} train persons, {args.eval_persons} eval persons, "

@@ -1,9 +1,11 @@
 """Smoke test of bench/quality.py on a tiny realistic set (real faces from ../shared/realfaces/)."""
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import every_group, link_real_faces
 
@@ -27,19 +29,27 @@ def faces(tmp_path_factory) -> Path:
 
 
 def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monkeypatch, capsys):
-    """Two rows (TTA on, off) on 4 + 2 persons: one table, scores in 0..1, crop shares that add
-    up, and the second row trains nothing (the same model config is reused)."""
+    """Four rows (TTA on, off, a pseudo-label round, the search's best) on 4 + 2 persons: one
+    table, scores in 0..1, crop shares that add up, the second row trains nothing (the same
+    model config is reused), the pseudo row scores both rounds, the search ran its trials."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
                           "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
-                          "--rows", "1,2"])
-    assert list(table["configuration"]) == [quality.ROWS[0].name, quality.ROWS[1].name]
+                          "--rows", "1,2,7,8", "--search-trials", "2"])
+    assert list(table["configuration"]) == [quality.ROWS[i].name for i in (0, 1, 6, 7)]
     for col in ("OOF F1", "eval F1", "eval mask", "eval gender", "eval age"):
         assert table[col].between(0, 1).all(), col
     for col in ("train det/grp/fix", "eval det/grp/fix"):
         for shares in table[col]:
             assert 99 <= sum(map(int, shares.split("/"))) <= 101
-    assert list(table["reused"]) == ["", "yes"]
+    assert list(table["reused"]) == ["", "yes", "", ""]
+    # round 1 of the pseudo row is the first row's model and ensemble; round 2 trained again
+    notes = table["notes"].iloc[2]
+    assert f"round 1 eval F1 {table['eval F1'].iloc[0]:.3f}" in notes, notes
+    assert re.search(r"round 2 pseudo-labels \d+ \(\d+% right\)", notes), notes
+    trials = pd.read_csv(tmp_path / "q" / "search" / "trials.csv")
+    assert (trials["state"] == "COMPLETE").sum() == 2
+    assert not {"params_image_size", "params_epochs"} & set(trials.columns)  # the rows' budget
     # each row also scored with the eval-only options: F1 difference and eval predictions changed
     for v in ("persons", "prior", "both"):
         for cell in table[f"{v} ±F1 (changed)"]:

@@ -250,3 +250,19 @@ def test_importance_plot_is_drawn_or_skipped_saying_why(caplog):
     assert importance_png(_study_with([0.2], [1e-3]), seed=0) is None
     assert importance_png(_study_with([0.2, 0.3], [1e-3, 1e-3]), seed=0) is None
     assert "1 completed trial(s)" in caplog.text and "no parameter took two values" in caplog.text
+
+
+def test_a_trial_predicts_with_its_own_checkpoint(tiny_run, tmp_path):
+    """predict's per-job input (the checkpoint) is the trial's; the shared inputs are the pipeline's."""
+    from maskpipe.layout import Layout
+    from maskpipe.pipeline import STEPS
+    from maskpipe.search.trial import job_argv
+
+    config_path, L = tiny_run
+    raw = load_raw(config_path)
+    trial = tmp_path / "trial"
+    argv = job_argv(STEPS["predict"], raw, {**raw, "results": str(trial)}, [str(config_path)], "a", 0)
+    value = dict(zip(argv, argv[1:]))
+    assert value["--checkpoint"] == Layout(str(trial)).checkpoint("a", 0)
+    assert value["--out-oof"] == Layout(str(trial)).oof("a", 0)
+    assert value["--labels"] == L.labels() and value["--train-crops"] == L.crops("train")

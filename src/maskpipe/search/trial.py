@@ -144,7 +144,10 @@ def job_argv(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: 
              fold: int) -> list[str]:
     """The step's arguments as the engines build them (:func:`maskpipe.pipeline.argv`), but its
     inputs from the pipeline's results and its outputs, options and log under the trial's."""
-    paths = {"input": files(step, "inputs", raw, model, str(fold)),
+    inputs = files(step, "inputs", raw, model, str(fold))
+    # a job's own inputs (predict's checkpoint) are the trial's, not the pipeline's
+    inputs.update({p.name: p.paths(trial_raw, model, str(fold)) for p in step.inputs if p.per_job})
+    paths = {"input": inputs,
              "output": files(step, "outputs", trial_raw, model, str(fold)),
              "params": files(step, "options", trial_raw, model, str(fold))}
     out = [step.name]
