@@ -9,6 +9,9 @@ CORES  ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 DEMO_PERSONS ?= 150
 DEMO_EVAL    ?= 120
 PYTEST_ARGS  ?=
+# Test files run in 2 pytest-xdist workers (a file stays in one worker, so its module fixtures,
+# e.g. the engine runs of tests/test_engines.py, run once); TEST_WORKERS=0 runs them in-process.
+TEST_WORKERS ?= 2
 
 # Snakemake and DVC run `maskpipe ...` commands: the venv's bin must come first on PATH.
 export PATH := $(BIN):$(PATH)
@@ -39,7 +42,7 @@ demo: $(STAMP)
 	@$(BIN)/maskpipe summary
 
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules

@@ -62,6 +62,7 @@ ROWS = [
     Row("18-class, train_age_bounds [30, 58]", {"a": {}}, {"labels": {"train_age_bounds": [30, 58]}}),
     Row("18-class, pseudo-label round 2", {"a": {}}, {"pseudo": {"rounds": 1}}),
     Row("18-class, best config of the search", {"a": "@searched"}),
+    Row("18-class, pseudo-label round 2 at threshold 0.5", {"a": {}}, {"pseudo": {"rounds": 1, "threshold": 0.5}}),
 ]
 
 #: What the bench's search varies: config.yaml's ``search.space`` without image size and epochs,
