@@ -11,6 +11,7 @@ DEMO_EVAL    ?= 120
 PYTEST_ARGS  ?=
 # Test files run in 2 pytest-xdist workers (a file stays in one worker, so its module fixtures,
 # e.g. the engine runs of tests/test_engines.py, run once); TEST_WORKERS=0 runs them in-process.
+# Each worker's own torch work takes one thread (tests/conftest.py); engine runs are unchanged.
 TEST_WORKERS ?= 2
 
 # Snakemake and DVC run `maskpipe ...` commands: the venv's bin must come first on PATH.

@@ -20,6 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 #: The venv's bin, so engines running `maskpipe ...` find the same interpreter's console script.
 BIN = Path(sys.executable).parent
 
+# Under pytest-xdist (`make test`: 2 workers on 2 cores) the training and prediction a worker
+# runs itself take one torch thread: two workers of two threads each spin against each other.
+# A fresh process the tests start for a second pass imports this file too (same thread count,
+# same floating-point results); the engines' jobs do not, and run as they do for users.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
+
 TINY_PERSONS = 12
 TINY_EVAL = 8
 
