@@ -370,13 +370,43 @@ def test_dvc_commit_records_a_snakemake_run(snakemake_project, tmp_path):
     assert dvc_changed(project) == set()
 
 
-def test_dvc_exp_run_with_a_changed_parameter(dvc_project):
+def experiments(project) -> dict[str, dict]:
+    """Every experiment of `dvc exp show --json`: its data (params, metrics) by name."""
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], project).stdout)
+    return {rev["name"]: rev["data"] for row in shown for exp in row.get("experiments") or []
+            for rev in exp["revs"]}
+
+
+def ran_stages(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", log))
+
+
+def test_dvc_experiments_in_the_queue_and_in_the_workspace(dvc_project):
+    """README "Hyperparameter search", the DVC way: an experiment queued with `-S` and run by
+    `dvc queue start`, one run in the workspace with `dvc exp run -S`, both listed by `dvc exp
+    show` with their params and metrics. Their parameters are the report's and the ensemble's,
+    so only those stages and what follows run (the per-model rows of the rerun table are the
+    other tests'), which keeps the test cheap."""
+    import time
+
     sh(["git", "add", "-A"], dvc_project)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before exp", "--allow-empty"],
        dvc_project)
-    out = sh(["dvc", "exp", "run", "-S", "config.yaml:models.a.optimizer.lr=0.002"], dvc_project)
-    ran = set(re.findall(r"Running stage '([^']+)'", out.stdout + out.stderr))
-    assert {"train@a-0", "train@a-1", "predict@a-0", "predict@a-1", "ensemble"} <= ran
-    assert not any(stage.startswith(("train@b", "predict@b", "crop", "validate")) for stage in ran)
-    assert "0.002" in sh(["dvc", "exp", "show", "--json"], dvc_project).stdout
+    sh(["dvc", "exp", "run", "--queue", "-n", "queued", "-S", "config.yaml:report.title=queued"], dvc_project)
+    sh(["dvc", "queue", "start", "-j", "1"], dvc_project)
+    deadline = time.monotonic() + 600
+    while re.search(r"\b(Queued|Running)\b", sh(["dvc", "queue", "status"], dvc_project).stdout):
+        assert time.monotonic() < deadline, "the queued experiment did not finish"
+        time.sleep(2)
+    assert ran_stages(sh(["dvc", "queue", "logs", "queued"], dvc_project).stdout) == {"report"}
+    out = sh(["dvc", "exp", "run", "-n", "hard", "-S", "config.yaml:ensemble.method=hard"], dvc_project)
+    ran = ran_stages(out.stdout + out.stderr)
+    assert "ensemble" in ran and not any(s.startswith(("train", "predict", "crop", "validate")) for s in ran), ran
+    exps = experiments(dvc_project)
+    assert {"queued", "hard"} <= set(exps)
+    params = {n: exps[n]["params"]["config.yaml"]["data"] for n in ("queued", "hard")}
+    assert params["queued"]["report"]["title"] == "queued" and params["queued"]["ensemble"]["method"] == "soft"
+    assert params["hard"]["ensemble"]["method"] == "hard"
+    for name in ("queued", "hard"):
+        assert 0 <= exps[name]["metrics"][f"{RESULTS}/ensemble/metrics.json"]["data"]["oof_macro_f1"] <= 1
 
