@@ -175,7 +175,7 @@ def test_the_readmes_step_table_is_what_maskpipe_steps_prints(capsys):
 
 def test_maskpipe_steps_lists_every_step_with_its_files(capsys):
     from maskpipe.cli import main as cli_main
-    from maskpipe.pipeline import TABLE_COLUMNS
+    from maskpipe.steptable import TABLE_COLUMNS
 
     assert cli_main(["steps", "--format", "tsv"]) == 0
     header, *rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]

@@ -227,7 +227,7 @@ def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:
 
 def step_table(args: argparse.Namespace, load_config: Loader) -> str:
     """``maskpipe steps``: the step table of :mod:`maskpipe.pipeline` (the CLI prints it)."""
-    from maskpipe.pipeline import table
+    from maskpipe.steptable import table
 
     return table(args.format)
 
