@@ -412,11 +412,21 @@ def command(step: Step, value: Callable[[Arg], str], raw: dict) -> str:
 
 
 def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
-         fold: str | int = FOLD, round: str | int = ROUND) -> list[str]:
-    """The resolved arguments of one job (after ``maskpipe``), as the engines would run it."""
+         fold: str | int = FOLD, round: str | int = ROUND,
+         root: Callable[[Port | None], str] | None = None) -> list[str]:
+    """The resolved arguments of one job (after ``maskpipe``), as the engines would run it.
+
+    ``root`` chooses the results folder of each port (a port's ``round`` applies below it) and,
+    given None, of the log: for a job whose files live under several folders (a search trial,
+    the quality bench). Default: every file under ``raw["results"]``.
+    """
     fold = str(fold)
-    paths = {side: files(step, name, raw, model, fold, round=round)
-             for side, name in (("input", "inputs"), ("output", "outputs"), ("params", "options"))}
+
+    def under(port: Port | None) -> dict:
+        if root is None or (port is not None and port.config is not None):
+            return raw
+        return {**raw, "results": root(port)}
+
     out = [step.name]
     for arg in command_args(step):
         if arg.absent(raw):
@@ -429,9 +439,10 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
         if arg.kind == "wildcards":
             out.append(model if arg.name == "model" else fold)
         elif arg.kind == "log":
-            out.append(log_path(step, raw, model, fold, round))
+            out.append(log_path(step, under(None), model, fold, round))
         else:
-            out += paths[arg.kind][arg.name]
+            assert arg.port is not None  # inputs, outputs and params come from a port
+            out += arg.port.paths(under(arg.port), model, fold, round)
     return out
 
 

@@ -31,7 +31,7 @@ import yaml
 from maskpipe import config as mconfig
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_json
 from maskpipe.layout import Layout
-from maskpipe.pipeline import STEPS, Step, command_args, files, log_path
+from maskpipe.pipeline import STEPS, Port, Step, argv
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +143,15 @@ def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, di
 def job_argv(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str,
              fold: int) -> list[str]:
     """The step's arguments as the engines build them (:func:`maskpipe.pipeline.argv`), but its
-    inputs from the pipeline's results and its outputs, options and log under the trial's."""
-    inputs = files(step, "inputs", raw, model, str(fold))
-    # a job's own inputs (predict's checkpoint) are the trial's, not the pipeline's
-    inputs.update({p.name: p.paths(trial_raw, model, str(fold)) for p in step.inputs if p.per_job})
-    paths = {"input": inputs,
-             "output": files(step, "outputs", trial_raw, model, str(fold)),
-             "params": files(step, "options", trial_raw, model, str(fold))}
-    out = [step.name]
-    for arg in command_args(step):
-        if arg.kind == "config":
-            out += [x for f in configs for x in ("--config", f)]
-        elif arg.kind == "wildcards":
-            out += [arg.flag, model if arg.name == "model" else str(fold)]
-        elif arg.kind == "log":
-            out += [arg.flag, log_path(step, trial_raw, model, str(fold))]
-        else:
-            out += [arg.flag, *paths[arg.kind][arg.name]]
-    return out
+    shared inputs from the pipeline's results and the job's own files (outputs, options, its
+    per-job inputs such as predict's checkpoint) and log under the trial's."""
+    pipeline, trial = str(raw["results"]), str(trial_raw["results"])
+
+    def root(port: Port | None) -> str:
+        shared = port is not None and port in step.inputs and not port.per_job
+        return pipeline if shared else trial
+
+    return argv(step, trial_raw, configs, model, fold, root=root)
 
 
 def run_step(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str, fold: int) -> None:
@@ -168,8 +159,7 @@ def run_step(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: 
     from maskpipe import steps
     from maskpipe.cli import build_parser
 
-    argv = job_argv(step, raw, trial_raw, configs, model, fold)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(job_argv(step, raw, trial_raw, configs, model, fold))
     with _job_log(args.log):
         getattr(steps, step.runs)(args, _load_config)
 
