@@ -138,6 +138,34 @@ def test_argv_puts_the_ports_a_root_chooses_elsewhere(rounds_raw):
     assert crop[crop.index("--cache") + 1] == "x/cache/boxes"
 
 
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_summary_scores_the_last_rounds_ensemble(tmp_path, shipped_config, capsys, rounds):
+    """`maskpipe summary` (make demo's last lines) gives the submitted ensemble's OOF score: the
+    last pseudo-label round's, naming it, beside round 1's."""
+    import json
+
+    import yaml
+
+    from maskpipe.cli import main as cli_main
+    from maskpipe.layout import Layout
+
+    cfg = shrink(shipped_config, tmp_path / "data", results=str(tmp_path / "results"))
+    cfg["pseudo"] = {**cfg["pseudo"], "rounds": rounds}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    L = Layout(cfg["results"])
+    for number, f1 in ((1, 0.5), (2, 0.6), (3, 0.7)):
+        path = Path(L.round(number).metrics())
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"oof_macro_f1": f1, "oof_accuracy": f1 + 0.25}))
+    assert cli_main(["summary", "--config", str(tmp_path / "config.yaml")]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == ("ensemble of round 3, the last pseudo-label round, out-of-fold macro F1: "
+                    "0.7000 (accuracy 0.9500); round 1: 0.5000" if rounds else
+                    "ensemble out-of-fold macro F1: 0.5000 (accuracy 0.7500)")
+    Path(L.round(3).metrics()).unlink()
+    assert cli_main(["summary", "--config", str(tmp_path / "config.yaml")]) == (1 if rounds else 0)
+
+
 def test_the_labels_step_reads_the_configured_corrections_file(planned):
     raw, _, jobs_, _ = planned
     labels = next(j for j in jobs_ if j.rule.name == "labels")

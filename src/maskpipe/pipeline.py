@@ -43,6 +43,11 @@ def extra_rounds(raw: dict) -> list[int]:
     return list(range(2, raw["pseudo"]["rounds"] + 2))
 
 
+def last_round(raw: dict) -> int:
+    """The round whose ensemble is submitted: the last pseudo-label round, or 1 without them."""
+    return raw["pseudo"]["rounds"] + 1
+
+
 def retrained(raw: dict) -> list[str]:
     """The models pseudo-label rounds train again (``pseudo.models``; null: every model)."""
     chosen = raw["pseudo"]["models"]
@@ -109,7 +114,7 @@ class Port:
             return [base.round(int(round) - 1)]
         extra = extra_rounds(raw)
         return {"": [base], "this": [base.round(round)],
-                "last": [base.round(extra[-1] if extra else 1)],
+                "last": [base.round(last_round(raw))],
                 "rounds": [base.round(r) for r in ([1, *extra] if extra else [])],
                 "extra": [base.round(r) for r in extra]}[self.round]
 
