@@ -4,7 +4,8 @@ A trial runs the ``train`` and ``predict`` functions of :mod:`maskpipe.steps` wi
 the engines would pass them (from the step table), reading the pipeline's crops, labels and
 folds and writing below ``search/trials/<key>/`` (the step table's layout under that folder).
 ``<key>`` hashes the trial's model config, the ``train`` and ``predict`` sections, the folds and
-the contents of the crop index, labels and folds files, so:
+the contents of every pipeline file trials read (train and eval crops and their indexes, labels,
+folds; hashed once per search, :func:`inputs_digest`), so:
 
 - a trial whose config was trained before is not trained again (its ``score.json`` is read);
 - a fold whose ``metrics.json`` is there is not trained again, nor predicted again when its
@@ -45,6 +46,7 @@ class Setup:
     model: str  #: the model name the trials train under
     folds: tuple[int, ...]
     trials_dir: Path
+    inputs: str  #: :func:`inputs_digest` of the pipeline's files, hashed once per search
 
 
 @dataclass(frozen=True)
@@ -68,21 +70,32 @@ def model_config(raw: dict, name: str, cfg: dict, where: str = "search") -> dict
 
 def trial_key(setup: Setup, cfg: dict) -> str:
     """16 hex digits naming a trial: its config, the shared sections, folds and input files."""
-    L = Layout(str(setup.raw["results"]))
     h = hashlib.sha256(json.dumps([setup.model, cfg, setup.raw["train"], setup.raw["predict"],
-                                   list(setup.folds)], sort_keys=True).encode())
-    for f in (L.crop_index("train"), L.labels(), L.folds()):
-        h.update(sha256_file(f).encode())
+                                   list(setup.folds), setup.inputs], sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def input_files(raw: dict) -> list[str]:
+    """The pipeline's files every trial reads: the train and predict steps' shared inputs."""
+    ports = [p for s in ("train", "predict") for p in STEPS[s].inputs if not p.per_job]
+    return sorted({path for p in ports for path in p.paths(raw)})
 
 
 def check_inputs(raw: dict) -> None:
     """Fail with one line when the pipeline has not made what trials read yet."""
-    ports = [p for s in ("train", "predict") for p in STEPS[s].inputs if not p.per_job]
-    missing = sorted({path for p in ports for path in p.paths(raw) if not Path(path).exists()})
+    missing = [path for path in input_files(raw) if not Path(path).exists()]
     if missing:
         raise MaskpipeError(f"search: {missing[0]} is missing; run the pipeline's crop, labels and "
                             "folds steps first (e.g. `snakemake submission`)")
+
+
+def inputs_digest(raw: dict) -> str:
+    """SHA-256 of the contents of :func:`input_files`: a re-crop (or a relabel) that keeps the
+    crop index byte-identical still names new trials. The crops can be GBs: once per search."""
+    h = hashlib.sha256()
+    for path in input_files(raw):
+        h.update(f"{path}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()
 
 
 def run_trial(setup: Setup, cfg: dict) -> Result:
