@@ -15,7 +15,8 @@ from pathlib import Path
 from maskpipe.config import Config
 from maskpipe.io import MaskpipeError, read_csv, write_csv
 from maskpipe.layout import Layout
-from maskpipe.pipeline import STEPS, last_round
+from maskpipe.pipeline import STEPS
+from maskpipe.rounds import last_round
 
 log = logging.getLogger(__name__)
 Loader = Callable[[argparse.Namespace], Config]
