@@ -93,8 +93,8 @@ def inputs_digest(raw: dict) -> str:
     """SHA-256 of the contents of :func:`input_files`: a re-crop (or a relabel) that keeps the
     crop index byte-identical still names new trials. The crops can be GBs: once per search."""
     h = hashlib.sha256()
-    for path in input_files(raw):
-        h.update(f"{path}\0{sha256_file(path)}\n".encode())
+    for path in input_files(raw):  # contents only: a moved results folder keeps its trials
+        h.update(sha256_file(path).encode())
     return h.hexdigest()
 
 
