@@ -4,10 +4,12 @@
 
 Generates (or reuses) a realistic set with ``maskpipe demo-data --faces`` (real UTKFace faces
 with drawn masks, in the competition's layout; eval made of persons, ``demo_truth.csv`` holds
-their true classes), then runs the pipeline's steps in-process through the CLI, as the engines
-would, for every row of :data:`ROWS`, and prints one table: out-of-fold macro F1, eval macro F1
-against ``demo_truth.csv`` (what a leaderboard would give), eval F1 per task, how the train and
-eval photos were cropped, and the row's wall time.
+their true classes), then runs the pipeline's steps in-process through the CLI for every row of
+:data:`ROWS`, with the arguments the engines would pass (from the step table,
+:func:`maskpipe.pipeline.argv`; each file in the folder :data:`FOLDER` names for its kind), and
+prints one table: out-of-fold macro F1, eval macro F1 against ``demo_truth.csv`` (what a
+leaderboard would give), eval F1 per task, how the train and eval photos were cropped, and the
+row's wall time.
 
 Work is shared where the config is the same: one crop run for all rows, and each model x fold is
 trained once and reused by every row whose model has the same config (the "no TTA" row only
@@ -37,6 +39,7 @@ from maskpipe.cli import main as cli_main
 from maskpipe.config import validate
 from maskpipe.layout import Layout
 from maskpipe.metrics import macro_f1, task_f1
+from maskpipe.pipeline import STEPS, Port, argv
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.quality")
@@ -123,18 +126,25 @@ def search_best(runner: Runner, base: dict, args: argparse.Namespace) -> dict:
     cfg = validate({**cfg, "results": str(results), "search": {
         **base["search"], "model": "a", "trials": args.search_trials, "folds": [0], "seed": args.seed,
         "parallel": 1, "space": space}}, "bench search")
-    summary = run_search(runner._config(cfg, "search")[1:], folder=folder)
+    summary = run_search([runner._config(cfg, "search")], folder=folder)
     log.warning("search: %d trials, best out-of-fold macro F1 on fold 0 %.4f with %s",
                 summary.completed, summary.best_score, summary.best_params)
     print(summary.table.to_markdown(index=False, floatfmt=".3f"), flush=True)
     return summary.best_model
 
 
-def crop_outputs(L: Layout) -> list[str]:
-    """The crop step's output arguments for the crops of layout ``L``."""
-    return ["--out-train", L.crops("train"), "--out-train-index", L.crop_index("train"),
-            "--out-eval", L.crops("eval"), "--out-eval-index", L.crop_index("eval"),
-            "--out-sample-sheet", L.crop_sheet("sample"), "--out-fallback-sheet", L.crop_sheet("fallbacks")]
+#: The folder of each kind of file (the step table's Layout method) the rows' steps use:
+#: "crops" (shared by the rows with the same data and crop config), "labels" (and the same
+#: labels and folds config), "models" (and the same train and model config), "cache" (every
+#: row), "row" (a row's predictions and pseudo-labels), "ensemble" (one per eval variant).
+#: A step's log goes in the folder of its first output.
+FOLDER = {**dict.fromkeys(("manifest", "crops", "crop_index", "crop_sheet", "persons_groups"), "crops"),
+          "crop_cache": "cache",
+          **dict.fromkeys(("labels", "corrections_applied", "folds"), "labels"),
+          **dict.fromkeys(("checkpoint", "train_metrics", "tensorboard", "resume"), "models"),
+          **dict.fromkeys(("oof", "test_probs", "pseudo_labels", "pseudo_summary"), "row"),
+          **dict.fromkeys(("ensemble_oof", "ensemble_test", "ensemble_scores", "metrics", "submission"),
+                          "ensemble")}
 
 
 def _run(*args: str) -> None:
@@ -148,33 +158,39 @@ class Runner:
     def __init__(self, work: Path, data: Path):
         self.work, self.data = work, data
 
-    def _config(self, cfg: dict, name: str) -> list[str]:
+    def _config(self, cfg: dict, name: str) -> str:
         path = self.work / "configs" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return ["--config", str(path)]
+        return str(path)
+
+    def run(self, step: str, cfg: dict, config: str, at: dict[str, Layout], **job) -> None:
+        """One job of ``step`` (``job``: its model, fold, round) as the engines would run it, from
+        the step table; its files in the folders ``at`` gives each kind of :data:`FOLDER`."""
+        s = STEPS[step]
+
+        def root(port: Port | None) -> str:
+            return at[FOLDER[(port or s.outputs[0]).layout]].results
+
+        _run(*argv(s, cfg, [config], root=root, **job))
 
     def prepare(self, cfg: dict) -> tuple[Layout, Layout]:
         """validate + crop (per crop config), labels + folds (per labels/folds config)."""
         crop_key = _key(cfg["data"], cfg["crop"])
         C = Layout(str(self.work / "crops" / crop_key))
         c = self._config(cfg, f"crop-{crop_key}")
+        at = {"crops": C, "cache": Layout(str(self.work))}  # the detection cache: work/cache/boxes
         if not Path(C.crop_index("eval")).is_file():
-            _run("validate", *c, "--out-train", C.manifest("train"), "--out-eval", C.manifest("eval"))
-            _run("crop", *c, "--root", self.data, "--train-manifest", C.manifest("train"),
-                 "--eval-manifest", C.manifest("eval"), *crop_outputs(C),
-                 "--cache", str(self.work / "cache" / "boxes"))
+            self.run("validate", cfg, c, at)
+            self.run("crop", cfg, c, at)
         if not Path(C.persons_groups()).is_file():  # eval persons: read by the ensemble step
-            _run("persons", *c, "--root", self.data, "--eval-manifest", C.manifest("eval"),
-                 "--eval-crops", C.crops("eval"), "--eval-index", C.crop_index("eval"),
-                 "--out-groups", C.persons_groups())
+            self.run("persons", cfg, c, at)
         lab_key = _key(crop_key, cfg["labels"], cfg["folds"])
         F = Layout(str(self.work / "labels" / lab_key))
         c = self._config(cfg, f"labels-{lab_key}")
         if not Path(F.folds()).is_file():
-            _run("labels", *c, "--manifest", C.manifest("train"), "--out-labels", F.labels(),
-                 "--out-applied", F.corrections_applied())
-            _run("folds", *c, "--labels", F.labels(), "--out-folds", F.folds())
+            self.run("labels", cfg, c, {"crops": C, "labels": F})
+            self.run("folds", cfg, c, {"labels": F})
         return C, F
 
     def model(self, cfg: dict, m: str, C: Layout, F: Layout, folds: int) -> tuple[Layout, bool]:
@@ -185,48 +201,26 @@ class Runner:
         for f in range(folds):
             if Path(T.train_metrics(m, f)).is_file():
                 continue
-            _run("train", *c, "--model", m, "--fold", f, "--crops", C.crops("train"),
-                 "--crop-index", C.crop_index("train"), "--labels", F.labels(), "--folds", F.folds(),
-                 "--out-checkpoint", T.checkpoint(m, f), "--out-metrics", T.train_metrics(m, f),
-                 "--out-tensorboard", T.tensorboard(m, f))
+            self.run("train", cfg, c, {"crops": C, "labels": F, "models": T}, model=m, fold=f)
             trained = True
         return T, trained
 
-    def predict(self, cfg: dict, m: str, f: int, checkpoint: str, C: Layout, F: Layout, R: Layout,
-                c: list[str], step: str = "predict") -> None:
-        _run(step, *c, "--model", m, "--fold", f, "--checkpoint", checkpoint,
-             "--train-crops", C.crops("train"), "--train-index", C.crop_index("train"),
-             "--eval-crops", C.crops("eval"), "--eval-index", C.crop_index("eval"),
-             "--labels", F.labels(), "--folds", F.folds(), "--out-oof", R.oof(m, f),
-             "--out-test", R.test_probs(m, f))
+    def ensemble(self, cfg: dict, c: str, P: Layout, C: Layout, F: Layout, V: Layout) -> None:
+        """The ensemble of every model x fold's predictions in ``P``, and its submission, in ``V``."""
+        at = {"row": P, "crops": C, "labels": F, "ensemble": V}
+        self.run("ensemble", cfg, c, at)
+        # submit reads the config's last round (round="last"); here, the ensemble just made
+        self.run("submit", {**cfg, "pseudo": {**cfg["pseudo"], "rounds": 0}}, c, at)
 
-    def ensemble(self, c: list[str], oofs: list[str], tests: list[str], C: Layout, F: Layout,
-                 V: Layout) -> None:
-        _run("ensemble", *c, "--oof", *oofs, "--test", *tests, "--labels", F.labels(),
-             "--persons", C.persons_groups(),
-             "--out-oof", V.ensemble_oof(), "--out-test", V.ensemble_test(),
-             "--out-scores", V.ensemble_scores(), "--out-metrics", V.metrics())
-        _run("submit", "--probs", V.ensemble_test(), "--eval-manifest", C.manifest("eval"),
-             "--out-submission", V.submission())
-
-    def next_round(self, c: list[str], cfg: dict, C: Layout, F: Layout, P: Layout, N: Layout,
-                   folds: int) -> tuple[list[str], list[str]]:
-        """A pseudo-label round: label the eval photos ``P``'s ensemble is sure of, train every
-        model x fold again with them, predict; files under ``N``. Returns (oofs, tests)."""
-        _run("pseudo", *c, "--probs", P.ensemble_test(), "--out-labels", N.pseudo_labels(),
-             "--out-summary", N.pseudo_summary())
-        oofs, tests = [], []
+    def next_round(self, cfg: dict, c: str, C: Layout, F: Layout, R: Layout, r: int, folds: int) -> None:
+        """Pseudo-label round ``r``: label the eval photos round ``r - 1``'s ensemble is sure of,
+        train every model x fold again with them, predict; files under ``R.round(r)``."""
+        self.run("pseudo", cfg, c, {"ensemble": R, "row": R}, round=r)
+        at = {"crops": C, "labels": F, "models": R, "row": R}  # the round's models are the row's
         for m in cfg["models"]:
             for f in range(folds):
-                _run("retrain", *c, "--model", m, "--fold", f, "--crops", C.crops("train"),
-                     "--crop-index", C.crop_index("train"), "--labels", F.labels(), "--folds", F.folds(),
-                     "--pseudo-labels", N.pseudo_labels(), "--eval-crops", C.crops("eval"),
-                     "--eval-index", C.crop_index("eval"), "--out-checkpoint", N.checkpoint(m, f),
-                     "--out-metrics", N.train_metrics(m, f), "--out-tensorboard", N.tensorboard(m, f))
-                self.predict(cfg, m, f, N.checkpoint(m, f), C, F, N, c, step="repredict")
-                oofs.append(N.oof(m, f))
-                tests.append(N.test_probs(m, f))
-        return oofs, tests
+                self.run("retrain", cfg, c, at, model=m, fold=f, round=r)
+                self.run("repredict", cfg, c, at, model=m, fold=f, round=r)
 
     def row(self, row: Row, cfg: dict, folds: int) -> dict:
         """Every step of one row (and its pseudo-label rounds); returns the row's figures, those
@@ -235,27 +229,26 @@ class Runner:
         C, F = self.prepare(cfg)
         R = Layout(str(self.work / "rows" / _key(row.name)))
         c = self._config(cfg, f"row-{Path(R.results).name}")
-        oofs, tests, trained = [], [], False
+        trained = False
         for m in cfg["models"]:
             T, new = self.model(cfg, m, C, F, folds)
             trained |= new
             for f in range(folds):
-                self.predict(cfg, m, f, T.checkpoint(m, f), C, F, R, c)
-                oofs.append(R.oof(m, f))
-                tests.append(R.test_probs(m, f))
+                self.run("predict", cfg, c, {"crops": C, "labels": F, "models": T, "row": R}, model=m, fold=f)
         last, extra = R, {}
         for r in range(2, cfg["pseudo"]["rounds"] + 2):
-            self.ensemble(c, oofs, tests, C, F, last)  # what the round's pseudo-labels come from
+            self.ensemble(cfg, c, last, C, F, last)  # what the round's pseudo-labels come from
             extra[f"round {r - 1} eval F1"] = scores(last, self.data)["eval F1"]
+            self.next_round(cfg, c, C, F, R, r, folds)
             last = R.round(r)
-            oofs, tests = self.next_round(c, cfg, C, F, R.round(r - 1), last, folds)
             extra[f"round {r} pseudo-labels"] = pseudo_quality(last, self.data)
             trained = True
         figures = {}
         for variant, over in EVAL_VARIANTS.items():
             V = last if not over else Layout(str(Path(last.results) / variant))
-            cv = self._config(_merge(cfg, {"ensemble": over}), f"row-{Path(R.results).name}-{variant or 'base'}")
-            self.ensemble(cv, oofs, tests, C, F, V)
+            cv = _merge(cfg, {"ensemble": over})
+            self.ensemble(cv, self._config(cv, f"row-{Path(R.results).name}-{variant or 'base'}"),
+                          last, C, F, V)
             figures[variant] = (scores(V, self.data), pd.read_csv(V.submission())["ans"].to_numpy())
         seconds = time.perf_counter() - start
         return {"configuration": row.name, **figures[""][0], **variant_columns(figures),

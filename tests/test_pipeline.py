@@ -4,6 +4,7 @@ checked without running an engine (Snakemake plans its jobs in-process, dry)."""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,75 @@ def test_every_job_has_the_tables_files_params_and_command(planned):
         assert shlex.split(job.shellcmd) == ["maskpipe", *argv(step, raw, ["config.yaml"], **wc)], where
         assert job.rule.resources["_cores"] == step.threads, where
         assert dict(job.resources).get("gpu", 0) == int(step.gpu), where
+
+
+@pytest.fixture(scope="module")
+def rounds_raw(shipped_config) -> dict:
+    """The tiny config with two pseudo-label rounds that train model a again (no data needed)."""
+    cfg = shrink(shipped_config, Path("data/nowhere"), results="results/tiny")
+    cfg["pseudo"] = {**cfg["pseudo"], "rounds": 2, "models": ["a"]}
+    return validate(cfg)
+
+
+@pytest.mark.parametrize("rounds", [2, 0])
+def test_argv_with_every_port_under_one_folder_is_argv_with_that_results_folder(rounds_raw, rounds):
+    raw = {**rounds_raw, "pseudo": {**rounds_raw["pseudo"], "rounds": rounds}}
+    moved = {**raw, "results": "elsewhere/x"}
+    n = 0
+    for step in STEPS.values():
+        for job in jobs(step, raw):
+            got = argv(step, raw, ["c.yaml"], **job, root=lambda port: "elsewhere/x")
+            assert got == argv(step, moved, ["c.yaml"], **job), (step.name, job)
+            assert got != argv(step, raw, ["c.yaml"], **job), (step.name, job)
+            n += 1
+    assert n == (17 + 12 if rounds else 17)  # 12: 2 rounds of pseudo, 2 retrain, 2 repredict, reensemble
+
+
+def test_argv_puts_the_ports_a_root_chooses_elsewhere(rounds_raw):
+    """A round's checkpoint and the log elsewhere, the rest of the job where it was."""
+    step, job = STEPS["repredict"], {"model": "a", "fold": 1, "round": 3}
+
+    def root(port):
+        return {"checkpoint": "models", None: "logs"}.get(port and port.name, "results/tiny")
+
+    plain, moved = argv(step, rounds_raw, ["c.yaml"], **job), argv(step, rounds_raw, ["c.yaml"], **job, root=root)
+    changed = {plain[i - 1]: (plain[i], moved[i]) for i in range(len(plain)) if plain[i] != moved[i]}
+    assert changed == {
+        "--checkpoint": ("results/tiny/round3/models/a/fold1/checkpoint.pt",
+                         "models/round3/models/a/fold1/checkpoint.pt"),
+        "--log": ("results/tiny/logs/repredict-3-a-1.log", "logs/logs/repredict-3-a-1.log")}
+    # a path from the config (crop's data root) is where the config says, whatever the root
+    crop = argv(STEPS["crop"], rounds_raw, ["c.yaml"], root=lambda port: "x")
+    assert crop[crop.index("--root") + 1] == "data/nowhere"
+    assert crop[crop.index("--cache") + 1] == "x/cache/boxes"
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_summary_scores_the_last_rounds_ensemble(tmp_path, shipped_config, capsys, rounds):
+    """`maskpipe summary` (make demo's last lines) gives the submitted ensemble's OOF score: the
+    last pseudo-label round's, naming it, beside round 1's."""
+    import json
+
+    import yaml
+
+    from maskpipe.cli import main as cli_main
+    from maskpipe.layout import Layout
+
+    cfg = shrink(shipped_config, tmp_path / "data", results=str(tmp_path / "results"))
+    cfg["pseudo"] = {**cfg["pseudo"], "rounds": rounds}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    L = Layout(cfg["results"])
+    for number, f1 in ((1, 0.5), (2, 0.6), (3, 0.7)):
+        path = Path(L.round(number).metrics())
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"oof_macro_f1": f1, "oof_accuracy": f1 + 0.25}))
+    assert cli_main(["summary", "--config", str(tmp_path / "config.yaml")]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == ("ensemble of round 3, the last pseudo-label round, out-of-fold macro F1: "
+                    "0.7000 (accuracy 0.9500); round 1: 0.5000" if rounds else
+                    "ensemble out-of-fold macro F1: 0.5000 (accuracy 0.7500)")
+    Path(L.round(3).metrics()).unlink()
+    assert cli_main(["summary", "--config", str(tmp_path / "config.yaml")]) == (1 if rounds else 0)
 
 
 def test_the_labels_step_reads_the_configured_corrections_file(planned):

@@ -4,6 +4,7 @@ the trial cache, resuming a stopped search, and its outputs (trials.csv, best.ya
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -266,3 +267,39 @@ def test_a_trial_predicts_with_its_own_checkpoint(tiny_run, tmp_path):
     assert value["--checkpoint"] == Layout(str(trial)).checkpoint("a", 0)
     assert value["--out-oof"] == Layout(str(trial)).oof("a", 0)
     assert value["--labels"] == L.labels() and value["--train-crops"] == L.crops("train")
+
+
+def test_the_trial_key_follows_the_crops_pixels_hashed_once_per_search(tmp_path, shipped_config):
+    """A re-crop that keeps the crop index byte-identical names new trials (the crops are part
+    of the key); the files are hashed once, when the search starts, not per trial."""
+    import numpy as np
+
+    from conftest import shrink
+    from maskpipe.config import validate
+    from maskpipe.layout import Layout
+    from maskpipe.search.trial import Setup, input_files, inputs_digest, trial_key
+
+    raw = validate(shrink(shipped_config, tmp_path / "data", results=str(tmp_path / "results")))
+    L = Layout(raw["results"])
+    assert input_files(raw) == sorted([L.crops("train"), L.crop_index("train"), L.crops("eval"),
+                                       L.crop_index("eval"), L.labels(), L.folds()])
+    for path in map(Path, input_files(raw)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("key,row\nk0,0\n")
+    pixels = np.zeros((1, 8, 8, 3), np.uint8)
+    np.save(L.crops("train"), pixels)
+
+    def setup() -> Setup:
+        return Setup(raw, ("c.yaml",), "a", (0,), tmp_path / "trials", inputs_digest(raw))
+
+    first = trial_key(setup(), raw["models"]["a"])
+    index = Path(L.crop_index("train")).read_bytes()
+    pixels[0, 0, 0] = 255
+    np.save(L.crops("train"), pixels)
+    assert Path(L.crop_index("train")).read_bytes() == index
+    again = setup()
+    second = trial_key(again, raw["models"]["a"])
+    assert second != first
+    for path in input_files(raw):
+        Path(path).unlink()  # a trial's key reads no file: the digest was taken once
+    assert trial_key(again, raw["models"]["a"]) == second

@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     _search_parser(sub)
 
     p = sub.add_parser("summary", help="print where a run's submission and report are, and its score")
-    p.add_argument("--results", type=Path, default=None, help="results folder (default: from config)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="results folder (default: from config; its pseudo-label rounds always are)")
     _config_arg(p)
     _common(p)
     # Whole option names only: an abbreviation would keep accepting a renamed flag's old prefix

@@ -28,7 +28,8 @@ PACKAGE = "maskpipe"
 #: after an edit there that should change results).
 PLUMBING = frozenset({
     "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.steps", "maskpipe.config",
-    "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.pipeline", "maskpipe.steptable",
+    "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.pipeline",
+    "maskpipe.rounds", "maskpipe.steptable",
     "maskpipe.train.devices",
 })
 

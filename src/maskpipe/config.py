@@ -188,7 +188,7 @@ class Config:
     @property
     def rounds(self) -> list[int]:
         """The pseudo-label rounds after the first: 2 .. ``pseudo.rounds`` + 1."""
-        from maskpipe.pipeline import extra_rounds
+        from maskpipe.rounds import extra_rounds
 
         return extra_rounds(self.raw)
 

@@ -14,39 +14,22 @@ step reads ``every_job`` inputs as one path per model x fold.
 Pseudo-label rounds (the ``pseudo`` config section): a step marked ``rounds`` runs once per round
 2 .. ``pseudo.rounds`` + 1 (round 1 is the plain pipeline) and, if it fans out, for the models
 ``pseudo.models`` selects. A port's ``round`` says which round's :meth:`Layout.round` folder it
-lives in: see :data:`ROUND_KINDS`.
+lives in: see :data:`maskpipe.rounds.ROUND_KINDS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from maskpipe.layout import Layout
+from maskpipe.rounds import again, extra_rounds, retrained, round_layouts
 
 #: Placeholders of a per-job path, filled with a model and a fold (or engine wildcards).
 MODEL, FOLD = "{model}", "{fold}"
 #: Placeholder of a pseudo-label round's number (2, 3, ...).
 ROUND = "{round}"
-
-#: Where a port lives, by its ``round``: "" the plain pipeline's files (round 1); "this" the
-#: job's round (an ``every_job`` port: for a model ``pseudo.models`` leaves out, its round-1
-#: files, as it is never trained again); "previous" the round before the job's; "last" the last
-#: round (round 1 without pseudo-label rounds); "rounds" one path per round, 1 .. last (none
-#: without pseudo-label rounds); "extra" one path per round 2 .. last.
-ROUND_KINDS = ("", "this", "previous", "last", "rounds", "extra")
-
-
-def extra_rounds(raw: dict) -> list[int]:
-    """The pseudo-label rounds of a config: 2 .. ``pseudo.rounds`` + 1 (none when it is 0)."""
-    return list(range(2, raw["pseudo"]["rounds"] + 2))
-
-
-def retrained(raw: dict) -> list[str]:
-    """The models pseudo-label rounds train again (``pseudo.models``; null: every model)."""
-    chosen = raw["pseudo"]["models"]
-    return list(raw["models"]) if chosen is None else [m for m in raw["models"] if m in chosen]
 
 
 @dataclass(frozen=True)
@@ -68,7 +51,7 @@ class Port:
     folder: bool = False
     cli: bool = True  #: passed to the command; False: only tracked by the engines
     dvc: str = "outs"  #: for outputs: the dvc.yaml list it goes in (outs, metrics, plots)
-    round: str = ""  #: which pseudo-label round's files (:data:`ROUND_KINDS`)
+    round: str = ""  #: which pseudo-label round's files (:data:`maskpipe.rounds.ROUND_KINDS`)
 
     @property
     def many(self) -> bool:
@@ -92,26 +75,15 @@ class Port:
             return [f"{str(node).rstrip('/')}/{self.under}" if self.under else str(node)]
         base = Layout(str(raw["results"]))
         out = []
-        for layout in self._layouts(base, raw, round):
+        for layout in round_layouts(self.round, base, raw, round, self.name):
             if self.every_job:
-                again = retrained(raw)
-                out += [getattr(layout if self.round != "this" or m in again else base,
+                trained = retrained(raw)
+                out += [getattr(layout if self.round != "this" or m in trained else base,
                                 self.layout)(*self.args, m, f) for m, f in model_folds(raw)]
             else:
                 method = getattr(layout, self.layout)
                 out.append(method(*self.args, model, fold) if self.per_job else method(*self.args))
         return out
-
-    def _layouts(self, base: Layout, raw: dict, round: str | int) -> list[Layout]:
-        if self.round == "previous":
-            if not str(round).isdigit():  # an engine pattern: common.smk asks per job instead
-                raise ValueError(f"{self.name}: the previous round of {round!r} needs its number")
-            return [base.round(int(round) - 1)]
-        extra = extra_rounds(raw)
-        return {"": [base], "this": [base.round(round)],
-                "last": [base.round(extra[-1] if extra else 1)],
-                "rounds": [base.round(r) for r in ([1, *extra] if extra else [])],
-                "extra": [base.round(r) for r in extra]}[self.round]
 
 
 @dataclass(frozen=True)
@@ -148,21 +120,6 @@ def _data(name: str, under: str) -> Port:
 
 _TRAIN_CROPS = (_p("crops", "crops", "train", help="training crops (.npy)"),
                 _p("crop_index", "crop_index", "train", help="training crop index (.csv)"))
-_IN_ROUND = " (in the round's folder)"
-
-
-def _again(step: Step, name: str, help: str, moved: tuple[str, ...], extra: tuple[Port, ...] = ()
-           ) -> Step:
-    """``step`` as a pseudo-label round runs it: the same function on the round's files. Its
-    outputs and options, and the inputs named in ``moved`` (what an earlier round step wrote),
-    live in the round's folder; ``extra`` inputs are added."""
-    def here(p: Port) -> Port:
-        return replace(p, round="this", help=p.help + _IN_ROUND)
-
-    return replace(step, name=name, help=help, function=step.runs, rounds=True,
-                   inputs=tuple(here(p) if p.name in moved else p for p in step.inputs) + extra,
-                   outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
-
 _ROUND1: dict[str, Step] = {s.name: s for s in (
     Step("validate", "check the data layout; write the image manifests", ("data",),
          inputs=(_data("train_csv", "train/train.csv"), _data("train_images", "train/images"),
@@ -266,14 +223,14 @@ _ROUNDS: dict[str, Step] = {s.name: s for s in (
                   _p("summary", "pseudo_summary", round="this", dvc="metrics",
                      help="how many passed, per class and per task (.json)")),
          modules=("maskpipe.pseudo",), rounds=True),
-    _again(_ROUND1["train"], "retrain", "train one model on one fold again, its training set "
+    again(_ROUND1["train"], "retrain", "train one model on one fold again, its training set "
                                         "plus the round's pseudo-labelled eval photos", (),
            (_p("pseudo_labels", "pseudo_labels", round="this", help="the round's pseudo-labels"),
             _p("eval_crops", "crops", "eval", help="eval crops"),
             _p("eval_index", "crop_index", "eval", help="eval crop index"))),
-    _again(_ROUND1["predict"], "repredict", "out-of-fold and test probabilities of a round's "
+    again(_ROUND1["predict"], "repredict", "out-of-fold and test probabilities of a round's "
                                             "model x fold", ("checkpoint",)),
-    _again(_ROUND1["ensemble"], "reensemble", "a round's soft vote (models not trained again "
+    again(_ROUND1["ensemble"], "reensemble", "a round's soft vote (models not trained again "
                                               "vote with their round-1 predictions)",
            ("oof", "test")),
 )}
@@ -412,11 +369,21 @@ def command(step: Step, value: Callable[[Arg], str], raw: dict) -> str:
 
 
 def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
-         fold: str | int = FOLD, round: str | int = ROUND) -> list[str]:
-    """The resolved arguments of one job (after ``maskpipe``), as the engines would run it."""
+         fold: str | int = FOLD, round: str | int = ROUND,
+         root: Callable[[Port | None], str] | None = None) -> list[str]:
+    """The resolved arguments of one job (after ``maskpipe``), as the engines would run it.
+
+    ``root`` chooses the results folder of each port (a port's ``round`` applies below it) and,
+    given None, of the log: for a job whose files live under several folders (a search trial,
+    the quality bench). Default: every file under ``raw["results"]``.
+    """
     fold = str(fold)
-    paths = {side: files(step, name, raw, model, fold, round=round)
-             for side, name in (("input", "inputs"), ("output", "outputs"), ("params", "options"))}
+
+    def under(port: Port | None) -> dict:
+        if root is None or (port is not None and port.config is not None):
+            return raw
+        return {**raw, "results": root(port)}
+
     out = [step.name]
     for arg in command_args(step):
         if arg.absent(raw):
@@ -429,9 +396,10 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
         if arg.kind == "wildcards":
             out.append(model if arg.name == "model" else fold)
         elif arg.kind == "log":
-            out.append(log_path(step, raw, model, fold, round))
+            out.append(log_path(step, under(None), model, fold, round))
         else:
-            out += paths[arg.kind][arg.name]
+            assert arg.port is not None  # inputs, outputs and params come from a port
+            out += arg.port.paths(under(arg.port), model, fold, round)
     return out
 
 

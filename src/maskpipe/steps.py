@@ -16,6 +16,7 @@ from maskpipe.config import Config
 from maskpipe.io import MaskpipeError, read_csv, write_csv
 from maskpipe.layout import Layout
 from maskpipe.pipeline import STEPS
+from maskpipe.rounds import last_round
 
 log = logging.getLogger(__name__)
 Loader = Callable[[argparse.Namespace], Config]
@@ -248,15 +249,27 @@ def search(args: argparse.Namespace, load_config: Loader) -> str:
 
 
 def summary(args: argparse.Namespace, load_config: Loader) -> str:
-    """The lines `make demo` ends with (the CLI prints them to stdout)."""
+    """The lines `make demo` ends with (the CLI prints them to stdout): the submission, the
+    report and the OOF score of the ensemble submitted, the last pseudo-label round's (beside
+    round 1's when there are rounds)."""
     import json
 
-    layout = Layout(str(args.results or load_config(args).results))
-    metrics_path = Path(layout.metrics())
-    if not metrics_path.is_file():
-        raise MaskpipeError(f"{metrics_path}: no finished run here yet")
-    metrics = json.loads(metrics_path.read_text())
+    config = load_config(args)
+    layout = Layout(str(args.results or config.results))
+    last = last_round(config.raw)
+
+    def scores(number: int) -> dict:
+        path = Path(layout.round(number).metrics())
+        if not path.is_file():
+            raise MaskpipeError(f"{path}: no finished run here yet")
+        return json.loads(path.read_text())
+
+    metrics = scores(last)
+    which = f" of round {last}, the last pseudo-label round," if last != 1 else ""
+    line = (f"ensemble{which} out-of-fold macro F1: {metrics['oof_macro_f1']:.4f} "
+            f"(accuracy {metrics['oof_accuracy']:.4f})")
+    if last != 1:
+        line += f"; round 1: {scores(1)['oof_macro_f1']:.4f}"
     return (f"submission: {layout.submission()}\n"
             f"report:     {layout.report()}\n"
-            f"ensemble out-of-fold macro F1: {metrics['oof_macro_f1']:.4f} "
-            f"(accuracy {metrics['oof_accuracy']:.4f})")
+            f"{line}")

@@ -24,7 +24,7 @@ from maskpipe.config import Config
 from maskpipe.io import MaskpipeError
 from maskpipe.search import results
 from maskpipe.search.space import Dimension, apply, extremes, parse_space
-from maskpipe.search.trial import Setup, check_inputs, model_config, run_trial
+from maskpipe.search.trial import Setup, check_inputs, inputs_digest, model_config, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def prepare(config_files: list[str | Path], trials: int | None = None,
         model_config(cfg.raw, sc.model, apply(base, params, sc.space), f"search.space.{key} = {value!r}")
     check_inputs(cfg.raw)
     folder = folder or cfg.results / "search"
-    setup = Setup(cfg.raw, files, sc.model, sc.folds, folder / "trials")
+    setup = Setup(cfg.raw, files, sc.model, sc.folds, folder / "trials", inputs_digest(cfg.raw))
     return Search(setup, base, sc.space, dims, trials or sc.trials, sc.seed,
                   _parallel(parallel or sc.parallel, cfg.raw["train"]["device"]), folder)
 

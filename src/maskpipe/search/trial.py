@@ -4,7 +4,8 @@ A trial runs the ``train`` and ``predict`` functions of :mod:`maskpipe.steps` wi
 the engines would pass them (from the step table), reading the pipeline's crops, labels and
 folds and writing below ``search/trials/<key>/`` (the step table's layout under that folder).
 ``<key>`` hashes the trial's model config, the ``train`` and ``predict`` sections, the folds and
-the contents of the crop index, labels and folds files, so:
+the contents of every pipeline file trials read (train and eval crops and their indexes, labels,
+folds; hashed once per search, :func:`inputs_digest`), so:
 
 - a trial whose config was trained before is not trained again (its ``score.json`` is read);
 - a fold whose ``metrics.json`` is there is not trained again, nor predicted again when its
@@ -31,7 +32,7 @@ import yaml
 from maskpipe import config as mconfig
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_json
 from maskpipe.layout import Layout
-from maskpipe.pipeline import STEPS, Step, command_args, files, log_path
+from maskpipe.pipeline import STEPS, Port, Step, argv
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Setup:
     model: str  #: the model name the trials train under
     folds: tuple[int, ...]
     trials_dir: Path
+    inputs: str  #: :func:`inputs_digest` of the pipeline's files, hashed once per search
 
 
 @dataclass(frozen=True)
@@ -68,21 +70,32 @@ def model_config(raw: dict, name: str, cfg: dict, where: str = "search") -> dict
 
 def trial_key(setup: Setup, cfg: dict) -> str:
     """16 hex digits naming a trial: its config, the shared sections, folds and input files."""
-    L = Layout(str(setup.raw["results"]))
     h = hashlib.sha256(json.dumps([setup.model, cfg, setup.raw["train"], setup.raw["predict"],
-                                   list(setup.folds)], sort_keys=True).encode())
-    for f in (L.crop_index("train"), L.labels(), L.folds()):
-        h.update(sha256_file(f).encode())
+                                   list(setup.folds), setup.inputs], sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def input_files(raw: dict) -> list[str]:
+    """The pipeline's files every trial reads: the train and predict steps' shared inputs."""
+    ports = [p for s in ("train", "predict") for p in STEPS[s].inputs if not p.per_job]
+    return sorted({path for p in ports for path in p.paths(raw)})
 
 
 def check_inputs(raw: dict) -> None:
     """Fail with one line when the pipeline has not made what trials read yet."""
-    ports = [p for s in ("train", "predict") for p in STEPS[s].inputs if not p.per_job]
-    missing = sorted({path for p in ports for path in p.paths(raw) if not Path(path).exists()})
+    missing = [path for path in input_files(raw) if not Path(path).exists()]
     if missing:
         raise MaskpipeError(f"search: {missing[0]} is missing; run the pipeline's crop, labels and "
                             "folds steps first (e.g. `snakemake submission`)")
+
+
+def inputs_digest(raw: dict) -> str:
+    """SHA-256 of the contents of :func:`input_files`: a re-crop (or a relabel) that keeps the
+    crop index byte-identical still names new trials. The crops can be GBs: once per search."""
+    h = hashlib.sha256()
+    for path in input_files(raw):  # contents only: a moved results folder keeps its trials
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
 
 
 def run_trial(setup: Setup, cfg: dict) -> Result:
@@ -143,24 +156,15 @@ def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, di
 def job_argv(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str,
              fold: int) -> list[str]:
     """The step's arguments as the engines build them (:func:`maskpipe.pipeline.argv`), but its
-    inputs from the pipeline's results and its outputs, options and log under the trial's."""
-    inputs = files(step, "inputs", raw, model, str(fold))
-    # a job's own inputs (predict's checkpoint) are the trial's, not the pipeline's
-    inputs.update({p.name: p.paths(trial_raw, model, str(fold)) for p in step.inputs if p.per_job})
-    paths = {"input": inputs,
-             "output": files(step, "outputs", trial_raw, model, str(fold)),
-             "params": files(step, "options", trial_raw, model, str(fold))}
-    out = [step.name]
-    for arg in command_args(step):
-        if arg.kind == "config":
-            out += [x for f in configs for x in ("--config", f)]
-        elif arg.kind == "wildcards":
-            out += [arg.flag, model if arg.name == "model" else str(fold)]
-        elif arg.kind == "log":
-            out += [arg.flag, log_path(step, trial_raw, model, str(fold))]
-        else:
-            out += [arg.flag, *paths[arg.kind][arg.name]]
-    return out
+    shared inputs from the pipeline's results and the job's own files (outputs, options, its
+    per-job inputs such as predict's checkpoint) and log under the trial's."""
+    pipeline, trial = str(raw["results"]), str(trial_raw["results"])
+
+    def root(port: Port | None) -> str:
+        shared = port is not None and port in step.inputs and not port.per_job
+        return pipeline if shared else trial
+
+    return argv(step, trial_raw, configs, model, fold, root=root)
 
 
 def run_step(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str, fold: int) -> None:
@@ -168,8 +172,7 @@ def run_step(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: 
     from maskpipe import steps
     from maskpipe.cli import build_parser
 
-    argv = job_argv(step, raw, trial_raw, configs, model, fold)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(job_argv(step, raw, trial_raw, configs, model, fold))
     with _job_log(args.log):
         getattr(steps, step.runs)(args, _load_config)
 
