@@ -224,15 +224,15 @@ _ROUNDS: dict[str, Step] = {s.name: s for s in (
                      help="how many passed, per class and per task (.json)")),
          modules=("maskpipe.pseudo",), rounds=True),
     again(_ROUND1["train"], "retrain", "train one model on one fold again, its training set "
-                                        "plus the round's pseudo-labelled eval photos", (),
-           (_p("pseudo_labels", "pseudo_labels", round="this", help="the round's pseudo-labels"),
-            _p("eval_crops", "crops", "eval", help="eval crops"),
-            _p("eval_index", "crop_index", "eval", help="eval crop index"))),
+                                       "plus the round's pseudo-labelled eval photos", (),
+          (_p("pseudo_labels", "pseudo_labels", round="this", help="the round's pseudo-labels"),
+           _p("eval_crops", "crops", "eval", help="eval crops"),
+           _p("eval_index", "crop_index", "eval", help="eval crop index"))),
     again(_ROUND1["predict"], "repredict", "out-of-fold and test probabilities of a round's "
-                                            "model x fold", ("checkpoint",)),
+                                           "model x fold", ("checkpoint",)),
     again(_ROUND1["ensemble"], "reensemble", "a round's soft vote (models not trained again "
-                                              "vote with their round-1 predictions)",
-           ("oof", "test")),
+                                             "vote with their round-1 predictions)",
+          ("oof", "test")),
 )}
 
 _LAST: dict[str, Step] = {s.name: s for s in (
