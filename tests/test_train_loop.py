@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import logging
 import multiprocessing as mp
 import os
 import signal
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,6 +154,24 @@ def test_resume_state_of_another_config_is_not_trusted(setup, tmp_path):
     resume.write_bytes(b"garbage")
     metrics, _ = run(setup, tmp_path, other, resume_file=resume)
     assert len(metrics["history"]) == 2
+
+
+def test_resume_state_of_other_crops_with_the_same_index_is_not_trusted(setup, tmp_path, caplog):
+    raw, L = setup
+    resume = tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(setup, tmp_path, set_("epochs", 2), resume_file=resume, stop_after_epoch=1)
+    # a re-crop (say at another crop.size) that keeps the crop index byte-identical
+    recropped = tmp_path / "recropped.npy"
+    np.save(recropped, 255 - np.load(L.crops("train")))
+    cfg = copy.deepcopy(raw["models"]["a"])
+    cfg["epochs"] = 2
+    with caplog.at_level(logging.INFO, logger="maskpipe.train.resume"):
+        metrics = train_fold(recropped, L.crop_index("train"), L.labels(), L.folds(), 0, "a", cfg,
+                             raw["train"], torch.device("cpu"), tmp_path / "checkpoint.pt",
+                             tmp_path / "metrics.json", tmp_path / "tb", resume_file=resume)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]  # started over
+    assert "other inputs; starting over" in caplog.text
 
 
 def test_early_stopping(setup, tmp_path):
