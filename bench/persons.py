@@ -4,9 +4,9 @@
     # run the pipeline on D up to `ensemble` (snakemake or the maskpipe steps), results in R
     python bench/persons.py --data D --results R
 
-Prints (1) the grouping's pairwise precision, recall, F1 and the share of persons found whole
-against ``D/demo_truth.csv``, for the look alone, the face alone and both (the configured
-weights); (2) with the ensemble's eval probabilities ``R/ensemble/test.csv``: eval macro F1 (against
+Prints (1) the grouping's pairwise precision, recall, F1, the share of persons found whole
+against ``D/demo_truth.csv`` and the seconds it took, for the look alone, the face alone and both
+(the configured weights), after the seconds reading the features took; (2) with the ensemble's eval probabilities ``R/ensemble/test.csv``: eval macro F1 (against
 the truth's ``ans``) without and with the prior shift and the persons options, how many
 predictions each changed, and the same with the true persons as groups (the ceiling of grouping).
 Run by hand; tests/test_persons.py checks small cases.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,15 +47,20 @@ def grouping_table(data: Path, layout: Layout, grouping: Grouping) -> tuple[pd.D
     """Scores of the grouping variants; the eval keys (manifest order) and their true persons."""
     manifest = read_csv(layout.manifest("eval"), dtype={"key": str})
     index = read_csv(layout.crop_index("eval"), dtype={"key": str})
+    start = time.perf_counter()
     looks, faces = read_features(manifest, data, np.load(layout.crops("eval"), mmap_mode="r"), index)
+    print(f"features of {len(manifest)} eval photos (look: the photo read again; face: its crop): "
+          f"{time.perf_counter() - start:.1f} s")
     truth = read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
     persons = truth.loc[manifest["key"], "person"].to_numpy()
     rows, found = [], None
     for name, g in (("look only", replace(grouping, face_weight=0.0)),
                     ("face only", replace(grouping, look_weight=0.0)),
                     ("look + face (config)", grouping)):
+        start = time.perf_counter()
         groups, conf = group_persons(looks, faces, g)
-        rows.append({"features": name, **score_groups(groups, persons), "mean_confidence": conf.mean()})
+        rows.append({"features": name, **score_groups(groups, persons), "mean_confidence": conf.mean(),
+                     "grouping_s": time.perf_counter() - start})
         found = pd.DataFrame({"key": manifest["key"], "group": groups,
                               "size": np.bincount(groups)[groups], "confidence": conf})
     return pd.DataFrame(rows), found, persons
