@@ -266,3 +266,34 @@ def test_a_trial_predicts_with_its_own_checkpoint(tiny_run, tmp_path):
     assert value["--checkpoint"] == Layout(str(trial)).checkpoint("a", 0)
     assert value["--out-oof"] == Layout(str(trial)).oof("a", 0)
     assert value["--labels"] == L.labels() and value["--train-crops"] == L.crops("train")
+
+
+def test_a_compiled_model_runs_its_trials_one_at_a_time(caplog):
+    from maskpipe.search.study import _parallel
+
+    assert _parallel(2, "cpu") == 2
+    with caplog.at_level("WARNING"):
+        assert _parallel(2, "cpu", compiled=True) == 1  # torch.compile is not thread-safe
+    assert "torch.compile is not thread-safe" in caplog.text
+    assert _parallel(1, "cpu", compiled=True) == 1
+
+
+def test_an_error_in_a_parallel_trial_ends_the_search_as_in_a_sequential_one(tiny_run, tmp_path,
+                                                                             monkeypatch):
+    """Optuna drops the errors of the last parallel trials (they are only marked failed): a CUDA
+    error in a trial must still end `maskpipe search` with the error, not with exit 0."""
+    from maskpipe.search import study
+
+    def broken(setup, cfg):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(study, "run_trial", broken)
+    config_path, _ = tiny_run
+    extra = search_file(tmp_path)
+    for parallel in (1, 2):
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            study.run_search([config_path, extra], trials=2, parallel=parallel,
+                             folder=tmp_path / f"s{parallel}")
+        states = [t.state.name for t in study.open_study(study.prepare([config_path, extra], 2, parallel,
+                                                                        tmp_path / f"s{parallel}")).trials]
+        assert states and set(states) == {"FAIL"}
