@@ -16,15 +16,12 @@ import copy
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 import maskpipe
-from maskpipe import pseudo
-from maskpipe.classes import PROB_COLUMNS
 from maskpipe.config import load_raw
 from maskpipe.predict import load_checkpoint, predict_probs, row_tensor
 from maskpipe.train.augment import build_transforms
@@ -33,6 +30,8 @@ from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.heads import HeadLoss, probabilities
 from maskpipe.train.loop import train_fold
 from maskpipe.train.model import create_model
+
+from conftest import write_pseudo_labels
 
 HEADS = ["single", "multitask", "mask", "gender", "age"]
 LOSSES = [{"name": "ce", "weight": 1.0, "label_smoothing": 0.1, "class_weights": "balanced", "gamma": 2.0},
@@ -114,19 +113,6 @@ def setup(tiny_run):
     return load_raw(config_path), layout
 
 
-def pseudo_labels(L, out: Path) -> Path:
-    """Pseudo-labels of every eval photo, written by the pseudo step itself (maskpipe.pseudo.run)
-    from sure one-hot probabilities: the classes cycle over all 18, so every mask state (and an
-    age model's own) gets photos."""
-    keys = pd.read_csv(L.crop_index("eval"), dtype={"key": str})["key"]
-    probs = np.zeros((len(keys), len(PROB_COLUMNS)))
-    probs[np.arange(len(keys)), (np.arange(len(keys)) * 5) % len(PROB_COLUMNS)] = 1.0
-    table = pd.concat([keys, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
-    table.to_csv(out.with_suffix(".probs.csv"), index=False)
-    pseudo.run(out.with_suffix(".probs.csv"), 0.9, {"mask": 0.9}, out, out.with_suffix(".json"))
-    return out
-
-
 CASES = [("single", None, False), ("multitask", None, False), ("age", "wear", False),
          # retrain (a pseudo-label round): the round's eval photos added to the training rows
          ("single", None, True), ("age", "wear", True)]
@@ -141,7 +127,7 @@ def test_training_and_prediction_make_no_tensor_without_a_device(setup, tmp_path
                mixup={**cfg["mixup"], "prob": 1.0, "cutmix_alpha": 1.0})
     extra = None
     if with_pseudo:
-        extra = (L.crops("eval"), L.crop_index("eval"), pseudo_labels(L, tmp_path / "pseudo.csv"))
+        extra = (L.crops("eval"), L.crop_index("eval"), write_pseudo_labels(L, tmp_path / "pseudo.csv"))
     recorder = FactoryRecorder()
     with recorder:
         metrics = train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0, "a",
