@@ -268,12 +268,16 @@ def test_a_trial_predicts_with_its_own_checkpoint(tiny_run, tmp_path):
     assert value["--labels"] == L.labels() and value["--train-crops"] == L.crops("train")
 
 
-def test_a_compiled_model_runs_its_trials_one_at_a_time(caplog):
+def test_parallel_trials_are_one_per_gpu_and_one_for_a_compiled_model(caplog, monkeypatch):
+    import torch
+
     from maskpipe.search.study import _parallel
 
-    assert _parallel(2, "cpu") == 2
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _parallel(4, "auto") == 2 and _parallel(2, "cuda") == 2  # each trial claims a GPU
+    assert _parallel(4, "cpu") == 4
     with caplog.at_level("WARNING"):
-        assert _parallel(2, "cpu", compiled=True) == 1  # torch.compile is not thread-safe
+        assert _parallel(2, "auto", compiled=True) == 1  # torch.compile is not thread-safe
     assert "torch.compile is not thread-safe" in caplog.text
     assert _parallel(1, "cpu", compiled=True) == 1
 
