@@ -119,6 +119,25 @@ def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
     return config_path, Layout(cfg["results"])
 
 
+def write_pseudo_labels(layout: Layout, out: Path) -> Path:
+    """Pseudo-labels of every eval photo of a run, written to ``out`` by the pseudo step itself
+    (maskpipe.pseudo.run) from sure one-hot probabilities: the classes cycle over the 18 in steps
+    of 5, so every mask state (and an age model's own) gets photos."""
+    import numpy as np
+    import pandas as pd
+
+    from maskpipe import pseudo
+    from maskpipe.classes import PROB_COLUMNS
+
+    keys = pd.read_csv(layout.crop_index("eval"), dtype={"key": str})["key"]
+    probs = np.zeros((len(keys), len(PROB_COLUMNS)))
+    probs[np.arange(len(keys)), (np.arange(len(keys)) * 5) % len(PROB_COLUMNS)] = 1.0
+    table = pd.concat([keys, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
+    table.to_csv(out.with_suffix(".probs.csv"), index=False)
+    pseudo.run(out.with_suffix(".probs.csv"), 0.9, {"mask": 0.9}, out, out.with_suffix(".json"))
+    return out
+
+
 def make_project(dest: Path, config: dict) -> Path:
     """A runnable copy of the workflow (Snakefile, rules, envs, the maskpipe sources) with
     ``config`` as config.yaml. :func:`sh` runs the copy's sources (PYTHONPATH), so the engines

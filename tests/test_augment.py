@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from maskpipe.io import MaskpipeError
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
@@ -141,15 +141,19 @@ class Repeat(Dataset):
         return self.transform(image=self.img)["image"]
 
 
-def worker_outputs(seed: int) -> list[torch.Tensor]:
-    ds = Repeat(build_transforms(SIZE, MEAN, STD, [], TRAIN, seed=0))
+def worker_outputs(seed: int, concat: bool = False) -> list[torch.Tensor]:
+    tf = build_transforms(SIZE, MEAN, STD, [], TRAIN, seed=0)
+    # concat: a pseudo-label round's training set (the fold's rows, then the eval photos), whose
+    # two parts share one transform, as build_data makes it
+    ds = ConcatDataset([Repeat(tf, 4), Repeat(tf, 4)]) if concat else Repeat(tf)
     dl = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=reseed_worker,
                     generator=torch.Generator().manual_seed(seed))
     return [x[0] for x in dl]
 
 
-def test_reseed_worker_in_dataloader():
-    first, again, other = worker_outputs(0), worker_outputs(0), worker_outputs(1)
+@pytest.mark.parametrize("concat", [False, True], ids=["one_dataset", "concat_dataset"])
+def test_reseed_worker_in_dataloader(concat):
+    first, again, other = (worker_outputs(s, concat) for s in (0, 0, 1))
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     # Batches alternate between the two workers; without reseeding both would copy seed 0.
     assert not all(torch.equal(x, y) for x, y in zip(first[0::2], first[1::2]))

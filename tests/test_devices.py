@@ -7,12 +7,16 @@ tests/test_devices_placement.py; tests/test_gpu.py runs the real thing where CUD
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+import sys
+import threading
 from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from maskpipe.config import validate
@@ -196,3 +200,76 @@ def test_an_empty_scaler_state_resumes_without_it(tmp_path, caplog):
         state = ResumeState.load(path, "k", model, opt, schedule, scaler, None)
     assert state is not None and state.epoch == 1
     assert "no grad scaler state" in caplog.text
+
+
+# -- parallel search trials ------------------------------------------------------------------
+
+def _on_cpu(real, record):
+    """``real`` (train_fold or predict.run) given the CPU instead of the claimed device, which
+    ``record(device)`` sees first: the claims are CUDA's, the work runs here."""
+    signature = inspect.signature(real)
+
+    def run(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        record(bound.arguments["device"])
+        bound.arguments["device"] = torch.device("cpu")
+        return real(*bound.args, **bound.kwargs)
+    return run
+
+
+def test_parallel_search_trials_claim_a_gpu_each_current_in_their_own_thread(tiny_run, tmp_path, fake_cuda,
+                                                                             monkeypatch):
+    """`search.parallel: 2` on a machine with 2 (simulated) GPUs: the trials run at once in two
+    threads; each trial's train and predict job claims a free GPU through the lock files, makes
+    it current in its own thread (CUDA's current device is per thread) and gives it back."""
+    from maskpipe import predict as predict_step
+    from maskpipe.search import run_search
+    from maskpipe.train import loop
+
+    config_path, _ = tiny_run
+    locks = tmp_path / "locks"
+    # Two GPUs, for maskpipe's device code only (the claims and search.parallel's cap): torch's
+    # own checks (the optimizer's, in the trials' CPU training) must still see none.
+    claims = {devices.__name__, "maskpipe.search.study"}
+    asked_by_claims = lambda: sys._getframe(2).f_globals.get("__name__") in claims  # noqa: E731
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: asked_by_claims())
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if asked_by_claims() else 0)
+    monkeypatch.setattr(devices, "default_lock_dir", lambda env=None: locks)
+    current: dict[int, torch.device] = {}  # thread -> its current device
+
+    def set_device(device):
+        fake_cuda.append(device)
+        current[threading.get_ident()] = device
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    together = threading.Barrier(2, timeout=120)  # both trials' training jobs must run at once
+    jobs: list[tuple[str, int, torch.device]] = []
+
+    def training(device):
+        jobs.append(("train", threading.get_ident(), device))
+        assert current[threading.get_ident()] == device
+        together.wait()
+        with pytest.raises(MaskpipeError, match="all 2 GPU"):  # both GPUs are held now
+            with claim_slot(["0", "1"], locks, timeout=0):
+                pass
+        together.wait()
+
+    def predicting(device):
+        jobs.append(("predict", threading.get_ident(), device))
+        assert current[threading.get_ident()] == device
+
+    monkeypatch.setattr(loop, "train_fold", _on_cpu(loop.train_fold, training))
+    monkeypatch.setattr(predict_step, "run", _on_cpu(predict_step.run, predicting))
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"replace": ["search"], "search": {
+        "trials": 2, "folds": [0], "seed": 0, "parallel": 2,
+        "space": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "epochs": [1]}}}))
+    done = run_search([config_path, search], folder=tmp_path / "out")
+
+    assert done.completed == 2
+    trained = [(thread, device) for step, thread, device in jobs if step == "train"]
+    assert len({t for t, _ in trained}) == 2  # two threads ...
+    assert {d for _, d in trained} == {torch.device("cuda", 0), torch.device("cuda", 1)}  # ... two GPUs
+    assert sorted(step for step, _, _ in jobs) == ["predict", "predict", "train", "train"]
+    with claim_slot(["0", "1"], locks, timeout=0), claim_slot(["0", "1"], locks, timeout=0):
+        pass  # both GPUs were given back

@@ -5,8 +5,9 @@ CUDA tensor); on a CPU-only machine nothing shows it. Two checks catch it here:
 - the ``meta`` device: every step of a training batch and of a prediction runs on meta tensors,
   where mixing in a CPU tensor fails exactly as on CUDA;
 - a record of every tensor factory call (torch.full, zeros, tensor, ...) made by maskpipe code
-  without ``device=`` while a whole fold trains and predicts: only the calls that make CPU
-  tensors by design (the data feed, the sampler, a loss's weights before ``.to(device)``) may.
+  without ``device=`` while a whole fold trains (also as a pseudo-label round's ``retrain``,
+  with eval photos added) and predicts: only the calls that make CPU tensors by design (the
+  data feed, the sampler, a loss's weights before ``.to(device)``) may.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import copy
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -23,10 +25,13 @@ import maskpipe
 from maskpipe.config import load_raw
 from maskpipe.predict import load_checkpoint, predict_probs, row_tensor
 from maskpipe.train.augment import build_transforms
+from maskpipe.train.build import pseudo_split
 from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.heads import HeadLoss, probabilities
 from maskpipe.train.loop import train_fold
 from maskpipe.train.model import create_model
+
+from conftest import write_pseudo_labels
 
 HEADS = ["single", "multitask", "mask", "gender", "age"]
 LOSSES = [{"name": "ce", "weight": 1.0, "label_smoothing": 0.1, "class_weights": "balanced", "gamma": 2.0},
@@ -108,22 +113,35 @@ def setup(tiny_run):
     return load_raw(config_path), layout
 
 
-@pytest.mark.parametrize("head,for_mask", [("single", None), ("multitask", None), ("age", "wear")])
-def test_training_and_prediction_make_no_tensor_without_a_device(setup, tmp_path, head, for_mask):
+CASES = [("single", None, False), ("multitask", None, False), ("age", "wear", False),
+         # retrain (a pseudo-label round): the round's eval photos added to the training rows
+         ("single", None, True), ("age", "wear", True)]
+
+
+@pytest.mark.parametrize("head,for_mask,with_pseudo", CASES)
+def test_training_and_prediction_make_no_tensor_without_a_device(setup, tmp_path, head, for_mask,
+                                                                  with_pseudo):
     raw, L = setup
     cfg = copy.deepcopy(raw["models"]["a"])
     cfg.update(head=head, for_mask=for_mask, loss=LOSSES, ema_decay=0.9, sampler="balanced",
                mixup={**cfg["mixup"], "prob": 1.0, "cutmix_alpha": 1.0})
+    extra = None
+    if with_pseudo:
+        extra = (L.crops("eval"), L.crop_index("eval"), write_pseudo_labels(L, tmp_path / "pseudo.csv"))
     recorder = FactoryRecorder()
     with recorder:
-        train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0, "a", cfg,
-                   raw["train"], torch.device("cpu"), tmp_path / "c.pt", tmp_path / "m.json",
-                   tmp_path / "tb")
+        metrics = train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0, "a",
+                             cfg, raw["train"], torch.device("cpu"), tmp_path / "c.pt",
+                             tmp_path / "m.json", tmp_path / "tb", pseudo=extra)
         model, ckpt = load_checkpoint(tmp_path / "c.pt", torch.device("cpu"))
         tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"], [], None)
         rows = join_split(L.crop_index("train"), L.labels(), L.folds())["row"].to_numpy()[:5]
         predict_probs(model, CropDataset(L.crops("train"), rows, None, tf), torch.device("cpu"),
                       {"hflip": True, "zooms": [0.9]}, 4, "t", head)
     assert "CropDataset.__getitem__" in recorder.calls  # the recorder sees maskpipe's calls
+    if with_pseudo:  # the eval photos really were in the training rows (an age model's: its state's)
+        chosen = pseudo_split(L.crop_index("eval"), extra[2], cfg)
+        assert metrics["n_pseudo"] == len(chosen) > 0
+        assert for_mask is None or len(chosen) < len(pd.read_csv(extra[2]))
     unexpected = {k: v for k, v in recorder.calls.items() if k not in CPU_BY_DESIGN}
     assert not unexpected, f"tensors made without device= (CPU tensors beside CUDA ones): {unexpected}"

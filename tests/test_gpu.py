@@ -2,8 +2,10 @@
 
 Every head trains a fold and predicts under each AMP mode, channels-last on and off, with EMA;
 two cases add torch.compile. Resume goes CPU -> CUDA and CUDA -> CUDA; the device claim runs
-with and without CUDA_VISIBLE_DEVICES. The data is the test suite's tiny demo run (which itself
-ran crop, train and predict on CUDA, since the shipped config says ``device: auto``).
+with and without CUDA_VISIBLE_DEVICES. A pseudo-label round's retrain and repredict run under
+fp16 AMP, and a 2-trial search with ``parallel: 2`` (one trial per GPU: at once where there are
+two). The data is the test suite's tiny demo run (which itself ran crop, train and predict on
+CUDA, since the shipped config says ``device: auto``).
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 
+from maskpipe import predict as predict_step
+from maskpipe.classes import PROB_COLUMNS
 from maskpipe.config import load_raw
+from maskpipe.layout import Layout
 from maskpipe.predict import load_checkpoint, predict_probs
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.devices import claim_device
 from maskpipe.train.loop import train_fold
+
+from conftest import write_pseudo_labels
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -164,3 +173,41 @@ def test_device_claim_with_and_without_cuda_visible_devices(tmp_path):
         assert torch.cuda.current_device() == mine.index == 0
         device, current, count = _claim_in_child(tmp_path, CUDA_VISIBLE_DEVICES=visible)
     assert device == "cuda:1" and current == 1 and count == n
+
+
+def test_a_pseudo_label_round_retrains_and_repredicts_on_cuda_under_amp(setup, tmp_path):
+    """retrain: the fold's rows plus pseudo-labelled eval photos (a second crops file), balanced
+    sampler, CutMix, EMA, fp16 with its grad scaler; repredict: the predict step on the result."""
+    raw, L = setup
+    labels = write_pseudo_labels(L, tmp_path / "pseudo.csv")
+    cfg = _cfg(raw, amp="fp16", channels_last=True, sampler="balanced", epochs=2,
+               mixup={**raw["models"]["a"]["mixup"], "prob": 1.0, "cutmix_alpha": 1.0})
+    metrics = _train(setup, tmp_path, cfg, pseudo=(L.crops("eval"), L.crop_index("eval"), labels))
+    assert metrics["device"] == "cuda" and metrics["n_pseudo"] == len(pd.read_csv(labels)) > 0
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in metrics["history"])
+    oof, test = tmp_path / "oof.csv", tmp_path / "test.csv"
+    predict_step.run(tmp_path / "c.pt", 0, "a", L.crops("train"), L.crop_index("train"), L.crops("eval"),
+                     L.crop_index("eval"), L.labels(), L.folds(), {"hflip": True, "zooms": []}, 8, CUDA,
+                     oof, test, "fp16")
+    probs = pd.read_csv(test)[PROB_COLUMNS].to_numpy()
+    assert len(probs) == len(pd.read_csv(L.crop_index("eval")))
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)
+
+
+def test_a_parallel_search_runs_its_trials_on_cuda(tiny_run, tmp_path):
+    """`search.parallel: 2`: each trial's jobs claim a GPU (at once on two GPUs; one after the
+    other on one, where parallel is capped at the GPU count), under the model's bf16 AMP."""
+    from maskpipe.search import run_search
+
+    config_path, _ = tiny_run
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"replace": ["search"], "search": {
+        "trials": 2, "folds": [0], "seed": 0, "parallel": 2,
+        "space": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "epochs": [1]}}}))
+    done = run_search([config_path, search], folder=tmp_path / "out")
+    assert done.completed == 2
+    trials = sorted((tmp_path / "out" / "trials").iterdir())
+    assert len(trials) == 2
+    for trial in trials:
+        metrics = json.loads(Path(Layout(str(trial)).train_metrics("a", 0)).read_text())
+        assert metrics["device"] == "cuda" and np.isfinite(metrics["history"][0]["train_loss"])

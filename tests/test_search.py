@@ -303,3 +303,38 @@ def test_the_trial_key_follows_the_crops_pixels_hashed_once_per_search(tmp_path,
     for path in input_files(raw):
         Path(path).unlink()  # a trial's key reads no file: the digest was taken once
     assert trial_key(again, raw["models"]["a"]) == second
+
+
+def test_parallel_trials_are_one_per_gpu_and_one_for_a_compiled_model(caplog, monkeypatch):
+    import torch
+
+    from maskpipe.search.study import _parallel
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _parallel(4, "auto") == 2 and _parallel(2, "cuda") == 2  # each trial claims a GPU
+    assert _parallel(4, "cpu") == 4
+    with caplog.at_level("WARNING"):
+        assert _parallel(2, "auto", compiled=True) == 1  # torch.compile is not thread-safe
+    assert "torch.compile is not thread-safe" in caplog.text
+    assert _parallel(1, "cpu", compiled=True) == 1
+
+
+def test_an_error_in_a_parallel_trial_ends_the_search_as_in_a_sequential_one(tiny_run, tmp_path,
+                                                                             monkeypatch):
+    """Optuna drops the errors of the last parallel trials (they are only marked failed): a CUDA
+    error in a trial must still end `maskpipe search` with the error, not with exit 0."""
+    from maskpipe.search import study
+
+    def broken(setup, cfg):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(study, "run_trial", broken)
+    config_path, _ = tiny_run
+    extra = search_file(tmp_path)
+    for parallel in (1, 2):
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            study.run_search([config_path, extra], trials=2, parallel=parallel,
+                             folder=tmp_path / f"s{parallel}")
+        states = [t.state.name for t in study.open_study(study.prepare([config_path, extra], 2, parallel,
+                                                                        tmp_path / f"s{parallel}")).trials]
+        assert states and set(states) == {"FAIL"}

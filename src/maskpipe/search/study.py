@@ -62,12 +62,18 @@ def prepare(config_files: list[str | Path], trials: int | None = None,
     folder = folder or cfg.results / "search"
     setup = Setup(cfg.raw, files, sc.model, sc.folds, folder / "trials", inputs_digest(cfg.raw))
     return Search(setup, base, sc.space, dims, trials or sc.trials, sc.seed,
-                  _parallel(parallel or sc.parallel, cfg.raw["train"]["device"]), folder)
+                  _parallel(parallel or sc.parallel, cfg.raw["train"]["device"], base["compile"]),
+                  folder)
 
 
-def _parallel(n: int, device: str) -> int:
+def _parallel(n: int, device: str, compiled: bool = False) -> int:
+    """Trials at once: ``n``, at most one per GPU, and one where the model is compiled."""
     import torch
 
+    if compiled and n > 1:  # trials are threads, and torch.compile is not thread-safe (pytorch#118260)
+        log.warning("search.parallel: %d trials at once, but the model is compiled (compile: true) "
+                    "and torch.compile is not thread-safe: running 1", n)
+        return 1
     gpus = torch.cuda.device_count() if device != "cpu" else 0
     if gpus and n > gpus:  # each job claims a GPU of its own (train.devices); more would wait
         log.warning("search.parallel: %d trials at once, but %d GPU(s): running %d", n, gpus, gpus)
@@ -132,8 +138,13 @@ def recover(study) -> int:
     return again
 
 
-def objective(s: Search):
-    """The function Optuna calls per trial: draw, apply, train and predict, score."""
+def objective(s: Search, errors: list[BaseException] | None = None):
+    """The function Optuna calls per trial: draw, apply, train and predict, score.
+
+    ``errors`` collects what a trial raised besides a :class:`MaskpipeError` (a bug, a CUDA
+    error): with parallel trials Optuna only marks the last trials failed and returns
+    (optuna#6842), so :func:`run_search` raises the first one itself.
+    """
     def run(trial) -> float:
         params = {d.name: d.suggest(trial) for d in s.dims}
         trial.set_user_attr("interrupted", False)  # a retry inherits its original's attributes
@@ -143,6 +154,12 @@ def objective(s: Search):
             result = run_trial(s.setup, cfg)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)  # retried by the next search
+            raise
+        except MaskpipeError:
+            raise
+        except Exception as e:
+            if errors is not None:
+                errors.append(e)
             raise
         for name, value in (("trial", result.folder.name), ("seconds", result.seconds),
                             ("cached", result.cached), ("per_fold", result.per_fold)):
@@ -184,7 +201,10 @@ def run_search(config_files: list[str | Path], trials: int | None = None,
                 def tick(_study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
                     if t.state == TrialState.COMPLETE:
                         bar.update(1)
-                study.optimize(objective(s), n_trials=s.trials - done, n_jobs=s.parallel,
+                errors: list[BaseException] = []
+                study.optimize(objective(s, errors), n_trials=s.trials - done, n_jobs=s.parallel,
                                catch=(MaskpipeError,),
                                callbacks=[MaxTrialsCallback(s.trials, states=(TrialState.COMPLETE,)), tick])
+                if errors:  # as one trial at a time would have ended (the trials are marked failed)
+                    raise errors[0]
         return results.write(study, s, recipe)

@@ -143,11 +143,15 @@ def reseed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: give each worker's albumentations its own stream.
 
     torch seeds each worker from the loader's generator (different per epoch, same per run),
-    so the augmentations are reproducible and never repeat across workers or epochs.
+    so the augmentations are reproducible and never repeat across workers or epochs. A
+    ``ConcatDataset`` (a pseudo-label round's: the fold's rows, then the eval photos) has no
+    transform of its own: each of its parts' transforms is reseeded (a shared one once).
     """
     info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_random_seed"):
+    parts = getattr(info.dataset, "datasets", [info.dataset])
+    transforms = {id(t): t for t in (getattr(d, "transform", None) for d in parts)
+                  if hasattr(t, "set_random_seed")}
+    for transform in transforms.values():
         transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
