@@ -15,7 +15,7 @@ from maskpipe.cli import main as cli_main
 from maskpipe.config import load_raw
 from maskpipe.io import MaskpipeError
 from maskpipe.search import space as sp
-from maskpipe.search.study import recover
+from maskpipe.search.study import MAX_RETRY, recover
 
 #: A tiny search: 3 trials on fold 0 of the tiny run, 1 epoch at 32 px (the tiny models').
 SEARCH = {"model": None, "trials": 3, "folds": [0], "seed": 0, "parallel": 1,
@@ -193,7 +193,16 @@ def test_a_trial_left_running_by_a_kill_is_failed_and_enqueued_again(tmp_path):
     assert recover(study) == 0  # once per retry series
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "WAITING"]
-    assert study.trials[1].params == study.trials[0].params
+    retry = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    assert retry.number == 1 and retry.params == study.trials[0].params
+    assert retry.user_attrs["retry_of"] == 0
+    # killed again and again: each retry is retried, MAX_RETRY times in a row at most
+    for n in range(1, MAX_RETRY + 1):
+        assert recover(study) == (1 if n < MAX_RETRY else 0)
+        if n < MAX_RETRY:
+            study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    assert [t.state.name for t in study.trials] == ["FAIL"] * (MAX_RETRY + 1)
+    assert [t.user_attrs.get("retry_of") for t in study.trials] == [None, *range(MAX_RETRY)]
 
 
 @pytest.mark.parametrize("search_cfg, message", [

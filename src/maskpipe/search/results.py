@@ -45,13 +45,12 @@ class Summary:
 
 def trials_table(study) -> pd.DataFrame:
     """One row per trial, best score first (failed and waiting trials last)."""
-    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs",
-                                       "system_attrs"))
+    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs"))
     if df.empty:
         return pd.DataFrame(columns=["number", "score", "state"])
     df = df.rename(columns={"value": "score", "user_attrs_trial": "trial",
                             "user_attrs_seconds": "seconds", "user_attrs_cached": "cached",
-                            "system_attrs_failed_trial": "retry_of"})
+                            "user_attrs_retry_of": "retry_of"})
     params = [c for c in df.columns if c.startswith("params_")]
     keep = [c for c in ("number", "score", "state", "seconds", "cached", "trial", "retry_of") if c in df]
     df = df[keep + params].rename(columns={c: c.removeprefix("params_") for c in params})

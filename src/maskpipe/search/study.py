@@ -4,8 +4,8 @@ The study lives in ``search/study.db`` under the results folder, named for the b
 space and the folds (a changed space starts a new study in the same file; unchanged trial
 configs are still read from the trial cache). One search runs per folder at a time (a lock
 file), so trials a killed search left RUNNING are dead: they are marked failed and enqueued
-again with Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`, as are trials
-stopped by Ctrl-C; their training resumes from the train step's ``resume.pt``.
+again with the same params, as are trials stopped by Ctrl-C; their training resumes from the
+train step's ``resume.pt``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,24 +113,25 @@ def open_study(s: Search):
 
 def recover(study) -> int:
     """Mark trials left RUNNING (their search was killed) failed, and enqueue every trial that
-    was interrupted, once per retry series, with the same params. Returns how many."""
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    was interrupted, once, with the same params (at most :data:`MAX_RETRY` retries in a row).
+    Returns how many. Optuna's public calls only: ``tell`` fails a trial by its number, and
+    ``enqueue_trial`` queues its params, the retry naming it in its ``retry_of`` user attribute."""
     from optuna.trial import TrialState
 
-    storage = study._storage  # the RDBStorage of open_study
-    retried = {n for t in study.trials for n in t.system_attrs.get("retry_history", [])}
+    trials = study.get_trials(deepcopy=False)
+    parent = {t.number: t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     again = 0
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         if t.state == TrialState.RUNNING:
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            study.tell(t.number, state=TrialState.FAIL)
             log.info("trial %d was left running by a stopped search: marked failed", t.number)
         elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
             continue
-        if t.number not in retried:
-            with warnings.catch_warnings():  # marked experimental since Optuna 2.8
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(t._trial_id))
+        depth, n = 0, t.number
+        while n in parent:
+            depth, n = depth + 1, parent[n]
+        if t.number not in parent.values() and depth < MAX_RETRY:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             again += 1
     if again:
         log.info("%d interrupted trial(s) enqueued again with the same params", again)
@@ -147,7 +147,7 @@ def objective(s: Search, errors: list[BaseException] | None = None):
     """
     def run(trial) -> float:
         params = {d.name: d.suggest(trial) for d in s.dims}
-        trial.set_user_attr("interrupted", False)  # a retry inherits its original's attributes
+        trial.set_user_attr("interrupted", False)
         cfg = model_config(s.setup.raw, s.setup.model, apply(s.base, params, s.space))
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
         try:
