@@ -19,7 +19,7 @@ twice: as before issue 14 (no second pass; eval photos without a face get the fi
 with the config's settings; it prints each split's share of crop sources and the share of photos
 whose box was found on their own face or their shoot's. Where ``demo_truth.csv`` names each eval
 photo's person, a shoot box counts only if its shoot holds that person alone. Run by hand;
-nothing here is timed in the tests.
+tests/test_bench_realfaces.py checks that it runs and prints its tables (nothing timed).
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def crop_table(indexes: dict[str, pd.DataFrame], data: Path) -> pd.DataFrame:
             from_shoot = (idx["source"] == "shoot").to_numpy()
             own = own & ~(from_shoot & ~pure)
             row["shoot boxes pure"] = float(pure[from_shoot].mean()) if from_shoot.any() else np.nan
-            sizes = pd.Series(shoots).value_counts()
-            row["shoots (persons)"] = f"{len(sizes)} ({len(set(person))})"
+            # with crop.shoots off every shoot id is empty: no shoot at all, not one of all photos
+            row["shoots (persons)"] = f"{len(set(shoots) - {''})} ({len(set(person))})"
         row["own or shoot box"] = float(own.mean())
         rows.append(row)
     return pd.DataFrame(rows)

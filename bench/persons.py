@@ -6,10 +6,11 @@
 
 Prints (1) the grouping's pairwise precision, recall, F1, the share of persons found whole
 against ``D/demo_truth.csv`` and the seconds it took, for the look alone, the face alone and both
-(the configured weights), after the seconds reading the features took; (2) with the ensemble's eval probabilities ``R/ensemble/test.csv``: eval macro F1 (against
-the truth's ``ans``) without and with the prior shift and the persons options, how many
-predictions each changed, and the same with the true persons as groups (the ceiling of grouping).
-Run by hand; tests/test_persons.py checks small cases.
+(the configured weights), after the seconds reading the features took; (2) with the ensemble's
+eval probabilities ``R/ensemble/test.csv``: eval macro F1 (against the truth's ``ans``) without
+and with the prior shift and the persons options, how many predictions each changed, and the same
+with the true persons as groups (the ceiling of grouping). Run by hand; tests/test_persons.py
+checks small cases, tests/test_bench_realfaces.py that this runs and prints its tables.
 """
 
 from __future__ import annotations

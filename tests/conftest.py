@@ -98,6 +98,29 @@ def tiny_run(tmp_path_factory, demo_root, shipped_config) -> tuple[Path, Layout]
     return run_pipeline(shrink(shipped_config, demo_root, results=str(work / "results")), work)
 
 
+@pytest.fixture
+def bench(monkeypatch, capsys):
+    """Run ``bench/NAME.py`` with ``args`` in this process (runpy, as ``__main__``, so no test pays
+    for importing torch again); its stdout. Restores torch's thread count, which the scripts set
+    for themselves."""
+    import runpy
+
+    import torch
+
+    threads = torch.get_num_threads()
+
+    def run(name: str, *args: str) -> str:
+        script = REPO / "bench" / f"{name}.py"
+        monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        finally:
+            torch.set_num_threads(threads)
+        return capsys.readouterr().out
+
+    return run
+
+
 def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
                  report: bool = True) -> tuple[Path, Layout]:
     """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process through the CLI, with

@@ -1,40 +1,17 @@
-"""Every benchmark script runs: tiny arguments on the tiny demo run, its figures and ratio printed.
+"""Every benchmark script runs: tiny arguments on the tiny demo run, its figures and ratio printed
+(the real-faces ones, bench/persons.py and bench/detect_rates.py: tests/test_bench_realfaces.py).
 
-The scripts run in this process (runpy, as ``__main__``), so no test pays for importing torch
-again; nothing here times anything, the figures are only checked to be there.
+The scripts run in this process (conftest's ``bench``); nothing here times anything, the figures
+are only checked to be there.
 """
 
 from __future__ import annotations
 
 import re
-import runpy
-import sys
 
 import pandas as pd
-import pytest
-import torch
-
-from conftest import REPO
 
 FIGURE = r"\d+\.\d+"
-
-
-@pytest.fixture
-def bench(monkeypatch, capsys):
-    """Run ``bench/NAME.py`` with ``args``; its stdout. Restores torch's thread count, which the
-    scripts set for themselves."""
-    threads = torch.get_num_threads()
-
-    def run(name: str, *args: str) -> str:
-        script = REPO / "bench" / f"{name}.py"
-        monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
-        try:
-            runpy.run_path(str(script), run_name="__main__")
-        finally:
-            torch.set_num_threads(threads)
-        return capsys.readouterr().out
-
-    return run
 
 
 def test_loader_bench_prints_both_feeds_and_their_ratio(bench, tiny_run, demo_root):
