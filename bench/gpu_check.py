@@ -24,6 +24,7 @@ import contextlib
 import copy
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -102,42 +103,58 @@ def pipeline(args: argparse.Namespace) -> None:
     from maskpipe.cli import main as cli
     from maskpipe.config import load_raw
     from maskpipe.layout import Layout
-    from maskpipe.pipeline import STEPS, argv
+    from maskpipe.pipeline import argv, jobs_for
 
     data, results = args.data, args.work / "results"
     args.work.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float] = {}  # per step name, over its jobs
+    counts: dict[str, int] = {}
 
     def timed(name: str, *command: str) -> None:
         start = time.perf_counter()
         if cli(list(command)) != 0:
             raise SystemExit(f"gpu_check: maskpipe {command[0]} failed")
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        counts[name] = counts.get(name, 0) + 1
 
     demo = json.loads((data / "demo.json").read_text())  # written last: the demo is complete
     args.persons, args.eval_images = demo["persons"], demo["eval_images"]
     cfg = pipeline_config(args, data, results)
     config = args.work / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    # Every command comes from the step table, as the engines run it: no option spelled here.
+    # Every job `snakemake submission` would run (the persons step too, not mislabels or the
+    # report), its command from the step table as the engines run it: no option spelled here.
     raw, L, m = load_raw([config]), Layout(str(results)), "gpucheck"
-    for name in ("validate", "crop", "labels", "folds"):
-        timed(name, *argv(STEPS[name], raw, [str(config)]))
     busy: list[float] = []
-    for f in range(args.folds):
-        with gpu_busy(args.gpu, busy):
-            timed("train", *argv(STEPS["train"], raw, [str(config)], m, f))
-        timed("predict", *argv(STEPS["predict"], raw, [str(config)], m, f))
-    for name in ("ensemble", "submit"):
-        timed(name, *argv(STEPS[name], raw, [str(config)]))
-    report(args, L, m, seconds, busy)
+    todo = jobs_for("submit", raw)
+    done = 0
+    signal.signal(signal.SIGTERM, _stop)  # the script's time limit: report what finished
+    try:
+        for step, job in todo:
+            with gpu_busy(args.gpu, busy) if step.name == "train" else contextlib.nullcontext():
+                timed(step.name, *argv(step, raw, [str(config)], **job))
+            done += 1
+    except Stopped:
+        add_row(args.rows, "pipeline", "stopped at its limit", f"after {done} of {len(todo)} jobs "
+                f"(next: {todo[done][0].name}); the rows below are of what finished")
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the rows are written whatever comes now
+    report(args, L, m, seconds, counts, busy)
 
 
-def report(args: argparse.Namespace, L, model: str, seconds: dict[str, float], busy: list[float]) -> None:
+class Stopped(BaseException):
+    """The time limit's SIGTERM (a BaseException: the CLI's handlers let it through)."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped
+
+
+def report(args: argparse.Namespace, L, model: str, seconds: dict[str, float], counts: dict[str, int],
+           busy: list[float]) -> None:
     """Rows of the pipeline: per-step times, crop images/s, GPU busy, training images/s, projection."""
-    n_images = sum(len(Path(L.crop_index(s)).read_text().splitlines()) - 1 for s in ("train", "eval"))
-    metrics = [json.loads(Path(L.train_metrics(model, f)).read_text()) for f in range(args.folds)]
-    device = metrics[0]["device"]
+    metrics = [json.loads(Path(L.train_metrics(model, f)).read_text()) for f in range(args.folds)
+               if Path(L.train_metrics(model, f)).is_file()]
+    device = metrics[0]["device"] if metrics else "no fold trained"
     size = f"{args.persons} persons + {args.eval_images} eval, crop {args.crop_size[0]}x{args.crop_size[1]}"
     from maskpipe.train.devices import resolve_workers
 
@@ -145,10 +162,14 @@ def report(args: argparse.Namespace, L, model: str, seconds: dict[str, float], b
             f"{args.folds} folds x {args.epochs} epochs, {device}, "
             f"{resolve_workers(_workers(args.num_workers))} loader workers",
             " ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
-    add_row(args.rows, "crop img/s", f"{n_images} images, detection and crops, {device}",
-            f"{n_images / seconds['crop']:.0f}")
-    last = [h["history"][-1]["images_per_second"] for h in metrics]
-    add_row(args.rows, "pipeline", "training img/s (last epoch, mean of folds)", f"{statistics.mean(last):.0f}")
+    if "crop" in seconds:
+        n_images = sum(len(Path(L.crop_index(s)).read_text().splitlines()) - 1 for s in ("train", "eval"))
+        add_row(args.rows, "crop img/s", f"{n_images} images, detection and crops",
+                f"{n_images / seconds['crop']:.0f}")
+    if metrics:
+        last = [h["history"][-1]["images_per_second"] for h in metrics]
+        add_row(args.rows, "pipeline", f"training img/s (last epoch, mean of {len(metrics)} folds)",
+                f"{statistics.mean(last):.0f}")
     if busy:
         share = sum(b >= 80 for b in busy) / len(busy)
         add_row(args.rows, "GPU busy %", f"during training, {len(busy)} samples (goal >= 80)",
@@ -156,12 +177,18 @@ def report(args: argparse.Namespace, L, model: str, seconds: dict[str, float], b
                 f">= 80 in {share:.0%} of samples")
     else:
         add_row(args.rows, "GPU busy %", "during training", "n/a (no nvidia-smi)")
-    steps = sum(v for k, v in seconds.items() if k != "train")
-    projected = steps + seconds["train"] * args.full_epochs / args.epochs
+    if not metrics:
+        add_row(args.rows, "projection", "crop to submission", "n/a: no fold finished training")
+        return
+    # A fold's train and predict job: the mean of those that finished (all, unless stopped).
+    per_fold = {k: seconds[k] / counts[k] for k in ("train", "predict") if counts.get(k)}
+    short = sum(v for k, v in seconds.items() if k not in per_fold) + sum(per_fold.values()) * args.folds
+    projected = short + per_fold["train"] * args.folds * (args.full_epochs / args.epochs - 1)
+    missing = [k for k in ("predict", "ensemble", "submit") if k not in seconds]
     add_row(args.rows, "projection", f"crop to submission, {args.folds} folds x 1 model x "
             f"{args.full_epochs} epochs (goal < 1 h)",
-            f"{projected / 60:.1f} min (measured {(steps + seconds['train']) / 60:.1f} min "
-            f"at {args.epochs} epochs)")
+            f"{projected / 60:.1f} min ({short / 60:.1f} min at {args.epochs} epochs"
+            f"{'; not reached, not counted: ' + ', '.join(missing) if missing else ''})")
 
 
 def table(args: argparse.Namespace) -> None:

@@ -8,11 +8,12 @@
 # Measures: the GPU (nvidia-smi); `pytest -m gpu`; training images/s of fp32 against bf16 AMP +
 # channels-last for three timm architectures at 224 px (ratio in the same run); a real-size
 # pipeline (demo data at 2,700 persons + 12,600 eval images, as many as the competition's, crops
-# 320x256, efficientnet_b0 at 256x224, 5 folds x 2 epochs) from crop to submission, each step
-# timed, with GPU busy % sampled while it trains, the crop step's images/s, and the projection
-# to 15 epochs.
+# 320x256, efficientnet_b0 at 256x224, 5 folds x 2 epochs) from crop to submission (every job
+# `snakemake submission` runs, persons included), each step timed, with GPU busy % sampled
+# while it trains, the crop step's images/s, and the projection to 15 epochs.
 # Sizes can be changed through GPU_CHECK_* variables (below). Each part has a time limit, so the
-# table is printed even when one part runs long (its row then says so).
+# table is printed even when one part runs long (its row then says so; the pipeline part still
+# prints what finished and a projection from the folds it trained).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"

@@ -12,7 +12,7 @@ from maskpipe import code
 from maskpipe.cli import build_parser
 from maskpipe.config import Config, step_params, validate
 from maskpipe.dvcgen import stages
-from maskpipe.pipeline import STEPS, argv, files, jobs, local_steps, log_path
+from maskpipe.pipeline import STEPS, argv, files, jobs, jobs_for, local_steps, log_path
 
 from conftest import make_project, shrink, snakemake_jobs
 
@@ -70,6 +70,20 @@ def test_without_rounds_no_round_step_runs_and_commands_stay_as_before(planned):
     assert all(jobs(s, raw) == [] for s in STEPS.values() if s.rounds)
     assert files(STEPS["submit"], "inputs", raw)["probs"] == [f"{raw['results']}/ensemble/test.csv"]
     assert not any(a.startswith(("--round", "--pseudo")) for a in argv(STEPS["report"], raw, ["c.yaml"]))
+
+
+def test_the_jobs_for_a_step_are_what_snakemake_runs_for_its_outputs(planned):
+    """jobs_for (bench/gpu_check.py times crop to submission with it) against Snakemake's own
+    plan for the submission file: the persons step and the rounds, not mislabels or the report."""
+    raw, project, _, _ = planned
+    target = files(STEPS["submit"], "outputs", raw)["submission"][0]
+    engine, _ = snakemake_jobs(project, target=target)
+    ours = jobs_for("submit", raw)
+    assert sorted((j.rule.name, tuple(sorted(_wildcards(j).items()))) for j in engine) == sorted(
+        (s.name, tuple(sorted((k, str(v)) for k, v in job.items()))) for s, job in ours)
+    names = {s.name for s, _ in ours}
+    assert {"persons", "pseudo", "retrain"} <= names and not {"mislabels", "report"} & names
+    assert [s.name for s, _ in jobs_for("folds", raw)] == ["validate", "labels", "folds"]
 
 
 def test_every_job_has_the_tables_files_params_and_command(planned):

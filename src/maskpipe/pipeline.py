@@ -309,6 +309,24 @@ def ordered_jobs(raw: dict) -> list[tuple[Step, dict[str, Any]]]:
     return out
 
 
+def jobs_for(target: str, raw: dict) -> list[tuple[Step, dict[str, Any]]]:
+    """The jobs an engine runs to make step ``target``'s outputs, in :func:`ordered_jobs`' order:
+    ``target``'s own and every job whose outputs they read, directly or through others."""
+    ordered = ordered_jobs(raw)
+    maker = {path: i for i, (step, job) in enumerate(ordered)
+             for paths in files(step, "outputs", raw, **job).values() for path in paths}
+    needed: set[int] = set()
+    todo = [i for i, (step, _) in enumerate(ordered) if step.name == target]
+    while todo:
+        i = todo.pop()
+        if i not in needed:
+            needed.add(i)
+            step, job = ordered[i]
+            todo += [maker[p] for paths in files(step, "inputs", raw, **job).values()
+                     for p in paths if p in maker]
+    return [ordered[i] for i in sorted(needed)]
+
+
 def files(step: Step, side: str, raw: dict, model: str = MODEL, fold: str = FOLD,
           cli_only: bool = False, round: str | int = ROUND) -> dict[str, list[str]]:
     """``side`` (inputs, outputs or options) of one job by port name: each a list of paths."""
