@@ -100,75 +100,89 @@ def pipeline_config(args: argparse.Namespace, data: Path, results: Path) -> dict
 
 
 def pipeline(args: argparse.Namespace) -> None:
-    from maskpipe.cli import main as cli
     from maskpipe.config import load_raw
     from maskpipe.layout import Layout
-    from maskpipe.pipeline import argv, jobs_for
+    from maskpipe.pipeline import jobs_for
 
     data, results = args.data, args.work / "results"
+    shutil.rmtree(results, ignore_errors=True)  # a reused work folder: no old checkpoint or resume.pt
     args.work.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}  # per step name, over its jobs
-    counts: dict[str, int] = {}
-
-    def timed(name: str, *command: str) -> None:
-        start = time.perf_counter()
-        if cli(list(command)) != 0:
-            raise SystemExit(f"gpu_check: maskpipe {command[0]} failed")
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
-        counts[name] = counts.get(name, 0) + 1
-
     demo = json.loads((data / "demo.json").read_text())  # written last: the demo is complete
     args.persons, args.eval_images = demo["persons"], demo["eval_images"]
-    cfg = pipeline_config(args, data, results)
     config = args.work / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config.write_text(yaml.safe_dump(pipeline_config(args, data, results), sort_keys=False))
+    raw = load_raw([config])
     # Every job `snakemake submission` would run (the persons step too, not mislabels or the
     # report), its command from the step table as the engines run it: no option spelled here.
-    raw, L, m = load_raw([config]), Layout(str(results)), "gpucheck"
-    busy: list[float] = []
     todo = jobs_for("submit", raw)
-    done = 0
-    signal.signal(signal.SIGTERM, _stop)  # the script's time limit: report what finished
-    try:
-        for step, job in todo:
-            with gpu_busy(args.gpu, busy) if step.name == "train" else contextlib.nullcontext():
-                timed(step.name, *argv(step, raw, [str(config)], **job))
-            done += 1
-    except Stopped:
-        add_row(args.rows, "pipeline", "stopped at its limit", f"after {done} of {len(todo)} jobs "
-                f"(next: {todo[done][0].name}); the rows below are of what finished")
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the rows are written whatever comes now
-    report(args, L, m, seconds, counts, busy)
+    busy: list[float] = []
+    timed = run_jobs(args, todo, raw, config, busy)
+    report(args, Layout(str(results)), todo, timed, busy)
 
 
 class Stopped(BaseException):
-    """The time limit's SIGTERM (a BaseException: the CLI's handlers let it through)."""
+    """The part's deadline (a BaseException: the CLI's handlers let it through)."""
 
 
 def _stop(signum: int, frame: object) -> None:
     raise Stopped
 
 
-def report(args: argparse.Namespace, L, model: str, seconds: dict[str, float], counts: dict[str, int],
-           busy: list[float]) -> None:
+def run_jobs(args: argparse.Namespace, todo: list, raw: dict, config: Path,
+             busy: list[float]) -> list[float]:
+    """Run the jobs in order, GPU busy sampled while training; the seconds of each that finished.
+
+    ``--limit`` is this process's own deadline (SIGALRM: neither the DataLoader workers, which
+    a shell ``timeout`` would signal too and so crash the loader, nor forked children get it);
+    reached, the jobs that finished are what the rows report.
+    """
+    from maskpipe.cli import main as cli
+    from maskpipe.pipeline import argv
+
+    seconds: list[float] = []
+    before = signal.signal(signal.SIGALRM, _stop)
+    signal.setitimer(signal.ITIMER_REAL, args.limit)
+    try:
+        for step, job in todo:
+            start = time.perf_counter()
+            with gpu_busy(args.gpu, busy) if step.runs == "train" else contextlib.nullcontext():
+                if cli(argv(step, raw, [str(config)], **job)) != 0:
+                    raise SystemExit(f"gpu_check: maskpipe {step.name} failed")
+            seconds.append(time.perf_counter() - start)
+    except Stopped:
+        following = todo[len(seconds)][0].name if len(seconds) < len(todo) else "none"
+        add_row(args.rows, "pipeline", "stopped at its limit",
+                f"after {len(seconds)} of {len(todo)} jobs ({args.limit:.0f} s; next: "
+                f"{following}); the rows below are of what finished")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    return seconds
+
+
+def report(args: argparse.Namespace, L, todo: list, seconds: list[float], busy: list[float]) -> None:
     """Rows of the pipeline: per-step times, crop images/s, GPU busy, training images/s, projection."""
-    metrics = [json.loads(Path(L.train_metrics(model, f)).read_text()) for f in range(args.folds)
-               if Path(L.train_metrics(model, f)).is_file()]
-    device = metrics[0]["device"] if metrics else "no fold trained"
-    size = f"{args.persons} persons + {args.eval_images} eval, crop {args.crop_size[0]}x{args.crop_size[1]}"
     from maskpipe.train.devices import resolve_workers
 
+    done = todo[:len(seconds)]
+    by_step: dict[str, float] = {}
+    for (step, _), t in zip(done, seconds):
+        by_step[step.name] = by_step.get(step.name, 0.0) + t
+    trained = [(job, t, json.loads(Path(L.train_metrics(job["model"], job["fold"])).read_text()))
+               for (step, job), t in zip(done, seconds) if step.runs == "train"]
+    device = trained[0][2]["device"] if trained else "no fold trained"
+    size = f"{args.persons} persons + {args.eval_images} eval, crop {args.crop_size[0]}x{args.crop_size[1]}"
     add_row(args.rows, "pipeline", f"run: {size}, {args.arch} {args.image_size[0]}x{args.image_size[1]}, "
             f"{args.folds} folds x {args.epochs} epochs, {device}, "
             f"{resolve_workers(_workers(args.num_workers))} loader workers",
-            " ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
-    if "crop" in seconds:
+            " ".join(f"{k} {v:.0f}s" for k, v in by_step.items()))
+    if "crop" in by_step:
         n_images = sum(len(Path(L.crop_index(s)).read_text().splitlines()) - 1 for s in ("train", "eval"))
         add_row(args.rows, "crop img/s", f"{n_images} images, detection and crops",
-                f"{n_images / seconds['crop']:.0f}")
-    if metrics:
-        last = [h["history"][-1]["images_per_second"] for h in metrics]
-        add_row(args.rows, "pipeline", f"training img/s (last epoch, mean of {len(metrics)} folds)",
+                f"{n_images / by_step['crop']:.0f}")
+    if trained:
+        last = [m["history"][-1]["images_per_second"] for _, _, m in trained]
+        add_row(args.rows, "pipeline", f"training img/s (last epoch, mean of {len(trained)} folds)",
                 f"{statistics.mean(last):.0f}")
     if busy:
         share = sum(b >= 80 for b in busy) / len(busy)
@@ -177,17 +191,36 @@ def report(args: argparse.Namespace, L, model: str, seconds: dict[str, float], c
                 f">= 80 in {share:.0%} of samples")
     else:
         add_row(args.rows, "GPU busy %", "during training", "n/a (no nvidia-smi)")
-    if not metrics:
+    projection(args, todo, done, seconds, trained)
+
+
+def projection(args: argparse.Namespace, todo: list, done: list, seconds: list[float],
+               trained: list) -> None:
+    """Crop to submission at ``--full-epochs``: each training job's time plus its last epoch's
+    seconds for every further epoch (its start-up is not multiplied); a job the limit stopped
+    counts as the mean of the finished jobs of its step, if any."""
+    if not trained:
         add_row(args.rows, "projection", "crop to submission", "n/a: no fold finished training")
         return
-    # A fold's train and predict job: the mean of those that finished (all, unless stopped).
-    per_fold = {k: seconds[k] / counts[k] for k in ("train", "predict") if counts.get(k)}
-    short = sum(v for k, v in seconds.items() if k not in per_fold) + sum(per_fold.values()) * args.folds
-    projected = short + per_fold["train"] * args.folds * (args.full_epochs / args.epochs - 1)
-    missing = [k for k in ("predict", "ensemble", "submit") if k not in seconds]
+    extra = args.full_epochs - args.epochs
+    full = [t + extra * m["history"][-1]["seconds"] for _, t, m in trained]
+    per_job: dict[str, list[float]] = {}
+    for (step, _), t in zip(done, seconds):
+        if step.runs != "train":
+            per_job.setdefault(step.name, []).append(t)
+    per_job["train"] = full
+    total, missing = 0.0, []
+    for step, _ in todo:
+        name = "train" if step.runs == "train" else step.name
+        if name in per_job:
+            total += statistics.mean(per_job[name])
+        elif step.name not in missing:
+            missing.append(step.name)
+    short = sum(seconds)
     add_row(args.rows, "projection", f"crop to submission, {args.folds} folds x 1 model x "
             f"{args.full_epochs} epochs (goal < 1 h)",
-            f"{projected / 60:.1f} min ({short / 60:.1f} min at {args.epochs} epochs"
+            f"{total / 60:.1f} min ({short / 60:.1f} min measured at {args.epochs} epochs"
+            f"{', of ' + str(len(seconds)) + ' of ' + str(len(todo)) + ' jobs' if len(seconds) < len(todo) else ''}"
             f"{'; not reached, not counted: ' + ', '.join(missing) if missing else ''})")
 
 
@@ -221,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--num-workers", default="auto")
     p.add_argument("--gpu", default="0", help="nvidia-smi index of the GPU to sample")
+    p.add_argument("--limit", type=float, default=0,
+                   help="seconds after which the jobs stop and what finished is reported (0: none)")
     sub.add_parser("table")
     for p in sub.choices.values():
         p.add_argument("--rows", type=Path, required=True)

@@ -35,40 +35,49 @@ def test_the_gpu_check_runs_on_a_cpu_and_prints_its_table(smoke):
     assert re.search(r"train img/s .*fp32 \d+, bf16\+channels_last \d+: \d+\.\d\dx", table), table
     # every step `snakemake submission` runs is timed, the persons step too
     assert re.search(r"validate \d+s crop \d+s persons \d+s .* ensemble \d+s submit \d+s", table), table
-    assert re.search(r"\d+\.\d min \(\d+\.\d min at 1 epochs\)", table), table
+    assert re.search(r"\d+\.\d min \(\d+\.\d min measured at 1 epochs\)", table), table
     # the pipeline really ran from crop to submission, with the config the script wrote
     submission = work / "pipeline" / "results" / "submission.csv"
     assert len(submission.read_text().splitlines()) == 1 + 8
 
 
 def test_a_pipeline_stopped_at_its_limit_still_reports_what_finished(smoke, tmp_path, monkeypatch):
-    """The time limit's SIGTERM, here as the first predict job starts: the rows of what finished
-    and a projection from the folds trained, saying what it could not count."""
+    """The part's deadline (its SIGALRM), here in the second fold's first training batch, with
+    DataLoader workers running: the rows of what finished and a projection from the fold
+    trained, saying what it could not count."""
     import maskpipe.cli
+    import maskpipe.train.loop as loop
 
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
-    real = maskpipe.cli.main
+    real_main, real_to, trains = maskpipe.cli.main, loop._to, []
 
     def main(argv):
-        if argv[0] == "predict":
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(argv)
+        trains.extend(argv[:1] if argv[0] == "train" else [])
+        return real_main(argv)
+
+    def to(x, device, channels_last=False):
+        if len(trains) == 2:
+            trains.append("stopped")
+            os.kill(os.getpid(), signal.SIGALRM)  # as the deadline's timer would
+        return real_to(x, device, channels_last)
 
     monkeypatch.setattr(maskpipe.cli, "main", main)
+    monkeypatch.setattr(loop, "_to", to)
     rows = tmp_path / "rows.tsv"
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        gpu_check.main(["pipeline", "--rows", str(rows), "--work", str(tmp_path / "pipeline"),
-                        "--data", str(smoke[0] / "data"), "--crop-size", "40", "32",
-                        "--arch", "test_resnet", "--image-size", "32", "32", "--folds", "2",
-                        "--epochs", "1", "--full-epochs", "2", "--batch", "16", "--num-workers", "0"])
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    before = signal.getsignal(signal.SIGALRM)
+    gpu_check.main(["pipeline", "--rows", str(rows), "--work", str(tmp_path / "pipeline"),
+                    "--data", str(smoke[0] / "data"), "--crop-size", "40", "32",
+                    "--arch", "test_resnet", "--image-size", "32", "32", "--folds", "2",
+                    "--epochs", "1", "--full-epochs", "3", "--batch", "16", "--num-workers", "2",
+                    "--limit", "600"])
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL)[0] == 0
     text = rows.read_text()
-    assert re.search(r"stopped at its limit\tafter (\d+) of (\d+) jobs \(next: predict\)", text), text
-    assert "training img/s (last epoch, mean of 2 folds)" in text
-    assert re.search(r"projection\t.*\t\d+\.\d min .*not reached, not counted: predict, ensemble, "
-                     r"submit\)", text), text
+    assert trains == ["train", "train", "stopped"]
+    stopped = re.search(r"stopped at its limit\tafter (\d+) of (\d+) jobs \(600 s; next: train\)", text)
+    assert stopped and int(stopped[1]) < int(stopped[2]), text
+    assert "training img/s (last epoch, mean of 1 folds)" in text
+    assert re.search(r"projection\t.*\t\d+\.\d min \(\d+\.\d min measured at 1 epochs, of \d+ of \d+ "
+                     r"jobs; not reached, not counted: predict, ensemble, submit\)", text), text
     assert not (tmp_path / "pipeline" / "results" / "submission.csv").exists()

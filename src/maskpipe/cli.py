@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="print where a run's submission and report are, and its score")
     p.add_argument("--results", type=Path, default=None,
-                   help="results folder (default: from config; its pseudo-label rounds always are)")
+                   help="results folder (default: from config); without the config, the last "
+                        "pseudo-label round is the last one the folder holds")
     _config_arg(p)
     _common(p)
     # Whole option names only: an abbreviation would keep accepting a renamed flag's old prefix

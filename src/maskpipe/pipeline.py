@@ -416,7 +416,8 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
         elif arg.kind == "log":
             out.append(log_path(step, under(None), model, fold, round))
         else:
-            assert arg.port is not None  # inputs, outputs and params come from a port
+            if arg.port is None:
+                raise ValueError(f"{step.name}: {arg.flag} ({arg.kind}) has no port in the step table")
             out += arg.port.paths(under(arg.port), model, fold, round)
     return out
 

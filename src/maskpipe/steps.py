@@ -254,9 +254,13 @@ def summary(args: argparse.Namespace, load_config: Loader) -> str:
     round 1's when there are rounds)."""
     import json
 
-    config = load_config(args)
-    layout = Layout(str(args.results or config.results))
-    last = last_round(config.raw)
+    if args.results is None:
+        config = load_config(args)
+        layout, last = Layout(str(config.results)), last_round(config.raw)
+    else:  # no config: the last round whose ensemble is in the folder
+        layout, last = Layout(str(args.results)), 1
+        while Path(layout.round(last + 1).metrics()).is_file():
+            last += 1
 
     def scores(number: int) -> dict:
         path = Path(layout.round(number).metrics())

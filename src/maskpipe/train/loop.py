@@ -126,11 +126,12 @@ def train_fold(
     parts = build_parts(model, data, model_cfg, device, where)
     # issue 15: where it runs is part of the key (a CPU resume.pt on CUDA starts over)
     run_on = runtime(device, parts.amp, parts.scaler.is_enabled())
-    # The crops themselves too: a re-crop at another crop.size keeps the index byte-identical.
-    key = fingerprint(model_name, fold, model_cfg, train_cfg,
-                      [crops, crop_index, labels, folds, *(pseudo or ())], run_on)
     state = ResumeState(history=[], best={"val_f1": -1.0, "epoch": 0, "state": None}, epoch=0)
-    if resume_file is not None:
+    key = ""
+    if resume_file is not None:  # hashing GBs of crops is worth it only for a job that can resume
+        # The crops themselves too: a re-crop at another crop.size keeps the index byte-identical.
+        key = fingerprint(model_name, fold, model_cfg, train_cfg,
+                          [crops, crop_index, labels, folds, *(pseudo or ())], run_on)
         state = ResumeState.load(resume_file, key, *_resumable(parts), run_on) or state
     # fit and evaluate, epoch by epoch
     name = f"{model_name} fold {fold}"
