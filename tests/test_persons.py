@@ -66,6 +66,27 @@ def test_step_recovers_planted_persons(tmp_path):
     assert score_groups(blind, truth["person"].to_numpy())["precision"] < 1.0
 
 
+def test_a_photos_look_read_at_reduced_scale_is_its_full_size_look(tmp_path):
+    """read_features decodes JPEGs at 1/8 scale (Image.draft): a real portrait's look stays
+    within 0.01 RMS of the one from the full decode, and a PNG (no draft) is read as it is."""
+    import matplotlib
+
+    from maskpipe.persons.group import look
+
+    portrait = Image.open(matplotlib.get_data_path() + "/sample_data/grace_hopper.jpg")
+    portrait.convert("RGB").resize((384, 512)).save(tmp_path / "a.jpg", quality=90)
+    portrait.convert("RGB").resize((384, 512)).save(tmp_path / "b.png")
+    manifest = pd.DataFrame({"key": ["a", "b"], "path": ["a.jpg", "b.png"]})
+    index = pd.DataFrame({"key": ["a", "b"], "row": [0, 1]})
+    looks, _ = step.read_features(manifest, tmp_path, np.zeros((2, 8, 8, 3), np.uint8), index)
+    full = []
+    for name in ("a.jpg", "b.png"):
+        with Image.open(tmp_path / name) as image:
+            full.append(look(image))
+    assert 0 < np.sqrt(np.mean((looks[0] - full[0]) ** 2)) < 0.01  # decoded otherwise, alike
+    np.testing.assert_array_equal(looks[1], full[1])
+
+
 def test_step_names_a_photo_without_a_crop(tmp_path):
     _shoots(tmp_path, persons=2)
     pd.read_csv(tmp_path / "index.csv").iloc[1:].to_csv(tmp_path / "index.csv", index=False)
