@@ -85,6 +85,9 @@ def test_a_photos_look_read_at_reduced_scale_is_its_full_size_look(tmp_path):
             full.append(look(image))
     assert 0 < np.sqrt(np.mean((looks[0] - full[0]) ** 2)) < 0.01  # decoded otherwise, alike
     np.testing.assert_array_equal(looks[1], full[1])
+    (tmp_path / "a.jpg").write_text("not a photo")
+    with pytest.raises(MaskpipeError, match=r"a\.jpg: unreadable image"):
+        step.read_features(manifest, tmp_path, np.zeros((2, 8, 8, 3), np.uint8), index)
 
 
 def test_step_names_a_photo_without_a_crop(tmp_path):
