@@ -210,3 +210,13 @@ def snakemake_jobs(project: Path, configfiles: list[Path] = (), target: str = "s
             return list(workflow.dag.jobs), workflow
     finally:
         os.chdir(cwd)
+
+
+def parallel_search(folder: Path) -> Path:
+    """A search overlay (``folder``/search.yaml): 2 trials of the learning rate on fold 0, one
+    epoch each, both at once (``search.parallel: 2``)."""
+    path = folder / "search.yaml"
+    path.write_text(yaml.safe_dump({"replace": ["search"], "search": {
+        "trials": 2, "folds": [0], "seed": 0, "parallel": 2,
+        "space": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "epochs": [1]}}}))
+    return path

@@ -16,7 +16,6 @@ from unittest import mock
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from maskpipe.config import validate
@@ -34,6 +33,7 @@ from maskpipe.train.devices import (
 )
 from maskpipe.train.loop import _to
 from maskpipe.train.resume import ResumeState, fingerprint, runtime
+from conftest import parallel_search
 
 
 @pytest.fixture
@@ -260,11 +260,7 @@ def test_parallel_search_trials_claim_a_gpu_each_current_in_their_own_thread(tin
 
     monkeypatch.setattr(loop, "train_fold", _on_cpu(loop.train_fold, training))
     monkeypatch.setattr(predict_step, "run", _on_cpu(predict_step.run, predicting))
-    search = tmp_path / "search.yaml"
-    search.write_text(yaml.safe_dump({"replace": ["search"], "search": {
-        "trials": 2, "folds": [0], "seed": 0, "parallel": 2,
-        "space": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "epochs": [1]}}}))
-    done = run_search([config_path, search], folder=tmp_path / "out")
+    done = run_search([config_path, parallel_search(tmp_path)], folder=tmp_path / "out")
 
     assert done.completed == 2
     trained = [(thread, device) for step, thread, device in jobs if step == "train"]

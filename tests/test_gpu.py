@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from maskpipe import predict as predict_step
 from maskpipe.classes import PROB_COLUMNS
@@ -34,7 +33,7 @@ from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.devices import claim_device
 from maskpipe.train.loop import train_fold
 
-from conftest import write_pseudo_labels
+from conftest import parallel_search, write_pseudo_labels
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -200,11 +199,7 @@ def test_a_parallel_search_runs_its_trials_on_cuda(tiny_run, tmp_path):
     from maskpipe.search import run_search
 
     config_path, _ = tiny_run
-    search = tmp_path / "search.yaml"
-    search.write_text(yaml.safe_dump({"replace": ["search"], "search": {
-        "trials": 2, "folds": [0], "seed": 0, "parallel": 2,
-        "space": {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "epochs": [1]}}}))
-    done = run_search([config_path, search], folder=tmp_path / "out")
+    done = run_search([config_path, parallel_search(tmp_path)], folder=tmp_path / "out")
     assert done.completed == 2
     trials = sorted((tmp_path / "out" / "trials").iterdir())
     assert len(trials) == 2

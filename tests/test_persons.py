@@ -71,7 +71,7 @@ def test_a_photos_look_read_at_reduced_scale_is_its_full_size_look(tmp_path):
     within 0.01 RMS of the one from the full decode, and a PNG (no draft) is read as it is."""
     import matplotlib
 
-    from maskpipe.persons.group import look
+    from maskpipe.images import look
 
     portrait = Image.open(matplotlib.get_data_path() + "/sample_data/grace_hopper.jpg")
     portrait.convert("RGB").resize((384, 512)).save(tmp_path / "a.jpg", quality=90)

@@ -44,3 +44,15 @@ def read_rgb(path: str | os.PathLike, draft: int | None = None) -> Image.Image:
         raise MaskpipeError(f"{path}: image not found") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise MaskpipeError(f"{path}: unreadable image ({e})") from e
+
+
+#: Thumbnail (width, height) of a photo's look: coarse enough that a shift of a few pixels or a
+#: different mask changes little, fine enough to tell two rooms apart.
+LOOK = (12, 16)
+
+
+def look(image: Image.Image) -> np.ndarray:
+    """A photo's look: its ``LOOK`` colour thumbnail as floats in 0..1, flattened. The crop step
+    groups eval photos into shoots by it, the persons step into persons (with their faces)."""
+    thumb = (image if image.mode == "RGB" else image.convert("RGB")).resize(LOOK, Image.Resampling.BOX)
+    return np.asarray(thumb, dtype=np.float32).reshape(-1) / 255.0

@@ -11,7 +11,8 @@ uint8 ``.npy`` array per split: training memory-maps it and decodes nothing.
 
 from maskpipe.crop.detect import BoxCache, DetectorSettings, detect_boxes, make_detector
 from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box, group_boxes
-from maskpipe.crop.shoots import ShootGrouping, group_shoots, look
+from maskpipe.crop.shoots import ShootGrouping, group_shoots
+from maskpipe.images import look
 from maskpipe.crop.placement import SOURCES, Placement
 from maskpipe.crop.step import DetectionPass, crop_split, detector_passes, run
 

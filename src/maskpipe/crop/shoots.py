@@ -5,10 +5,11 @@ light and clothes, with the face moved a little and the mask changed. A photo in
 no face (masked faces are often missed) then takes the median box of its shoot's detected photos,
 as a train photo takes its person's: eval crops framed like train crops.
 
-The look of a photo is a tiny colour thumbnail (the background, hair and clothes fill most of
-it; the mask covers a few of its cells). Photos are grouped by average-linkage clustering of these
-thumbnails (scikit-learn), cut at ``max_distance`` and restricted to each photo's nearest
-neighbours, so a large eval set never needs all pairwise distances.
+The look of a photo (:func:`maskpipe.images.look`) is a tiny colour thumbnail (the background,
+hair and clothes fill most of it; the mask covers a few of its cells). Photos are grouped by
+average-linkage clustering of these thumbnails (scikit-learn), cut at ``max_distance`` and
+restricted to each photo's nearest neighbours, so a large eval set never needs all pairwise
+distances.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-#: Thumbnail (width, height) of a photo's look: coarse enough that a shift of a few pixels or a
-#: different mask changes little, fine enough to tell two rooms apart.
-THUMB = (12, 16)
 
 
 @dataclass(frozen=True)
@@ -30,12 +27,6 @@ class ShootGrouping:
 
     max_distance: float = 0.1  # RMS colour difference of two thumbnails, 0..1
     neighbours: int = 10  # nearest photos each photo may be grouped with (a shoot has 7)
-
-
-def look(image: Image.Image) -> np.ndarray:
-    """A photo's look: its ``THUMB`` colour thumbnail as floats in 0..1, flattened."""
-    thumb = image.resize(THUMB, Image.Resampling.BOX)
-    return np.asarray(thumb, dtype=np.float32).reshape(-1) / 255.0
 
 
 def group_shoots(looks: np.ndarray, grouping: ShootGrouping) -> np.ndarray:
@@ -50,7 +41,7 @@ def group_shoots(looks: np.ndarray, grouping: ShootGrouping) -> np.ndarray:
     n = len(looks)
     if n < 2:
         return np.zeros(n, dtype=np.int64)
-    # RMS difference = Euclidean / sqrt(dims), so the threshold does not depend on THUMB.
+    # RMS difference = Euclidean / sqrt(dims), so the threshold does not depend on LOOK.
     x = np.asarray(looks, dtype=np.float64) / np.sqrt(looks.shape[1])
     graph = kneighbors_graph(x, n_neighbors=min(grouping.neighbours, n - 1), include_self=False)
     model = AgglomerativeClustering(n_clusters=None, distance_threshold=grouping.max_distance,

@@ -22,9 +22,8 @@ from maskpipe.crop.detect import BOX_COLUMNS, BoxCache, DetectorSettings, detect
 from maskpipe.crop.geometry import CropGeometry, cut
 from maskpipe.crop.placement import (SOURCES, Hit, Placement, group_hits, place_by_shoot, place_photo,
                                     placement, record)
-from maskpipe.crop.shoots import look
 from maskpipe.crop.sheet import contact_sheet
-from maskpipe.images import read_rgb
+from maskpipe.images import look, read_rgb
 from maskpipe.io import npy_writer, path_inside, read_csv, write_bytes_if_changed, write_csv
 
 log = logging.getLogger(__name__)

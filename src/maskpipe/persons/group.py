@@ -5,7 +5,8 @@ face moved a little and the mask changed. A photo's *look* is a tiny colour thum
 whole photo (background, hair and clothes fill most of it; the mask covers a few cells); its
 *face* is a small thumbnail of the upper half of its face crop (eyes, brows, forehead, hair: the
 part a mask never covers). Both are scaled so that a Euclidean distance is an RMS difference in
-0..1, weighted and concatenated.
+0..1 (the look is :func:`maskpipe.images.look`, the one the crop step groups shoots by),
+weighted and concatenated.
 
 Photos are clustered by average linkage (scikit-learn) restricted to each photo's nearest
 neighbours, so a large eval set never needs all pairwise distances. The known shape of a person
@@ -22,9 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-#: Thumbnail (width, height) of a photo's look: coarse enough that a shift of a few pixels or a
-#: different mask changes little, fine enough to tell two rooms apart.
-LOOK = (12, 16)
 #: Thumbnail (width, height) of the upper half of a face crop.
 FACE = (8, 4)
 
@@ -39,12 +37,6 @@ class Grouping:
     join_distance: float = 0.2  #: small groups closer than this are joined if they fit one person
     size: int = 7  #: photos per person
     neighbours: int = 15  #: nearest photos each photo may be linked with
-
-
-def look(image: Image.Image) -> np.ndarray:
-    """A photo's look: its ``LOOK`` colour thumbnail as floats in 0..1, flattened."""
-    thumb = image.convert("RGB").resize(LOOK, Image.Resampling.BOX)
-    return np.asarray(thumb, dtype=np.float32).reshape(-1) / 255.0
 
 
 def face(crop: np.ndarray) -> np.ndarray:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maskpipe.images import read_rgb
+from maskpipe.images import LOOK, look, read_rgb
 from maskpipe.io import MaskpipeError, read_csv, write_csv
-from maskpipe.persons.group import LOOK, Grouping, face, group_persons, look
+from maskpipe.persons.group import Grouping, face, group_persons
 
 log = logging.getLogger(__name__)
 
