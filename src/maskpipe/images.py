@@ -52,7 +52,8 @@ LOOK = (12, 16)
 
 
 def look(image: Image.Image) -> np.ndarray:
-    """A photo's look: its ``LOOK`` colour thumbnail as floats in 0..1, flattened. The crop step
-    groups eval photos into shoots by it, the persons step into persons (with their faces)."""
-    thumb = (image if image.mode == "RGB" else image.convert("RGB")).resize(LOOK, Image.Resampling.BOX)
+    """A photo's look (an RGB image, as :func:`read_rgb` gives): its ``LOOK`` colour thumbnail
+    as floats in 0..1, flattened. The crop step groups eval photos into shoots by it, the persons
+    step into persons (with their faces)."""
+    thumb = image.resize(LOOK, Image.Resampling.BOX)
     return np.asarray(thumb, dtype=np.float32).reshape(-1) / 255.0
