@@ -101,7 +101,8 @@ def crop_step(data: Path, config: dict, work: Path, cache: Path) -> dict[str, pd
     """Run validate and crop in-process on ``data`` (results under ``work``): the crop indexes."""
     from maskpipe.cli import main as cli_main
     from maskpipe.layout import Layout
-    from maskpipe.pipeline import STEPS, argv
+    from maskpipe.jobs import argv
+    from maskpipe.pipeline import STEPS
 
     work.mkdir(parents=True, exist_ok=True)
     cfg = {**config, "data": {**config.get("data", {}), "root": str(data)}, "results": str(work / "results")}

@@ -102,7 +102,7 @@ def pipeline_config(args: argparse.Namespace, data: Path, results: Path) -> dict
 def pipeline(args: argparse.Namespace) -> None:
     from maskpipe.config import load_raw
     from maskpipe.layout import Layout
-    from maskpipe.pipeline import jobs_for
+    from maskpipe.jobs import jobs_for
 
     data, results = args.data, args.work / "results"
     shutil.rmtree(results, ignore_errors=True)  # a reused work folder: no old checkpoint or resume.pt
@@ -137,7 +137,7 @@ def run_jobs(args: argparse.Namespace, todo: list, raw: dict, config: Path,
     reached, the jobs that finished are what the rows report.
     """
     from maskpipe.cli import main as cli
-    from maskpipe.pipeline import argv
+    from maskpipe.jobs import argv
 
     seconds: list[float] = []
     before = signal.signal(signal.SIGALRM, _stop)

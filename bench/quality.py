@@ -6,7 +6,7 @@ Generates (or reuses) a realistic set with ``maskpipe demo-data --faces`` (real 
 with drawn masks, in the competition's layout; eval made of persons, ``demo_truth.csv`` holds
 their true classes), then runs the pipeline's steps in-process through the CLI for every row of
 :data:`ROWS`, with the arguments the engines would pass (from the step table,
-:func:`maskpipe.pipeline.argv`; each file in the folder :data:`FOLDER` names for its kind), and
+:func:`maskpipe.jobs.argv`; each file in the folder :data:`FOLDER` names for its kind), and
 prints one table: out-of-fold macro F1, eval macro F1 against ``demo_truth.csv`` (what a
 leaderboard would give), eval F1 per task, how the train and eval photos were cropped, and the
 row's wall time.
@@ -39,7 +39,8 @@ from maskpipe.cli import main as cli_main
 from maskpipe.config import validate
 from maskpipe.layout import Layout
 from maskpipe.metrics import macro_f1, task_f1
-from maskpipe.pipeline import STEPS, Port, argv
+from maskpipe.jobs import argv
+from maskpipe.pipeline import STEPS, Port
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.quality")

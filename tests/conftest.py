@@ -127,7 +127,7 @@ def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
     the arguments the engines would pass (from the step table), in DAG order: (config path,
     layout). ``crop_cache`` replaces the detection cache folder."""
     from maskpipe.config import validate
-    from maskpipe.pipeline import argv, ordered_jobs
+    from maskpipe.jobs import argv, ordered_jobs
 
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -434,7 +434,8 @@ def test_real_faces_eval_photos_are_cropped_like_train(real_set, tmp_path, shipp
     from maskpipe.cli import main as cli_main
     from maskpipe.config import validate
     from maskpipe.layout import Layout
-    from maskpipe.pipeline import STEPS, argv
+    from maskpipe.jobs import argv
+    from maskpipe.pipeline import STEPS
 
     cfg = shrink(copy.deepcopy(shipped_config), real_set, results=str(tmp_path / "results"))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))

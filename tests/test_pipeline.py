@@ -12,7 +12,8 @@ from maskpipe import code
 from maskpipe.cli import build_parser
 from maskpipe.config import Config, step_params, validate
 from maskpipe.dvcgen import stages
-from maskpipe.pipeline import STEPS, argv, files, jobs, jobs_for, local_steps, log_path
+from maskpipe.jobs import argv, files, jobs, jobs_for, log_path
+from maskpipe.pipeline import STEPS, local_steps
 
 from conftest import make_project, shrink, snakemake_jobs
 

@@ -15,7 +15,7 @@ from maskpipe.classes import PROB_COLUMNS, encode
 from maskpipe.config import validate
 from maskpipe.io import MaskpipeError
 from maskpipe.layout import Layout
-from maskpipe.pipeline import argv, ordered_jobs
+from maskpipe.jobs import argv, ordered_jobs
 from maskpipe.pseudo import select, summarise
 from maskpipe.train.build import pseudo_split, split_fold
 

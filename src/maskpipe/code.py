@@ -29,6 +29,7 @@ PACKAGE = "maskpipe"
 PLUMBING = frozenset({
     "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.steps", "maskpipe.config",
     "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.pipeline",
+    "maskpipe.jobs",
     "maskpipe.rounds", "maskpipe.steptable",
     "maskpipe.train.devices",
 })

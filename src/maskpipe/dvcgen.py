@@ -17,7 +17,8 @@ import yaml
 from maskpipe.code import step_sources
 from maskpipe.config import Config
 from maskpipe.layout import Layout
-from maskpipe.pipeline import ROUND_STEPS, STEPS, Arg, Step, command, files, log_path
+from maskpipe.jobs import Arg, command, files, log_path
+from maskpipe.pipeline import ROUND_STEPS, STEPS, Step
 from maskpipe.rounds import retrained
 
 HEADER = """\

@@ -2,6 +2,7 @@
 # shell line come from the step table (maskpipe.pipeline); logic lives in the maskpipe package.
 import maskpipe.code as mcode
 import maskpipe.config as mcfg
+import maskpipe.jobs as J
 import maskpipe.pipeline as P
 from maskpipe.layout import Layout
 from snakemake.exceptions import WorkflowError
@@ -86,7 +87,7 @@ def step_params(step):
 
 
 def step_log(step):
-    return P.log_path(P.STEPS[step], config)
+    return J.log_path(P.STEPS[step], config)
 
 
 def step_threads(step):
@@ -111,4 +112,4 @@ def step_shell(step):
             return "{log}"
         return f"{{{arg.kind}.{arg.name}}}"
 
-    return P.command(P.STEPS[step], value, config)
+    return J.command(P.STEPS[step], value, config)

@@ -32,7 +32,8 @@ import yaml
 from maskpipe import config as mconfig
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_json
 from maskpipe.layout import Layout
-from maskpipe.pipeline import STEPS, Port, Step, argv
+from maskpipe.jobs import argv
+from maskpipe.pipeline import STEPS, Port, Step
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, di
 
 def job_argv(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str,
              fold: int) -> list[str]:
-    """The step's arguments as the engines build them (:func:`maskpipe.pipeline.argv`), but its
+    """The step's arguments as the engines build them (:func:`maskpipe.jobs.argv`), but its
     shared inputs from the pipeline's results and the job's own files (outputs, options, its
     per-job inputs such as predict's checkpoint) and log under the trial's."""
     pipeline, trial = str(raw["results"]), str(trial_raw["results"])

@@ -1,0 +1,155 @@
+"""Each job of the step table for a config: its wildcards, its files, its command.
+
+What :data:`maskpipe.pipeline.STEPS` says per step, resolved per job: the jobs of a step (one
+per model x fold, per pseudo-label round, both, or one), every job of a config in an order that
+runs, the jobs a step's outputs need, a job's files and log, and the ``maskpipe STEP ...``
+command every engine runs (an engine's placeholders, or the resolved arguments). The engines
+(``workflow/rules/common.smk``, :mod:`maskpipe.dvcgen`), the search's trials, the benchmarks
+and the tests' in-process runner all build their commands here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from maskpipe.layout import Layout
+from maskpipe.pipeline import FOLD, MODEL, ROUND, ROUND_STEPS, STEPS, Port, Step, model_folds
+from maskpipe.rounds import extra_rounds, retrained
+
+
+def jobs(step: Step, raw: dict) -> list[dict[str, Any]]:
+    """The wildcards of every job of ``step``: one per model x fold (of a round: per model
+    ``pseudo.models`` selects), per round, both, or one job without any."""
+    rounds = [{"round": r} for r in extra_rounds(raw)] if step.rounds else [{}]
+    if not step.fan_out:
+        return rounds
+    models = retrained(raw) if step.rounds else list(raw["models"])
+    return [{**r, "model": m, "fold": f} for r in rounds for m, f in model_folds(raw) if m in models]
+
+
+def ordered_jobs(raw: dict) -> list[tuple[Step, dict[str, Any]]]:
+    """Every job of a config in an order that runs: the table's, with the round steps' jobs
+    grouped round by round (round 3's pseudo-labels need round 2's ensemble)."""
+    out: list[tuple[Step, dict[str, Any]]] = []
+    for step in STEPS.values():
+        if not step.rounds:
+            out += [(step, job) for job in jobs(step, raw)]
+        elif step is ROUND_STEPS[0]:
+            out += [(s, job) for r in extra_rounds(raw) for s in ROUND_STEPS
+                    for job in jobs(s, raw) if job["round"] == r]
+    return out
+
+
+def jobs_for(target: str, raw: dict) -> list[tuple[Step, dict[str, Any]]]:
+    """The jobs an engine runs to make step ``target``'s outputs, in :func:`ordered_jobs`' order:
+    ``target``'s own and every job whose outputs they read, directly or through others."""
+    ordered = ordered_jobs(raw)
+    maker = {path: i for i, (step, job) in enumerate(ordered)
+             for paths in files(step, "outputs", raw, **job).values() for path in paths}
+    needed: set[int] = set()
+    todo = [i for i, (step, _) in enumerate(ordered) if step.name == target]
+    while todo:
+        i = todo.pop()
+        if i not in needed:
+            needed.add(i)
+            step, job = ordered[i]
+            todo += [maker[p] for paths in files(step, "inputs", raw, **job).values()
+                     for p in paths if p in maker]
+    return [ordered[i] for i in sorted(needed)]
+
+
+def files(step: Step, side: str, raw: dict, model: str = MODEL, fold: str = FOLD,
+          cli_only: bool = False, round: str | int = ROUND) -> dict[str, list[str]]:
+    """``side`` (inputs, outputs or options) of one job by port name: each a list of paths."""
+    ports = getattr(step, side)
+    return {p.name: p.paths(raw, model, fold, round) for p in ports if p.cli or not cli_only}
+
+
+def log_path(step: Step, raw: dict, model: str = MODEL, fold: str = FOLD,
+             round: str | int = ROUND) -> str:
+    """The log file of one job of ``step``."""
+    wildcards = ((round,) if step.rounds else ()) + ((model, fold) if step.fan_out else ())
+    return Layout(str(raw["results"])).log(step.name, *wildcards)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One part of a step's command: an option and where its value comes from."""
+
+    flag: str
+    kind: str  #: config, wildcards, params, input, output or log
+    name: str = ""
+    port: Port | None = field(default=None, compare=False)
+
+    def absent(self, raw: dict) -> bool:
+        """Left out of the command: a per-round list, and the config has no pseudo-label rounds
+        (so the command is the same as before rounds existed)."""
+        return (self.port is not None and self.port.round in ("rounds", "extra")
+                and not self.port.paths(raw))
+
+
+def command_args(step: Step) -> Iterator[Arg]:
+    """The options of the command every engine runs for ``step``, in their order."""
+    if step.sections:
+        yield Arg("", "config", "config")
+    if step.fan_out:
+        yield Arg("--model", "wildcards", "model")
+        yield Arg("--fold", "wildcards", "fold")
+    for p in step.options:
+        yield Arg(p.flag(), "params", p.name, p)
+    for p in step.inputs:
+        if p.cli:
+            yield Arg(p.flag(), "input", p.name, p)
+    for p in step.outputs:
+        yield Arg(p.flag(output=True), "output", p.name, p)
+    yield Arg("--log", "log")
+
+
+def command(step: Step, value: Callable[[Arg], str], raw: dict) -> str:
+    """``maskpipe STEP ...`` for config ``raw``, with each option's value from ``value`` (an
+    engine's placeholder or the resolved paths)."""
+    parts = [f"maskpipe {step.name}"]
+    for arg in command_args(step):
+        if arg.absent(raw):
+            continue
+        text = value(arg)
+        parts.append(f"{arg.flag} {text}".strip())
+    return " ".join(p for p in parts if p)
+
+
+def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
+         fold: str | int = FOLD, round: str | int = ROUND,
+         root: Callable[[Port | None], str] | None = None) -> list[str]:
+    """The resolved arguments of one job (after ``maskpipe``), as the engines would run it.
+
+    ``root`` chooses the results folder of each port (a port's ``round`` applies below it) and,
+    given None, of the log: for a job whose files live under several folders (a search trial,
+    the quality bench). Default: every file under ``raw["results"]``.
+    """
+    fold = str(fold)
+
+    def under(port: Port | None) -> dict:
+        if root is None or (port is not None and port.config is not None):
+            return raw
+        return {**raw, "results": root(port)}
+
+    out = [step.name]
+    for arg in command_args(step):
+        if arg.absent(raw):
+            continue
+        if arg.kind == "config":
+            for f in config_files:
+                out += ["--config", str(f)]
+            continue
+        out.append(arg.flag)
+        if arg.kind == "wildcards":
+            out.append(model if arg.name == "model" else fold)
+        elif arg.kind == "log":
+            out.append(log_path(step, under(None), model, fold, round))
+        else:
+            if arg.port is None:
+                raise ValueError(f"{step.name}: {arg.flag} ({arg.kind}) has no port in the step table")
+            out += arg.port.paths(under(arg.port), model, fold, round)
+    return out
