@@ -7,7 +7,6 @@ for a file inside an installed package, e.g. the ImageNet weights below that ins
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import pickle
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from maskpipe.io import MaskpipeError
+from maskpipe.io import MaskpipeError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +95,7 @@ def resolve_weights_file(value: str, where: str) -> Path:
 
 def known_weights(path: Path) -> PackagedWeights | None:
     """The packaged weights ``path`` holds (by content), or None."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return PACKAGED.get(digest.hexdigest()[:8])
+    return PACKAGED.get(sha256_file(path)[:8])
 
 
 def read_state_dict(path: Path, where: str) -> dict[str, torch.Tensor]:
