@@ -110,6 +110,23 @@ def test_a_file_that_does_not_fit_stops_with_one_line(tmp_path):
         create_model("tf_efficientnet_lite0", pretrained_file=str(bad))
 
 
+def test_a_timm_named_safetensors_file_loads_by_name(tmp_path):
+    """The Hugging Face cache's format: safetensors stores tensors sorted by name, so only a file
+    in the model's own naming can load; a foreign one stops instead of pairing sorted names."""
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("test_resnet", num_classes=1000).state_dict()
+    path = tmp_path / "model.safetensors"
+    save_file(source, path)
+    model = create_model("test_resnet", pretrained_file=str(path), head="multitask")
+    loaded = model.backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.items() if not k.startswith("fc."))
+    with pytest.raises(MaskpipeError, match=r"^models\.pretrained_file: \S+model\.safetensors does not fit "
+                                            r"test_convnext: a safetensors file must use the model's"):
+        create_model("test_convnext", pretrained_file=str(path))
+
+
 def test_package_values_that_name_nothing(monkeypatch):
     with pytest.raises(MaskpipeError, match=r"^models\.m\.pretrained_file: pkg:no_such_package/w\.pth: "
                                             r"package no_such_package is not installed \(install the "

@@ -21,7 +21,7 @@ from maskpipe.io import MaskpipeError, sha256_file
 log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "pkg:"
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # timm.data.IMAGENET_DEFAULT_MEAN, _STD
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ def load_weights(model: nn.Module, path: Path, arch: str, where: str) -> None:
     no library converts those names to timm's for these architectures (timm's efficientnet
     models have no checkpoint filter, and its ``remap_state_dict`` pairs the classifier too,
     allows reshapes and stops silently at the shorter list). Either way every tensor but the
-    classifiers and ``num_batches_tracked`` must be paired with one of equal shape.
+    classifiers and ``num_batches_tracked`` must be paired with one of equal shape. A safetensors
+    file keeps no order (it sorts tensors by name): it must be in timm's naming.
 
     Raises:
         MaskpipeError: one line naming ``{where}.pretrained_file``, the file and the first mismatch.
@@ -142,10 +143,17 @@ def load_weights(model: nn.Module, path: Path, arch: str, where: str) -> None:
     source = read_state_dict(path, where)
     target = model.state_dict()
     classifier = model.pretrained_cfg.get("classifier") or ()
-    src = _backbone(source, _source_classifier(source))
-    tgt = _backbone(target, (classifier,) if isinstance(classifier, str) else tuple(classifier))
-    by_name = set(src) == set(tgt)
-    pairs = [(k, k) for k in tgt] if by_name else list(zip(src, tgt, strict=False))
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    tgt = _backbone(target, classifier)
+    by_name = set(_backbone(source, classifier)) == set(tgt)
+    if by_name:
+        src, pairs = tgt, [(k, k) for k in tgt]
+    else:
+        if path.suffix == ".safetensors":  # it stores tensors sorted by name: no order to pair
+            raise MaskpipeError(f"{where}.pretrained_file: {path} does not fit {arch}: a safetensors "
+                                "file must use the model's (timm's) tensor names")
+        src = _backbone(source, _source_classifier(source))
+        pairs = list(zip(src, tgt, strict=False))
     counts = f"{len(src)} tensors in the file, {len(tgt)} in the model, leaving out classifiers"
     for s, t in pairs:
         if source[s].shape != target[t].shape:
