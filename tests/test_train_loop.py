@@ -174,6 +174,29 @@ def test_resume_state_of_other_crops_with_the_same_index_is_not_trusted(setup, t
     assert "other inputs; starting over" in caplog.text
 
 
+def test_resume_state_of_another_weights_file_under_the_same_name_is_not_trusted(setup, tmp_path, caplog):
+    import timm
+
+    weights = tmp_path / "weights.pth"
+
+    def start_from(seed):
+        torch.manual_seed(seed)
+        torch.save(timm.create_model("test_resnet").state_dict(), weights)
+
+    def edit(cfg):
+        cfg.update(epochs=2, pretrained_file=str(weights))
+
+    resume = tmp_path / "resume.pt"
+    start_from(0)
+    with pytest.raises(KeyboardInterrupt):
+        run(setup, tmp_path, edit, resume_file=resume, stop_after_epoch=1)
+    start_from(1)  # same path in the config, other contents
+    with caplog.at_level(logging.INFO, logger="maskpipe.train.resume"):
+        metrics, _ = run(setup, tmp_path, edit, resume_file=resume)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]  # started over
+    assert "other inputs; starting over" in caplog.text
+
+
 def test_early_stopping(setup, tmp_path):
     def edit(cfg):
         cfg["epochs"] = 6

@@ -29,6 +29,7 @@ from maskpipe.train.build import (Data, Parts, build_data, build_model, build_pa
 from maskpipe.train.heads import probabilities
 from maskpipe.train.devices import resolve_workers
 from maskpipe.train.resume import ResumeState, fingerprint, runtime
+from maskpipe.train.weights import resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,11 @@ def train_fold(
     key = ""
     if resume_file is not None:  # hashing GBs of crops is worth it only for a job that can resume
         # The crops themselves too: a re-crop at another crop.size keeps the index byte-identical.
+        # The weights file too: a plain path keeps its name when its contents change.
+        weights = ([resolve_weights_file(model_cfg["pretrained_file"], where)]
+                   if model_cfg["pretrained_file"] else [])
         key = fingerprint(model_name, fold, model_cfg, train_cfg,
-                          [crops, crop_index, labels, folds, *(pseudo or ())], run_on)
+                          [crops, crop_index, labels, folds, *(pseudo or ()), *weights], run_on)
         state = ResumeState.load(resume_file, key, *_resumable(parts), run_on) or state
     # fit and evaluate, epoch by epoch
     name = f"{model_name} fold {fold}"

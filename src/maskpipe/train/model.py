@@ -1,4 +1,5 @@
-"""Models by timm name, with a clear stop when pretrained weights cannot be had offline."""
+"""Models by timm name, from a weights file, or with a clear stop when timm's pretrained weights
+cannot be had offline."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import contextlib
 import difflib
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import torch
@@ -14,6 +14,7 @@ from torch import nn
 
 from maskpipe.classes import NUM_CLASSES
 from maskpipe.io import MaskpipeError
+from maskpipe.train.weights import known_weights, load_weights, packaged_hint, resolve_weights_file
 
 
 def create_model(arch: str, pretrained: bool = False, pretrained_file: str | None = None,
@@ -21,12 +22,14 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
                  where: str = "models") -> nn.Module:
     """A timm model with an 18-class head, or the head ``head`` (see :mod:`maskpipe.train.heads`).
 
-    ``pretrained_file`` loads local weights (their classifier is dropped when its shape differs).
+    ``pretrained_file`` (a path or ``pkg:MODULE/path``, see :mod:`maskpipe.train.weights`) loads
+    those weights instead of timm's, and their normalisation into ``model.pretrained_cfg``; the
+    classifier is always the new head.
     ``where`` is the config key named in errors (``models.NAME``).
 
     Raises:
-        MaskpipeError: unknown architecture, missing local file, or pretrained weights that are
-            neither cached nor downloadable (no network).
+        MaskpipeError: unknown architecture, missing or mismatched weights file, or pretrained
+            weights that are neither cached nor downloadable (no network).
     """
     import timm
 
@@ -38,23 +41,33 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
         close = difflib.get_close_matches(arch, timm.list_models(), n=1, cutoff=0.75)
         hint = f"did you mean {close[0]!r}?" if close else "see timm.list_models()"
         raise MaskpipeError(f"{where}.arch: {arch!r} is not a timm model ({hint})")
-    kwargs: dict = {"num_classes": num_classes}
     if pretrained_file:
-        if not Path(pretrained_file).is_file():
-            raise MaskpipeError(f"{where}.pretrained_file: {pretrained_file} not found")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
-        pretrained = True
+        path = resolve_weights_file(pretrained_file, where)
+        model = timm.create_model(arch, num_classes=num_classes)
+        load_weights(model, path, arch, where)
+        known = known_weights(path)
+        if known is not None:  # the normalisation follows the weights, not the architecture
+            model.pretrained_cfg = {**model.pretrained_cfg, "mean": known.mean, "std": known.std}
+    else:
+        model = _timm_pretrained(arch, pretrained, num_classes, where)
+    return MultiTaskNet(model) if head == "multitask" else model
+
+
+def _timm_pretrained(arch: str, pretrained: bool, num_classes: int, where: str) -> nn.Module:
+    """timm's model, with its own pretrained weights (cached or downloaded) if ``pretrained``."""
+    import timm
+
     try:
-        with _offline_unless_reachable(pretrained and not pretrained_file):
-            model = timm.create_model(arch, pretrained=pretrained, **kwargs)
-        return MultiTaskNet(model) if head == "multitask" else model
+        with _offline_unless_reachable(pretrained):
+            return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes)
     except (OSError, RuntimeError, ValueError) as e:
         if not pretrained:
             raise
         raise MaskpipeError(
             f"{where}: cannot load pretrained weights for {arch!r} ({type(e).__name__}); no network? "
             "Download them once where there is (they land in the Hugging Face cache), or set "
-            "pretrained_file: /path/to/weights.safetensors, or pretrained: false"
+            f"pretrained_file: /path/to/weights.safetensors, or {packaged_hint(arch)}, "
+            "or pretrained: false"
         ) from e
 
 
