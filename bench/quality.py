@@ -14,11 +14,19 @@ row's wall time.
 Work is shared where the config is the same: one crop run for all rows, and each model x fold is
 trained once and reused by every row whose model has the same config (the "no TTA" row only
 predicts again; the ensemble row reuses the 18-class model). A row's time counts only what it ran
-itself; ``reused`` says which rows trained nothing. Training runs from scratch (no pretrained
-weights offline), so the absolute figures are low: the table is for comparing choices. Seeded and
-repeatable on CPU. Sizes (persons, folds, epochs, image size) are arguments and the same for
-every row; the defaults (600 + 300 persons, 2 folds, 6 epochs, 48 px) are sized for about an hour
-on 2 cores (README "Quality on real faces" says what was measured at which size).
+itself; ``reused`` says which rows trained nothing.
+
+Noise is printed beside every figure: each row's eval macro F1 has a 95% bootstrap interval over
+eval persons, each eval-only option (persons grouping, prior correction) and each claimed gain
+between rows (:data:`GAINS`) a paired one, called real only where it excludes 0. An interval over
+eval persons is not the whole noise: ``--data-seed`` draws other faces, ``--seed`` trains again.
+
+``--regime pretrained`` (the default) starts every model from the ImageNet weights that pip
+packages ship (:data:`maskpipe.train.weights.PACKAGED`; offline), as the competition's teams
+fine-tuned pretrained backbones; ``--regime scratch`` is the earlier table's small models trained
+from scratch. Sizes (persons, folds, epochs, image size) are arguments and the same for every row;
+the defaults are sized for the whole table in about 90 minutes on 2 cores (README "Quality on real
+faces" says what was measured at which size). Seeded and repeatable on CPU.
 """
 
 from __future__ import annotations
@@ -38,9 +46,10 @@ import yaml
 from maskpipe.cli import main as cli_main
 from maskpipe.config import validate
 from maskpipe.layout import Layout
-from maskpipe.metrics import macro_f1, task_f1
+from maskpipe.metrics import macro_f1, person_interval, task_f1
 from maskpipe.jobs import argv
 from maskpipe.pipeline import STEPS, Port
+from maskpipe.train.weights import PACKAGED, packaged_hint
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench.quality")
@@ -85,6 +94,51 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+#: The regimes the table is measured in, each a set of defaults for the options of the same
+#: name. "pretrained": ImageNet weights that pip packages ship (offline), fine-tuned, as every
+#: competition team did; "scratch": the earlier table's small models trained from scratch.
+REGIMES = {
+    "pretrained": {"arch": "tf_efficientnet_lite0", "arch_b": "mobilenetv2_100", "image_size": [96, 80],
+                   "epochs": 3, "set": ["optimizer.lr=3e-4"]},
+    "scratch": {"arch": "resnet10t", "arch_b": "mobilenetv3_small_100", "image_size": [48],
+                "epochs": 6, "set": []},
+}
+
+
+def _set(model: dict, assignment: str) -> dict:
+    """``model`` with ``KEY.SUB=VALUE`` applied (VALUE read as YAML)."""
+    key, sep, value = assignment.partition("=")
+    if not sep:
+        raise SystemExit(f"bench/quality.py: --set {assignment!r}: expected KEY=VALUE (e.g. optimizer.lr=3e-4)")
+    over: dict = {}
+    node = over
+    *parents, leaf = key.split(".")
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[leaf] = yaml.safe_load(value)
+    if isinstance(node[leaf], str):  # PyYAML (YAML 1.1) reads 3e-4 as a string: no dot
+        try:
+            node[leaf] = float(node[leaf])
+        except ValueError:
+            pass
+    return _merge(model, over)
+
+
+def packaged_weights(arch: str, where: str) -> str:
+    """The config value of the ImageNet weights a pip package ships for ``arch``."""
+    for known in PACKAGED.values():
+        if arch in known.archs:
+            return known.value
+    raise SystemExit(f"bench/quality.py: {where}: no packaged weights; {packaged_hint(arch)}")
+
+
+def model_weights(arch: str, regime: str) -> dict:
+    """The model keys that say where ``arch`` starts from in ``regime``."""
+    if regime == "scratch":
+        return {"pretrained": False, "pretrained_file": None}
+    return {"pretrained": True, "pretrained_file": packaged_weights(arch, where=f"bench --arch {arch}")}
+
+
 def base_config(data: Path, args: argparse.Namespace) -> dict:
     """The shipped config.yaml at the bench's sizes (CPU-friendly), for ``data``."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -93,8 +147,12 @@ def base_config(data: Path, args: argparse.Namespace) -> dict:
     cfg["train"]["seed"] = args.seed
     cfg["train"]["num_workers"] = 0
     base = next(iter(cfg["models"].values()))
-    cfg["models"] = {"base": {**base, "arch": args.arch, "pretrained": False,
-                              "image_size": [args.image_size, args.image_size], "epochs": args.epochs}}
+    size = list(args.image_size) * (2 if len(args.image_size) == 1 else 1)
+    model = {**base, "arch": args.arch, **model_weights(args.arch, args.regime), "image_size": size,
+             "epochs": args.epochs}
+    for assignment in args.set:
+        model = _set(model, assignment)
+    cfg["models"] = {"base": model}
     return cfg
 
 
@@ -102,15 +160,17 @@ def row_config(base: dict, row: Row, args: argparse.Namespace, searched: dict | 
     """``row``'s config: ``@arch_b`` is the second architecture, ``@searched`` the search's best model."""
     cfg = _merge(base, row.sections)
     model = base["models"]["base"]
+    second = {"arch": args.arch_b, **model_weights(args.arch_b, args.regime)}
     cfg["models"] = {m: (searched if o == "@searched" else
-                         _merge(model, {k: (args.arch_b if v == "@arch_b" else v) for k, v in o.items()}))
+                         _merge(model, second if o.get("arch") == "@arch_b" else o))
                      for m, o in row.models.items()}
     return validate(cfg, f"bench row {row.name!r}")
 
 
 def search_best(runner: Runner, base: dict, args: argparse.Namespace) -> dict:
-    """Run ``maskpipe search`` (its Python entry point) on the first row's model, on fold 0, with
-    the rows' training budget; returns the best trial's model config."""
+    """Run ``maskpipe search`` (its Python entry point) on the first row's model, on every fold (a
+    winner picked on one fold's noisy score did not carry over), with the rows' training budget;
+    returns the best trial's model config."""
     from maskpipe.search import run_search
 
     cfg = row_config(base, ROWS[0], args)
@@ -125,10 +185,10 @@ def search_best(runner: Runner, base: dict, args: argparse.Namespace) -> dict:
             link.symlink_to(Path(target).resolve().parent, target_is_directory=True)
     space = {k: v for k, v in base["search"]["space"].items() if k not in FIXED_BUDGET}
     cfg = validate({**cfg, "results": str(results), "search": {
-        **base["search"], "model": "a", "trials": args.search_trials, "folds": [0], "seed": args.seed,
+        **base["search"], "model": "a", "trials": args.search_trials, "folds": list(range(args.folds)), "seed": args.seed,
         "parallel": 1, "space": space}}, "bench search")
     summary = run_search([runner._config(cfg, "search")], folder=folder)
-    log.warning("search: %d trials, best out-of-fold macro F1 on fold 0 %.4f with %s",
+    log.warning("search: %d trials, best out-of-fold macro F1 on every fold %.4f with %s",
                 summary.completed, summary.best_score, summary.best_params)
     print(summary.table.to_markdown(index=False, floatfmt=".3f"), flush=True)
     return summary.best_model
@@ -250,12 +310,17 @@ class Runner:
             cv = _merge(cfg, {"ensemble": over})
             self.ensemble(cv, self._config(cv, f"row-{Path(R.results).name}-{variant or 'base'}"),
                           last, C, F, V)
-            figures[variant] = (scores(V, self.data), pd.read_csv(V.submission())["ans"].to_numpy())
+            sub = pd.read_csv(V.submission(), dtype={"ImageID": str})
+            figures[variant] = (scores(V, self.data), sub.set_index("ImageID")["ans"])
         seconds = time.perf_counter() - start
-        return {"configuration": row.name, **figures[""][0], **variant_columns(figures),
+        truth = eval_truth(self.data)
+        return {"configuration": row.name, **figures[""][0],
+                "eval F1 95%": "[{:.3f}, {:.3f}]".format(*interval(truth, figures[""][1])),
+                **variant_columns(figures, truth),
                 **crop_shares(C), "wall s": round(seconds), "reused": "" if trained else "yes",
                 "notes": ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                   for k, v in extra.items())}
+                                   for k, v in extra.items()),
+                "_pred": figures[""][1]}
 
 
 #: The eval-only ensemble options (issue "Eval photos grouped into persons") each row is also
@@ -269,14 +334,65 @@ EVAL_VARIANTS = {
 }
 
 
-def variant_columns(figures: dict) -> dict:
-    """Per eval variant: its eval macro F1 minus the row's, and how many eval predictions differ.
+def variant_columns(figures: dict, truth: pd.DataFrame) -> dict:
+    """Per eval variant: its eval macro F1 minus the row's with the 95% interval of that paired
+    difference over eval persons (``*`` where it excludes 0: a real change), and how many eval
+    predictions differ.
 
-    ``figures``: variant -> (scores, submitted classes in submission order).
+    ``figures``: variant -> (scores, submitted classes by ImageID).
     """
     base, base_pred = figures[""]
-    return {f"{v} ±F1 (changed)": f"{f['eval F1'] - base['eval F1']:+.3f} ({int((pred != base_pred).sum())})"
-            for v, (f, pred) in figures.items() if v}
+    out = {}
+    for v, (f, pred) in figures.items():
+        if v:
+            lo, hi = interval(truth, pred, base_pred)
+            changed = int((pred != base_pred.loc[pred.index]).sum())
+            out[f"{v} ±F1 [95%] (changed)"] = (f"{f['eval F1'] - base['eval F1']:+.3f} "
+                                                f"[{lo:+.3f},{hi:+.3f}]{_real(lo, hi)} ({changed})")
+    return out
+
+
+def _real(lo: float, hi: float) -> str:
+    return "*" if lo > 0 or hi < 0 else ""
+
+
+def eval_truth(data: Path) -> pd.DataFrame:
+    """``demo_truth.csv``: each eval photo's class (``ans``) and person, by ImageID."""
+    return pd.read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
+
+
+def interval(truth: pd.DataFrame, pred: pd.Series, baseline: pd.Series | None = None) -> tuple[float, float]:
+    """95% bootstrap interval over eval persons of the eval macro F1 of ``pred`` (by ImageID), or
+    of its paired difference from ``baseline``'s."""
+    t = truth.loc[pred.index]
+    base = None if baseline is None else baseline.loc[pred.index].to_numpy()
+    return person_interval(t["ans"].to_numpy(), pred.to_numpy(), t["person"].to_numpy(), base)
+
+
+#: The gains the table claims, each a row against the row it changes one thing of (1-based):
+#: (what, row, against).
+GAINS = [
+    ("TTA (hflip)", 1, 2),
+    ("multitask head", 3, 1),
+    ("three task models", 4, 1),
+    ("ensemble of two architectures", 5, 1),
+    ("train_age_bounds [30, 58]", 6, 1),
+    ("pseudo-label round 2", 7, 1),
+    ("search's best config", 8, 1),
+    ("pseudo-label round 2 at threshold 0.5", 9, 1),
+]
+
+
+def gains(rows: dict[int, dict], truth: pd.DataFrame) -> pd.DataFrame:
+    """The paired eval macro F1 gains of :data:`GAINS` among the rows that ran (by number)."""
+    out = []
+    for what, a, b in GAINS:
+        if a in rows and b in rows:
+            lo, hi = interval(truth, rows[a]["_pred"], rows[b]["_pred"])
+            out.append({"gain": what, "rows": f"{a} vs {b}",
+                        "eval F1 gain": rows[a]["eval F1"] - rows[b]["eval F1"],
+                        "95% interval": f"[{lo:+.3f}, {hi:+.3f}]", "real": "yes" if _real(lo, hi) else "no"})
+    return pd.DataFrame(out)
 
 
 def scores(R: Layout, data: Path) -> dict:
@@ -311,9 +427,9 @@ def crop_shares(C: Layout) -> dict:
 
 def make_data(args: argparse.Namespace) -> Path:
     """The realistic set (``demo-data --faces``), generated unless it is already there."""
-    data = args.data or args.work / f"data-{args.persons}-{args.eval_persons}-s{args.seed}"
+    data = args.data or args.work / f"data-{args.persons}-{args.eval_persons}-s{args.data_seed}"
     _run("demo-data", "--faces", args.faces, "--out", data, "--persons", args.persons,
-         "--eval-persons", args.eval_persons, "--seed", args.seed,
+         "--eval-persons", args.eval_persons, "--seed", args.data_seed,
          *(["--landmark-cache", args.landmark_cache] if args.landmark_cache else []))
     return data
 
@@ -327,16 +443,31 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--landmark-cache", type=Path, help="demo-data's landmark cache, kept between runs")
     p.add_argument("--persons", type=int, default=600, help="train persons (7 photos each)")
     p.add_argument("--eval-persons", type=int, default=300, help="eval persons (7 photos each)")
+    p.add_argument("--regime", choices=sorted(REGIMES), default="pretrained",
+                   help="pretrained: every model starts from the ImageNet weights a pip package ships "
+                        "(offline); scratch: the earlier table's small models from scratch. Sets the "
+                        "defaults of --arch, --arch-b, --image-size, --epochs and --set")
     p.add_argument("--folds", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--image-size", type=int, default=48, help="training input, square, px")
-    p.add_argument("--arch", default="resnet10t", help="timm architecture of every row's models")
-    p.add_argument("--arch-b", default="mobilenetv3_small_100", help="the ensemble's second architecture")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data set and of training")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int, nargs="+", metavar="PX",
+                   help="training input: one side (square) or height width")
+    p.add_argument("--arch", help="timm architecture of every row's models")
+    p.add_argument("--arch-b", help="the ensemble's second architecture")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a model key of every row, dotted, value in YAML (e.g. optimizer.lr=3e-4, "
+                        "freeze_backbone_epochs=1); repeat it")
+    p.add_argument("--seed", type=int, default=0, help="seed of training (and of the data set unless --data-seed)")
+    p.add_argument("--data-seed", type=int, help="seed of the data set: another draw of faces (default --seed)")
     p.add_argument("--rows", help="comma-separated row numbers (1-based) to run; default all")
     p.add_argument("--search-trials", type=int, default=8,
-                   help="trials of the search whose best config is the last row (fold 0 only)")
+                   help="trials of the search whose best config is the search row (scored on every fold)")
     args = p.parse_args(argv)
+    for key, value in REGIMES[args.regime].items():
+        if key != "set" and getattr(args, key) is None:
+            setattr(args, key, value)
+    args.set = [*REGIMES[args.regime]["set"], *(args.set or [])]  # the user's come last and win
+    if args.data_seed is None:
+        args.data_seed = args.seed
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not (args.faces / "labels.csv").is_file():
         raise SystemExit(f"bench/quality.py: {args.faces}/labels.csv not found (the real faces folder)")
@@ -347,15 +478,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     chosen = [ROWS[int(i) - 1] for i in args.rows.split(",")] if args.rows else ROWS
     searched = (search_best(runner, base, args) if any("@searched" in r.models.values() for r in chosen)
                 else None)
-    rows = []
+    rows = {}
     for row in chosen:
-        rows.append(runner.row(row, row_config(base, row, args, searched), args.folds))
-        print(f"done: {rows[-1]}", flush=True)
-    table = pd.DataFrame(rows)
+        rows[ROWS.index(row) + 1] = runner.row(row, row_config(base, row, args, searched), args.folds)
+        print(f"done: {({k: v for k, v in rows[ROWS.index(row) + 1].items() if k != '_pred'})}", flush=True)
+    table = pd.DataFrame([{"#": n, **{k: v for k, v in r.items() if k != "_pred"}} for n, r in rows.items()])
     print(f"\nQuality on real faces: {args.persons} train persons, {args.eval_persons} eval persons, "
-          f"{args.folds} folds, {args.epochs} epochs, {args.image_size} px, {args.arch} "
-          f"(+ {args.arch_b}), seed {args.seed}; {time.perf_counter() - total:.0f} s in all")
+          f"{args.folds} folds, {args.epochs} epochs, {'x'.join(map(str, args.image_size))} px, "
+          f"{args.arch} (+ {args.arch_b}), {args.regime}{''.join(f', {a}' for a in args.set)}, "
+          f"data seed {args.data_seed}, training seed {args.seed}; "
+          f"{time.perf_counter() - total:.0f} s in all")
     print(table.to_markdown(index=False, floatfmt=".3f"))
+    paired = gains(rows, eval_truth(data))
+    if len(paired):
+        print("\nPaired eval macro F1 gains (95% bootstrap interval over eval persons; real where it excludes 0)")
+        print(paired.to_markdown(index=False, floatfmt="+.3f"))
     return table
 
 

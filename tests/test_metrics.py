@@ -49,3 +49,13 @@ def test_paired_interval_tells_a_gain_from_noise():
     lo, hi = person_interval(y, same, persons, baseline=base, n_resamples=300)
     assert lo < 0 < hi
     assert person_interval(y, base, persons, baseline=base) == (0.0, 0.0)
+
+
+def test_interval_on_a_tiny_set_is_a_number():
+    """Two persons (the benches' smoke tests): BCa is undefined there; the percentile interval
+    stands in, never NaN."""
+    y = np.repeat([3, 9], 7)
+    p = y.copy()
+    p[:3] = 0
+    lo, hi = person_interval(y, p, np.repeat([0, 1], 7), n_resamples=200)
+    assert 0 <= lo <= hi <= 1

@@ -29,14 +29,20 @@ def faces(tmp_path_factory) -> Path:
 
 
 def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monkeypatch, capsys):
-    """Four rows (TTA on, off, a pseudo-label round, the search's best) on 4 + 2 persons: one
-    table, scores in 0..1, crop shares that add up, the second row trains nothing (the same
-    model config is reused), the pseudo row scores both rounds, the search ran its trials."""
+    """Four rows (TTA on, off, a pseudo-label round, the search's best) on 4 + 2 persons, from the
+    packaged pretrained weights (the default regime): one table, scores in 0..1 with intervals
+    around them, crop shares that add up, the second row trains nothing (the same model config
+    is reused), the pseudo row scores both rounds, the search ran its trials on every fold, and
+    the paired gains of the rows that ran are printed."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
                           "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
                           "--rows", "1,2,7,8", "--search-trials", "2"])
     assert list(table["configuration"]) == [quality.ROWS[i].name for i in (0, 1, 6, 7)]
+    assert list(table["#"]) == [1, 2, 7, 8]
+    for cell in table["eval F1 95%"]:
+        lo, hi = map(float, cell.strip("[]").split(","))
+        assert 0 <= lo <= hi <= 1, cell
     for col in ("OOF F1", "eval F1", "eval mask", "eval gender", "eval age"):
         assert table[col].between(0, 1).all(), col
     for col in ("train det/grp/fix", "eval det/grp/fix"):
@@ -52,11 +58,17 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
     assert not {"params_image_size", "params_epochs"} & set(trials.columns)  # the rows' budget
     # each row also scored with the eval-only options: F1 difference and eval predictions changed
     for v in ("persons", "prior", "both"):
-        for cell in table[f"{v} ±F1 (changed)"]:
-            delta, changed = cell.split(" ")
-            assert -1 <= float(delta) <= 1 and 0 <= int(changed.strip("()")) <= 2 * 7, cell
+        for cell in table[f"{v} ±F1 [95%] (changed)"]:
+            m = re.fullmatch(r"([+-]\d\.\d{3}) \[([+-]\d\.\d{3}),([+-]\d\.\d{3})\](\*?) \((\d+)\)", cell)
+            assert m, cell
+            delta, lo, hi, changed = float(m[1]), float(m[2]), float(m[3]), int(m[5])
+            assert -1 <= lo <= hi <= 1 and 0 <= changed <= 2 * 7, cell
+            assert (m[4] == "*") == (lo > 0 or hi < 0), cell
     out = capsys.readouterr().out
-    assert "Quality on real faces: 4 train persons, 2 eval persons, 2 folds" in out
+    assert ("Quality on real faces: 4 train persons, 2 eval persons, 2 folds, 1 epochs, 32 px, "
+            "tf_efficientnet_lite0 (+ mobilenetv2_100), pretrained, data seed 0, training seed 0") in out
+    assert re.search(r"\| TTA \(hflip\) +\| 1 vs 2 +\| +[+-]\d\.\d{3} \| \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \| (yes|no) ", out), out
+    assert "| search's best config" in out and "| pseudo-label round 2 " in out
     assert "| 18-class model, no TTA" in out
     # the eval set is made of persons: 7 photos each, all cropped
     assert len((tmp_path / "q").glob("crops/*/crops/eval.csv").__next__().read_text().splitlines()) == 1 + 2 * 7

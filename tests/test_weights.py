@@ -179,3 +179,19 @@ def test_train_and_predict_start_from_packaged_weights(tiny_run, tmp_path):
     probs = pd.read_csv(test)
     assert len(probs) == len(pd.read_csv(L.crop_index("eval")))
     assert np.allclose(probs[[f"p{i:02d}" for i in range(18)]].sum(axis=1), 1, atol=1e-4)
+
+
+def test_pretrained_start_has_a_zero_classifier():
+    """A model started from weights predicts every class alike until it learns (first loss
+    ln(18), not the ~14 timm's EfficientNet head init gives on pretrained features); the multitask
+    heads too. A model from scratch keeps timm's init."""
+    from maskpipe.train.model import create_model
+
+    x = torch.rand(2, 3, 64, 64)
+    for head, width in (("single", 18), ("multitask", 8)):
+        model = create_model("tf_efficientnet_lite0", pretrained_file=LITE0, head=None if head == "single" else head)
+        model.eval()
+        with torch.no_grad():
+            assert torch.equal(model(x), torch.zeros(2, width))
+    scratch = create_model("tf_efficientnet_lite0", pretrained=False)
+    assert scratch.get_classifier().weight.abs().sum() > 0

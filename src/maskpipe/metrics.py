@@ -7,6 +7,8 @@ a class; the leaderboard's definition is not published, so maskpipe takes the st
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import f1_score
 
@@ -79,7 +81,7 @@ def person_interval(y_true: np.ndarray, y_pred: np.ndarray, persons: np.ndarray,
     Returns:
         (low, high).
     """
-    from scipy.stats import bootstrap
+    from scipy.stats import DegenerateDataWarning, bootstrap
 
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     base = None if baseline is None else np.asarray(baseline, dtype=np.int64)
@@ -93,6 +95,12 @@ def person_interval(y_true: np.ndarray, y_pred: np.ndarray, persons: np.ndarray,
 
     if base is not None and np.array_equal(y_pred, base):
         return 0.0, 0.0  # no photo differs: every resample's difference is 0
-    res = bootstrap((np.arange(len(codes)),), stat, vectorized=False, n_resamples=n_resamples,
-                    confidence_level=confidence, method="BCa", rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    for method in ("BCa", "percentile"):  # BCa is undefined where the jackknife is flat (tiny sets)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateDataWarning)
+            res = bootstrap((np.arange(len(codes)),), stat, vectorized=False, n_resamples=n_resamples,
+                            confidence_level=confidence, method=method, rng=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if not (np.isnan(low) or np.isnan(high)):
+            break
+    return low, high

@@ -50,7 +50,26 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
             model.pretrained_cfg = {**model.pretrained_cfg, "mean": known.mean, "std": known.std}
     else:
         model = _timm_pretrained(arch, pretrained, num_classes, where)
-    return MultiTaskNet(model) if head == "multitask" else model
+    model = MultiTaskNet(model) if head == "multitask" else model
+    if pretrained or pretrained_file:
+        zero_classifier(model)
+    return model
+
+
+def zero_classifier(model: nn.Module) -> None:
+    """Start the new classifier at zero: every class equally likely on pretrained features.
+
+    timm initialises an EfficientNet's classifier uniformly in +-1/sqrt(classes) (its
+    ``_init_weight_goog``), which on 1280 pretrained features gives logits in the tens: the first
+    loss is ~14 for 18 classes, not ln(18) = 2.9, and a warm-up epoch at a small learning rate is
+    spent undoing it (measured on the proving ground: train loss 4.7 after epoch 1). A zero head
+    still learns (its gradient is features x (p - y)) and leaves the backbone's first steps
+    to the labels.
+    """
+    for layer in model.get_classifier().modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 def _timm_pretrained(arch: str, pretrained: bool, num_classes: int, where: str) -> nn.Module:
