@@ -19,7 +19,7 @@ from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
 from maskpipe.data.competition import PLANTED_FILE
 from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
-from maskpipe.data.realfaces import FACES_FILE, Priors, assign_faces, generate_realfaces
+from maskpipe.data.realfaces import DUPLICATES_FILE, FACES_FILE, Priors, assign_faces, generate_realfaces
 from maskpipe.io import MaskpipeError
 
 # (gender, youngest, oldest): faces; enough for 12 train and 6 eval persons whatever the draws.
@@ -134,6 +134,30 @@ def test_deterministic_seeded_and_planted(faces, cache, tmp_path, real):
         else:
             assert before == after and tuple(clean.loc[row.id]) != tuple(dirty.loc[row.id])
     assert _files(planted / "eval") == _files(tmp_path / "a" / "eval")
+
+
+def test_copies_of_a_photo_are_dropped_before_persons_get_faces(faces, cache, tmp_path):
+    """Every face listed twice more, under other names (same bytes, as UTKFace has some photos):
+    the copies are left out, named in demo_duplicates.csv and counted in the summary; the
+    smallest name of each group (the original here) is kept."""
+    twins = tmp_path / "twins"
+    (twins / "images").mkdir(parents=True)
+    labels = pd.read_csv(faces / "labels.csv")
+    copies = []
+    for prefix in ("", "y_", "z_"):
+        for name in labels["file"]:
+            (twins / "images" / f"{prefix}{name}").symlink_to((faces / "images" / name).resolve())
+        if prefix:
+            copies.append(labels.assign(file=prefix + labels["file"]))
+    pd.concat([labels, *copies]).to_csv(twins / "labels.csv", index=False)
+    out = tmp_path / "out"
+    summary = generate_realfaces(out, twins, persons=4, eval_persons=2, seed=0, landmark_cache=cache)
+    assert summary["duplicate_faces"] == 2 * len(labels) and summary["faces"] <= len(labels)
+    dropped = pd.read_csv(out / DUPLICATES_FILE)
+    assert sorted(dropped["file"]) == sorted(pd.concat(copies)["file"])
+    assert (dropped["kept"] == dropped["file"].str[2:]).all() and (dropped["kind"] == "same bytes").all()
+    used = pd.read_csv(out / FACES_FILE)
+    assert used["file"].isin(labels["file"]).all() and used["file"].is_unique
 
 
 def test_too_many_persons_names_what_it_has_and_needs(faces, cache, tmp_path):

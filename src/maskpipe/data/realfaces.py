@@ -5,7 +5,8 @@ the competition's layout and file-format quirks, an eval set, ``demo_truth.csv``
 errors), but each person is a real face from ``DIR/labels.csv`` (``file,age,gender``) placed in a
 photo shoot of seven portraits with masks drawn from the face's own landmarks
 (:mod:`maskpipe.data.shoot`, :mod:`maskpipe.data.masks`). A face is used for one person only, so
-train and eval never share a face.
+train and eval never share a face; copies of one photo under several names (UTKFace has them)
+are dropped first, all but one (:mod:`maskpipe.data.dedupe`).
 
 The statistics follow the real competition data (``DESIGN.md``), as options:
 
@@ -32,15 +33,18 @@ from tqdm import tqdm
 
 from maskpipe.classes import GENDER_NAMES, IMAGE_STEMS, MASK_BY_STEM, age_bin, encode
 from maskpipe.data.competition import TrainWriter, check_out, finish, plant_plan, save_image, write_eval_tables
-from maskpipe.data.landmarks import POINT_COLUMNS, face_path, find_landmarks
+from maskpipe.data.dedupe import HASH_SIZE, NEAR_BITS, find_duplicates
+from maskpipe.data.landmarks import POINT_COLUMNS, face_path, face_paths, find_landmarks
 from maskpipe.data.shoot import plan_shoot, render
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
 
-_VERSION = 1  # bump when the images change
+_VERSION = 2  # bump when the images change (2: duplicate faces dropped)
 #: Which face each person is (split, person: train folder or eval person, file, the face's age).
 FACES_FILE = "demo_faces.csv"
+#: The faces left out as copies of another (file, kept, kind, bits: see maskpipe.data.dedupe).
+DUPLICATES_FILE = "demo_duplicates.csv"
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
 _YOUNG_SHARE = 1281 / (1281 + 1227)
 
@@ -147,9 +151,10 @@ def _pick(pool: pd.DataFrame, used: np.ndarray, draws: pd.DataFrame, ranges: dic
     return pd.concat(rows).sort_values("person").drop(columns="person").reset_index(drop=True)
 
 
-def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """labels.csv with gender as 0/1, restricted to faces with landmarks; the landmarks; and how
-    many faces had none (MTCNN found no face: they are left out)."""
+def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """labels.csv with gender as 0/1, without duplicate photos, restricted to faces with
+    landmarks; the landmarks; the duplicates left out (:func:`find_duplicates`); and how many
+    faces had no landmarks (MTCNN found no face: they are left out)."""
     labels_path = faces_dir / "labels.csv"
     labels = read_csv(labels_path, required=["file", "age", "gender"])
     bad = labels[~labels["gender"].isin(GENDER_NAMES)]
@@ -165,12 +170,20 @@ def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFram
         row = int(np.flatnonzero(ages.isna() | (ages % 1 != 0))[0])
         raise MaskpipeError(f"{labels_path}: row {row + 2}: age must be a whole number, got {labels['age'][row]!r}")
     labels = labels.assign(gender=labels["gender"].map(GENDER_NAMES.index), age=ages.astype(int))
+    paths = face_paths(faces_dir, labels["file"].tolist())
+    # Before any face is given to a person: two persons made of one photo would be one face twice.
+    duplicates = find_duplicates(paths, labels["file"].tolist())
+    if len(duplicates):
+        kinds = duplicates["kind"].value_counts()
+        log.info("%s: %d of %d faces left out as copies of another (%d same bytes, %d near by pHash)",
+                 labels_path, len(duplicates), len(labels), kinds.get("same bytes", 0), kinds.get("near", 0))
+    labels = labels[~labels["file"].isin(duplicates["file"])].reset_index(drop=True)
     marks = find_landmarks(faces_dir, labels["file"].tolist(), cache)
     found = marks[POINT_COLUMNS].notna().all(axis=1).to_numpy()
     if not found.all():
         log.warning("%s: no landmarks found on %d of %d faces; they are not used",
                     labels_path, int((~found).sum()), len(found))
-    return labels[found].reset_index(drop=True), marks[found], int((~found).sum())
+    return labels[found].reset_index(drop=True), marks[found], duplicates, int((~found).sum())
 
 
 def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator):
@@ -185,8 +198,9 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     """Write a data set in the competition's layout under ``out``, one real face per person.
 
     Writes what :func:`maskpipe.data.demo.generate_demo` writes (``demo_truth.csv`` with a
-    ``person`` column: the eval person of each photo) and ``demo_faces.csv``: the face of every
-    person, so that a face is seen to be used once.
+    ``person`` column: the eval person of each photo), ``demo_faces.csv``: the face of every
+    person, so that a face is seen to be used once, and ``demo_duplicates.csv``: the faces left
+    out as copies of another photo (:func:`maskpipe.data.dedupe.find_duplicates`).
 
     Args:
         out: Folder to create; may exist if empty or if it holds a set made with these arguments.
@@ -203,8 +217,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
 
     Returns:
         Counts: ``persons``, ``eval_persons``, ``train_images``, ``eval_images``, ``faces`` (usable
-        faces in the folder) and ``faces_without_landmarks`` (left out; both absent when
-        skipped), ``planted`` (when planting) and ``skipped``.
+        faces in the folder), ``duplicate_faces`` and ``faces_without_landmarks`` (left out; the
+        three absent when skipped), ``planted`` (when planting) and ``skipped``.
 
     Raises:
         MaskpipeError: bad arguments, a bad labels.csv, too few faces, or ``out`` holding
@@ -221,7 +235,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         raise MaskpipeError(f"{labels_path}: not found (--faces needs a folder with labels.csv: file,age,gender)")
     params = {"generator": "maskpipe.data.realfaces", "version": _VERSION, "faces": str(faces_dir),
               "labels_sha256": sha256_file(labels_path), "persons": persons, "eval_persons": eval_persons,
-              "seed": seed, "priors": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(priors).items()}}
+              "seed": seed, "priors": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(priors).items()},
+              "dedupe": {"hash_size": HASH_SIZE, "near_bits": NEAR_BITS}}
     if plant_errors:
         params["plant_errors"] = plant_errors
     what = f"--faces {faces_dir}, persons={persons}, eval persons={eval_persons}, seed={seed}"
@@ -231,8 +246,9 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         summary["planted"] = len(plan)
     if check_out(out, params, what):
         return {**summary, "skipped": True}
-    faces, marks, missed = _read_faces(faces_dir, landmark_cache or out.with_name(out.name + ".landmarks.csv"))
-    summary.update(faces=len(faces), faces_without_landmarks=missed)
+    faces, marks, duplicates, missed = _read_faces(faces_dir,
+                                                   landmark_cache or out.with_name(out.name + ".landmarks.csv"))
+    summary.update(faces=len(faces), duplicate_faces=len(duplicates), faces_without_landmarks=missed)
     train, evals = assign_faces(faces, persons, eval_persons, priors, seed, where=str(labels_path))
     folders = _write_train(out, faces_dir, marks, train, seed, plan, planting=bool(plant_errors))
     _write_eval(out, faces_dir, marks, evals, seed)
@@ -240,6 +256,7 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
             pd.DataFrame({"split": "eval", "person": [str(j) for j in range(len(evals))], "file": evals["file"],
                           "age": evals["age"]})]
     write_csv(pd.concat(used), out / FACES_FILE)
+    write_csv(duplicates, out / DUPLICATES_FILE)
     finish(out, params)
     log.info("wrote %d train and %d eval persons from %s to %s", persons, eval_persons, faces_dir, out)
     return {**summary, "skipped": False}
