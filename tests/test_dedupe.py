@@ -1,7 +1,8 @@
 """Duplicate face photos: same bytes and near copies found, one of each group kept.
 
-Made-up photos (random fields with detail at every scale, as photos have) need no data; the threshold is also checked on real UTKFace pairs from
-../shared/realfaces/ (skipped, saying why, where it is absent).
+Made-up photos (random fields with detail at every scale, as photos have) need no data; the
+threshold is also checked on real UTKFace pairs from ../shared/realfaces/ (skipped, saying why,
+where it is absent).
 """
 
 from pathlib import Path
