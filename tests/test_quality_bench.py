@@ -1,6 +1,7 @@
 """Smoke test of bench/quality.py on a tiny realistic set (real faces from ../shared/realfaces/)."""
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -35,8 +36,11 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
                           "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
-                          "--rows", "1,2,7,8", "--search-trials", "2"])
+                          "--rows", "1,2,7,8", "--search-trials", "2", "--min-age", "17"])
     assert list(table["configuration"]) == [quality.ROWS[i].name for i in (0, 1, 6, 7)]
+    assert list(table["#"]) == [1, 2, 7, 8]  # the row numbers --rows takes
+    marker = json.loads(next((tmp_path / "q").glob("data-*-min17/demo.json")).read_text())
+    assert marker["priors"]["min_age"] == 17  # passed on to demo-data
     for col in ("OOF F1", "eval F1", "eval mask", "eval gender", "eval age"):
         assert table[col].between(0, 1).all(), col
     for col in ("train det/grp/fix", "eval det/grp/fix"):
@@ -57,6 +61,14 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
             assert -1 <= float(delta) <= 1 and 0 <= int(changed.strip("()")) <= 2 * 7, cell
     out = capsys.readouterr().out
     assert "Quality on real faces: 4 train persons, 2 eval persons, 2 folds" in out
-    assert "| 18-class model, no TTA" in out
+    assert re.search(r"\|\s+2 \| 18-class model, no TTA", out), out
     # the eval set is made of persons: 7 photos each, all cropped
     assert len((tmp_path / "q").glob("crops/*/crops/eval.csv").__next__().read_text().splitlines()) == 1 + 2 * 7
+
+
+def test_quality_bench_help_explains_every_option(quality, capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--folds FOLDS folds of every row" in out and "(default: 2)" in out and "(default: 6)" in out
+    assert "--min-age MIN_AGE demo-data's youngest face" in out and "(default: None)" not in out
