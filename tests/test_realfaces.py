@@ -5,6 +5,7 @@ temporary folder) and skip, saying why, where it is absent. ``assign_faces`` is 
 table of made-up faces, which needs no photo.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from conftest import AGE_RANGES, link_real_faces
 
 from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
-from maskpipe.data.competition import PLANTED_FILE
+from maskpipe.data.competition import MARKER, PLANTED_FILE
 from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
 from maskpipe.data.realfaces import DUPLICATES_FILE, FACES_FILE, Priors, assign_faces, generate_realfaces
 from maskpipe.io import MaskpipeError
@@ -170,8 +171,12 @@ def test_too_many_persons_names_what_it_has_and_needs(faces, cache, tmp_path):
 def test_cli_demo_data_faces(faces, cache, tmp_path, capsys):
     out = tmp_path / "cli"
     cli_main(["demo-data", "--out", str(out), "--faces", str(faces), "--persons", "1", "--eval-persons", "1",
-              "--landmark-cache", str(cache), "--female-share", "0", "--eval-male-share", "0"])
+              "--landmark-cache", str(cache), "--female-share", "0", "--eval-male-share", "0",
+              "--face-region", "square"])
     assert pd.read_csv(out / "train" / "train.csv")["gender"].tolist() == ["male"]
+    assert json.loads((out / MARKER).read_text())["face_region"] == "square"
+    assert cli_main(["demo-data", "--out", str(tmp_path / "y"), "--faces", str(faces), "--face-region", "hair"]) == 1
+    assert "face region must be one of oval, square, got 'hair'" in capsys.readouterr().err
     assert set(decode(pd.read_csv(out / "demo_truth.csv")["ans"].to_numpy())[1]) == {1}
     assert cli_main(["demo-data", "--out", str(tmp_path / "x"), "--eval-persons", "3"]) == 1
     assert "--eval-persons needs --faces" in capsys.readouterr().err

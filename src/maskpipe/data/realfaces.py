@@ -45,6 +45,8 @@ _VERSION = 2  # bump when the images change (2: duplicate faces dropped)
 FACES_FILE = "demo_faces.csv"
 #: The faces left out as copies of another (file, kept, kind, bits: see maskpipe.data.dedupe).
 DUPLICATES_FILE = "demo_duplicates.csv"
+#: How much of a face photo a portrait keeps (maskpipe.data.shoot): the first is the default.
+FACE_REGIONS = ("oval", "square")
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
 _YOUNG_SHARE = 1281 / (1281 + 1227)
 
@@ -186,15 +188,15 @@ def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFram
     return labels[found].reset_index(drop=True), marks[found], duplicates, int((~found).sum())
 
 
-def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator):
+def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator, region: str):
     with Image.open(face_path(faces_dir, file)) as im:
         face = im.convert("RGB")
-    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), age, rng)
+    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), age, rng, region)
 
 
 def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_persons: int = 60, seed: int = 0,
                        plant_errors: float = 0.0, priors: Priors | None = None,
-                       landmark_cache: Path | None = None) -> dict:
+                       landmark_cache: Path | None = None, face_region: str = FACE_REGIONS[0]) -> dict:
     """Write a data set in the competition's layout under ``out``, one real face per person.
 
     Writes what :func:`maskpipe.data.demo.generate_demo` writes (``demo_truth.csv`` with a
@@ -214,6 +216,9 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         priors: Statistics of the set (default: the competition's, :class:`Priors`).
         landmark_cache: CSV of the faces' landmarks, kept between runs (default: beside ``out``,
             ``<out>.landmarks.csv``).
+        face_region: How much of each face photo a portrait keeps: ``oval`` (the face on a
+            drawn head of hair) or ``square`` (the photo's whole square, its own hair and all);
+            see :mod:`maskpipe.data.shoot`.
 
     Returns:
         Counts: ``persons``, ``eval_persons``, ``train_images``, ``eval_images``, ``faces`` (usable
@@ -229,6 +234,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     if persons < 0 or eval_persons < 0:
         raise MaskpipeError(f"demo-data: persons and eval persons must be >= 0, got {persons} and {eval_persons}")
     priors.check()
+    if face_region not in FACE_REGIONS:
+        raise MaskpipeError(f"demo-data: face region must be one of {', '.join(FACE_REGIONS)}, got {face_region!r}")
     plan = plant_plan(seed, persons, plant_errors)
     labels_path = faces_dir / "labels.csv"
     if not labels_path.is_file():
@@ -236,7 +243,7 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     params = {"generator": "maskpipe.data.realfaces", "version": _VERSION, "faces": str(faces_dir),
               "labels_sha256": sha256_file(labels_path), "persons": persons, "eval_persons": eval_persons,
               "seed": seed, "priors": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(priors).items()},
-              "dedupe": {"hash_size": HASH_SIZE, "near_bits": NEAR_BITS}}
+              "dedupe": {"hash_size": HASH_SIZE, "near_bits": NEAR_BITS}, "face_region": face_region}
     if plant_errors:
         params["plant_errors"] = plant_errors
     what = f"--faces {faces_dir}, persons={persons}, eval persons={eval_persons}, seed={seed}"
@@ -250,8 +257,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
                                                    landmark_cache or out.with_name(out.name + ".landmarks.csv"))
     summary.update(faces=len(faces), duplicate_faces=len(duplicates), faces_without_landmarks=missed)
     train, evals = assign_faces(faces, persons, eval_persons, priors, seed, where=str(labels_path))
-    folders = _write_train(out, faces_dir, marks, train, seed, plan, planting=bool(plant_errors))
-    _write_eval(out, faces_dir, marks, evals, seed)
+    folders = _write_train(out, faces_dir, marks, train, seed, plan, bool(plant_errors), face_region)
+    _write_eval(out, faces_dir, marks, evals, seed, face_region)
     used = [pd.DataFrame({"split": "train", "person": folders, "file": train["file"], "age": train["age"]}),
             pd.DataFrame({"split": "eval", "person": [str(j) for j in range(len(evals))], "file": evals["file"],
                           "age": evals["age"]})]
@@ -263,26 +270,27 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
 
 
 def _write_train(out: Path, faces_dir: Path, marks: pd.DataFrame, train: pd.DataFrame, seed: int,
-                 plan: dict[int, str], planting: bool) -> list[str]:
+                 plan: dict[int, str], planting: bool, region: str) -> list[str]:
     """Write the train persons; returns their folder names."""
     writer = TrainWriter(out, seed, plan)
     for i, row in enumerate(tqdm(train.itertuples(), total=len(train), desc="train persons", unit="person",
                                  disable=None)):
         rng = np.random.default_rng([seed, 11, i])
         pid = f"{1 + 2 * i + int(rng.integers(2)):06d}"  # unique, increasing, with gaps like the real ids
-        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng, region)
         photos = {stem: render(shoot, stem, rng) for stem in IMAGE_STEMS}
         writer.person(i, pid, int(row.gender), int(row.label_age), int(row.group), photos, shoot.quality)
     writer.finish(planting)
     return [row["path"] for row in writer.rows]
 
 
-def _write_eval(out: Path, faces_dir: Path, marks: pd.DataFrame, evals: pd.DataFrame, seed: int) -> None:
+def _write_eval(out: Path, faces_dir: Path, marks: pd.DataFrame, evals: pd.DataFrame, seed: int,
+                region: str) -> None:
     truth = []
     for j, row in enumerate(tqdm(evals.itertuples(), total=len(evals), desc="eval persons", unit="person",
                                  disable=None)):
         rng = np.random.default_rng([seed, 12, j])
-        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng, region)
         for stem in IMAGE_STEMS:
             image_id = rng.bytes(20).hex() + ".jpg"
             save_image(render(shoot, stem, rng), out / "eval" / "images" / image_id, "JPEG", "RGB", shoot.quality)
