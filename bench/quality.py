@@ -177,7 +177,10 @@ class Runner:
 
     def prepare(self, cfg: dict) -> tuple[Layout, Layout]:
         """validate + crop (per crop config), labels + folds (per labels/folds config)."""
-        crop_key = _key(cfg["data"], cfg["crop"])
+        # The set's marker too: a set made again in the same folder (a new generator version,
+        # other demo-data options) holds other photos, whose crops must not be reused.
+        marker = Path(cfg["data"]["root"]) / "demo.json"
+        crop_key = _key(cfg["data"], cfg["crop"], marker.read_text() if marker.is_file() else "")
         C = Layout(str(self.work / "crops" / crop_key))
         c = self._config(cfg, f"crop-{crop_key}")
         at = {"crops": C, "cache": Layout(str(self.work))}  # the detection cache: work/cache/boxes
