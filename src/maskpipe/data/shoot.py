@@ -3,7 +3,8 @@
 A shoot fixes the background, the framing, the light and the person's masks; between its photos
 the person moves a little (shift, turn, distance), as in the competition's photos. The face (a
 tight crop, e.g. UTKFace's 200x200) gets a head of hair behind it, a neck and shoulders below it,
-so the portrait has a head-and-shoulders outline like the real ones.
+so the portrait has a head-and-shoulders outline like the real ones; of the crop, the face's
+oval is kept, or its whole square (``region``).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def _layer(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generato
            region: str = "oval") -> tuple[Image.Image, np.ndarray]:
     """Face crop with hair behind, neck and shoulders below, as RGBA; and the landmarks there.
 
-    ``region``: ``oval`` keeps the face's oval on a drawn head of hair; ``square`` keeps the
-    crop's whole square (its own hair, ears and head outline), faded out at its edges.
+    ``region``: ``oval`` keeps the face's oval; ``square`` the crop's whole square (on a tight
+    crop such as UTKFace's: side and long hair beside the jaw, ears, and the source photo's
+    background in the corners), faded out at its edges. Both lie on the same drawn head of hair.
     """
     face = face.convert("RGB")
     w, h = face.size
