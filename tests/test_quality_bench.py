@@ -1,6 +1,7 @@
 """Smoke test of bench/quality.py on a tiny realistic set (real faces from ../shared/realfaces/)."""
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -37,9 +38,11 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
                           "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
-                          "--rows", "1,2,7,8", "--search-trials", "2"])
+                          "--rows", "1,2,7,8", "--search-trials", "2", "--min-age", "17"])
     assert list(table["configuration"]) == [quality.ROWS[i].name for i in (0, 1, 6, 7)]
-    assert list(table["#"]) == [1, 2, 7, 8]
+    assert list(table["#"]) == [1, 2, 7, 8]  # the row numbers --rows takes
+    marker = json.loads(next((tmp_path / "q").glob("data-*-min17/demo.json")).read_text())
+    assert marker["priors"]["min_age"] == 17  # passed on to demo-data
     for cell in table["eval F1 95%"]:
         lo, hi = map(float, cell.strip("[]").split(","))
         assert 0 <= lo <= hi <= 1, cell
@@ -66,9 +69,19 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
             assert (m[4] == "*") == (lo > 0 or hi < 0), cell
     out = capsys.readouterr().out
     assert ("Quality on real faces: 4 train persons, 2 eval persons, 2 folds, 1 epochs, 32 px, "
-            "tf_efficientnet_lite0 (+ mobilenetv2_100), pretrained, data seed 0, training seed 0") in out
+            "tf_efficientnet_lite0 (+ mobilenetv2_100), pretrained, ") in out
+    assert "data seed 0, training seed 0" in out
     assert re.search(r"\| TTA \(hflip\) +\| 1 vs 2 +\| +[+-]\d\.\d{3} \| \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \| (yes|no) ", out), out
     assert "| search's best config" in out and "| pseudo-label round 2 " in out
-    assert "| 18-class model, no TTA" in out
+    assert re.search(r"\|\s+2 \| 18-class model, no TTA", out), out
     # the eval set is made of persons: 7 photos each, all cropped
     assert len((tmp_path / "q").glob("crops/*/crops/eval.csv").__next__().read_text().splitlines()) == 1 + 2 * 7
+
+
+def test_quality_bench_help_explains_every_option(quality, capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--folds FOLDS folds of every row" in out and "(default: 2)" in out
+    assert "--regime {pretrained,scratch}" in out and "(default: pretrained)" in out
+    assert "--min-age MIN_AGE demo-data's youngest face" in out and "(default: None)" not in out

@@ -5,6 +5,7 @@ temporary folder) and skip, saying why, where it is absent. ``assign_faces`` is 
 table of made-up faces, which needs no photo.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -17,9 +18,9 @@ from conftest import AGE_RANGES, link_real_faces
 
 from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
-from maskpipe.data.competition import PLANTED_FILE
+from maskpipe.data.competition import MARKER, PLANTED_FILE
 from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
-from maskpipe.data.realfaces import FACES_FILE, Priors, assign_faces, generate_realfaces
+from maskpipe.data.realfaces import DUPLICATES_FILE, FACES_FILE, Priors, assign_faces, generate_realfaces
 from maskpipe.io import MaskpipeError
 
 # (gender, youngest, oldest): faces; enough for 12 train and 6 eval persons whatever the draws.
@@ -136,6 +137,30 @@ def test_deterministic_seeded_and_planted(faces, cache, tmp_path, real):
     assert _files(planted / "eval") == _files(tmp_path / "a" / "eval")
 
 
+def test_copies_of_a_photo_are_dropped_before_persons_get_faces(faces, cache, tmp_path):
+    """Every face listed twice more, under other names (same bytes, as UTKFace has some photos):
+    the copies are left out, named in demo_duplicates.csv and counted in the summary; the
+    smallest name of each group (the original here) is kept."""
+    twins = tmp_path / "twins"
+    (twins / "images").mkdir(parents=True)
+    labels = pd.read_csv(faces / "labels.csv")
+    copies = []
+    for prefix in ("", "y_", "z_"):
+        for name in labels["file"]:
+            (twins / "images" / f"{prefix}{name}").symlink_to((faces / "images" / name).resolve())
+        if prefix:
+            copies.append(labels.assign(file=prefix + labels["file"]))
+    pd.concat([labels, *copies]).to_csv(twins / "labels.csv", index=False)
+    out = tmp_path / "out"
+    summary = generate_realfaces(out, twins, persons=4, eval_persons=2, seed=0, landmark_cache=cache)
+    assert summary["duplicate_faces"] == 2 * len(labels) and summary["faces"] <= len(labels)
+    dropped = pd.read_csv(out / DUPLICATES_FILE)
+    assert sorted(dropped["file"]) == sorted(pd.concat(copies)["file"])
+    assert (dropped["kept"] == dropped["file"].str[2:]).all() and (dropped["kind"] == "same bytes").all()
+    used = pd.read_csv(out / FACES_FILE)
+    assert used["file"].isin(labels["file"]).all() and used["file"].is_unique
+
+
 def test_too_many_persons_names_what_it_has_and_needs(faces, cache, tmp_path):
     has = sum(PICK.values())
     with pytest.raises(MaskpipeError, match=rf"labels\.csv: has {has} usable faces, needs 200 \(150 train"):
@@ -146,8 +171,12 @@ def test_too_many_persons_names_what_it_has_and_needs(faces, cache, tmp_path):
 def test_cli_demo_data_faces(faces, cache, tmp_path, capsys):
     out = tmp_path / "cli"
     cli_main(["demo-data", "--out", str(out), "--faces", str(faces), "--persons", "1", "--eval-persons", "1",
-              "--landmark-cache", str(cache), "--female-share", "0", "--eval-male-share", "0"])
+              "--landmark-cache", str(cache), "--female-share", "0", "--eval-male-share", "0",
+              "--face-region", "square"])
     assert pd.read_csv(out / "train" / "train.csv")["gender"].tolist() == ["male"]
+    assert json.loads((out / MARKER).read_text())["face_region"] == "square"
+    assert cli_main(["demo-data", "--out", str(tmp_path / "y"), "--faces", str(faces), "--face-region", "hair"]) == 1
+    assert "face region must be one of oval, square, got 'hair'" in capsys.readouterr().err
     assert set(decode(pd.read_csv(out / "demo_truth.csv")["ans"].to_numpy())[1]) == {1}
     assert cli_main(["demo-data", "--out", str(tmp_path / "x"), "--eval-persons", "3"]) == 1
     assert "--eval-persons needs --faces" in capsys.readouterr().err

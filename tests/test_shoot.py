@@ -39,3 +39,23 @@ def test_one_background_and_light_per_shoot_and_small_moves():
 def test_shoot_is_seeded():
     a, b = _photos(3), _photos(3)
     assert all(np.array_equal(a[s], b[s]) for s in IMAGE_STEMS)
+
+
+def test_square_region_keeps_the_crop_beyond_the_face_oval():
+    """A green patch in the crop's lower corner, outside the face oval (where a photo has its
+    hair, ears or collar): the square keeps it in the person's layer, the oval does not. The
+    rest of the shoot (background, light, masks) is drawn the same for both."""
+    face = np.asarray(_face()).copy()
+    face[166:178, 26:40] = (20, 200, 20)
+    shoots = {r: plan_shoot(Image.fromarray(face), POINTS, 40, np.random.default_rng(5), r)
+              for r in ("oval", "square")}
+
+    def green(region: str) -> int:
+        layer = np.asarray(shoots[region].layer, np.int32)
+        patch = layer[200 + 166:200 + 178, 200 + 26:200 + 40]  # the crop sits one crop size in
+        return int(((patch[..., 1] - patch[..., 0] > 80) & (patch[..., 3] > 200)).sum())
+
+    assert green("square") > 0.8 * 12 * 14 and green("oval") == 0
+    assert np.array_equal(shoots["oval"].background, shoots["square"].background)
+    assert shoots["oval"].masks == shoots["square"].masks and shoots["oval"].centre.tolist() == \
+        shoots["square"].centre.tolist()

@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--eval-persons", type=int, default=None, help="eval persons (default 60)")
     real.add_argument("--landmark-cache", type=Path, metavar="CSV",
                       help="landmarks found on the faces, kept between runs (default <out>.landmarks.csv)")
+    real.add_argument("--face-region", metavar="oval|square",
+                      help="how much of each face photo a portrait keeps: its oval on a drawn head of "
+                           "hair, or its whole square with its own hair (default oval; README 'Real faces')")
     real.add_argument("--female-share", type=float, help="train persons female (default 0.61)")
     real.add_argument("--old-share", type=float,
                       help="train persons in the >=60 group (default 192/2700, as the real train set)")

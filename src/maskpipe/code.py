@@ -40,7 +40,7 @@ PLUMBING = frozenset({
 #: runs the train and predict steps' code on its own trial folders).
 OFFLINE = frozenset({
     "maskpipe.data.demo", "maskpipe.data.realfaces", "maskpipe.data.competition",
-    "maskpipe.data.shoot", "maskpipe.data.masks", "maskpipe.data.landmarks",
+    "maskpipe.data.shoot", "maskpipe.data.masks", "maskpipe.data.landmarks", "maskpipe.data.dedupe",
     "maskpipe.mislabels.planted", "maskpipe.persons.score",
     "maskpipe.search", "maskpipe.search.space", "maskpipe.search.trial", "maskpipe.search.study",
     "maskpipe.search.results", "maskpipe.search.page",

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 Loader = Callable[[argparse.Namespace], Config]
 
 
-_REAL_ONLY = ("eval_persons", "landmark_cache", "female_share", "old_share", "old_ages", "eval_male_share",
-              "eval_old_share", "min_age")
+_REAL_ONLY = ("eval_persons", "landmark_cache", "face_region", "female_share", "old_share", "old_ages",
+              "eval_male_share", "eval_old_share", "min_age")
 
 
 def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
@@ -42,9 +42,10 @@ def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
         return
     if args.eval_images is not None:
         raise MaskpipeError("demo-data: with --faces, eval is counted in persons: use --eval-persons")
-    given = {k: getattr(args, k) for k in _REAL_ONLY[2:] if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in _REAL_ONLY[3:] if getattr(args, k) is not None}
     priors = Priors(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
-    kwargs = {k: v for k, v in (("persons", args.persons), ("eval_persons", args.eval_persons)) if v is not None}
+    kwargs = {k: v for k, v in (("persons", args.persons), ("eval_persons", args.eval_persons),
+                                ("face_region", args.face_region)) if v is not None}
     summary = generate_realfaces(args.out, args.faces, seed=args.seed, plant_errors=args.plant_errors,
                                  priors=priors, landmark_cache=args.landmark_cache, **kwargs)
     log.info("real-faces data in %s: %s", args.out, summary)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm import tqdm
 
 from maskpipe.io import MaskpipeError, write_csv
 
@@ -43,6 +44,20 @@ def face_path(faces_dir: Path, name: str) -> Path:
     return direct if direct.is_file() else faces_dir / "images" / name
 
 
+def face_paths(faces_dir: Path, files: list[str]) -> list[Path]:
+    """:func:`face_path` of each of ``files``.
+
+    Raises:
+        MaskpipeError: a listed photo is missing (says how many and names one).
+    """
+    paths = [face_path(faces_dir, f) for f in files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise MaskpipeError(f"{faces_dir / 'labels.csv'}: {len(missing)} listed photos are missing, "
+                            f"e.g. {missing[0]}")
+    return paths
+
+
 def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
@@ -66,7 +81,8 @@ def _detect(paths: list[Path]) -> list[np.ndarray | None]:
 
     mtcnn = MTCNN(min_face_size=_MIN_FACE, select_largest=True, keep_all=False, device="cpu")
     out: list[np.ndarray | None] = [None] * len(paths)
-    with torch.inference_mode():
+    # On stderr, and off where it is not a terminal (disable=None), as the crop step's bar.
+    with torch.inference_mode(), tqdm(total=len(paths), desc="face landmarks", unit="face", disable=None) as bar:
         for start in range(0, len(paths), _BATCH):  # a batch at a time: the photos are not all held
             padded = {i: _padded(paths[i]) for i in range(start, min(start + _BATCH, len(paths)))}
             by_size: dict[tuple[int, int], list[int]] = defaultdict(list)  # detect() needs one size
@@ -82,7 +98,7 @@ def _detect(paths: list[Path]) -> list[np.ndarray | None]:
                     box = np.asarray(b[0], dtype=np.float64).reshape(2, 2) / _SCALE - shift
                     prob = float(np.asarray(p, dtype=np.float64).reshape(-1)[0])
                     out[i] = np.concatenate([lm.ravel(), box.ravel(), [prob]])
-            log.debug("landmarks: %d of %d faces", min(start + _BATCH, len(paths)), len(paths))
+            bar.update(len(padded))
     return out
 
 
@@ -100,11 +116,7 @@ def find_landmarks(faces_dir: Path, files: list[str], cache: Path) -> pd.DataFra
     Raises:
         MaskpipeError: a listed photo is missing.
     """
-    paths = [face_path(faces_dir, f) for f in files]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise MaskpipeError(f"{faces_dir / 'labels.csv'}: {len(missing)} listed photos are missing, "
-                            f"e.g. {missing[0]}")
+    paths = face_paths(faces_dir, files)
     hashes = [_sha1(p) for p in paths]
     known = pd.read_csv(cache).set_index("sha1") if Path(cache).is_file() else pd.DataFrame(
         columns=CACHE_COLUMNS).set_index("sha1")

@@ -5,7 +5,8 @@ the competition's layout and file-format quirks, an eval set, ``demo_truth.csv``
 errors), but each person is a real face from ``DIR/labels.csv`` (``file,age,gender``) placed in a
 photo shoot of seven portraits with masks drawn from the face's own landmarks
 (:mod:`maskpipe.data.shoot`, :mod:`maskpipe.data.masks`). A face is used for one person only, so
-train and eval never share a face.
+train and eval never share a face; copies of one photo under several names (UTKFace has them)
+are dropped first, all but one (:mod:`maskpipe.data.dedupe`).
 
 The statistics follow the real competition data (``DESIGN.md``), as options:
 
@@ -32,15 +33,20 @@ from tqdm import tqdm
 
 from maskpipe.classes import GENDER_NAMES, IMAGE_STEMS, MASK_BY_STEM, age_bin, encode
 from maskpipe.data.competition import TrainWriter, check_out, finish, plant_plan, save_image, write_eval_tables
-from maskpipe.data.landmarks import POINT_COLUMNS, face_path, find_landmarks
+from maskpipe.data.dedupe import HASH_SIZE, NEAR_BITS, find_duplicates
+from maskpipe.data.landmarks import POINT_COLUMNS, face_path, face_paths, find_landmarks
 from maskpipe.data.shoot import plan_shoot, render
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
 
-_VERSION = 1  # bump when the images change
+_VERSION = 2  # bump when the images change (2: duplicate faces dropped)
 #: Which face each person is (split, person: train folder or eval person, file, the face's age).
 FACES_FILE = "demo_faces.csv"
+#: The faces left out as copies of another (file, kept, kind, bits: see maskpipe.data.dedupe).
+DUPLICATES_FILE = "demo_duplicates.csv"
+#: How much of a face photo a portrait keeps (maskpipe.data.shoot): the first is the default.
+FACE_REGIONS = ("oval", "square")
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
 _YOUNG_SHARE = 1281 / (1281 + 1227)
 
@@ -147,9 +153,10 @@ def _pick(pool: pd.DataFrame, used: np.ndarray, draws: pd.DataFrame, ranges: dic
     return pd.concat(rows).sort_values("person").drop(columns="person").reset_index(drop=True)
 
 
-def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """labels.csv with gender as 0/1, restricted to faces with landmarks; the landmarks; and how
-    many faces had none (MTCNN found no face: they are left out)."""
+def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """labels.csv with gender as 0/1, without duplicate photos, restricted to faces with
+    landmarks; the landmarks; the duplicates left out (:func:`find_duplicates`); and how many
+    faces had no landmarks (MTCNN found no face: they are left out)."""
     labels_path = faces_dir / "labels.csv"
     labels = read_csv(labels_path, required=["file", "age", "gender"])
     bad = labels[~labels["gender"].isin(GENDER_NAMES)]
@@ -165,28 +172,37 @@ def _read_faces(faces_dir: Path, cache: Path) -> tuple[pd.DataFrame, pd.DataFram
         row = int(np.flatnonzero(ages.isna() | (ages % 1 != 0))[0])
         raise MaskpipeError(f"{labels_path}: row {row + 2}: age must be a whole number, got {labels['age'][row]!r}")
     labels = labels.assign(gender=labels["gender"].map(GENDER_NAMES.index), age=ages.astype(int))
+    paths = face_paths(faces_dir, labels["file"].tolist())
+    # Before any face is given to a person: two persons made of one photo would be one face twice.
+    duplicates = find_duplicates(paths, labels["file"].tolist())
+    if len(duplicates):
+        kinds = duplicates["kind"].value_counts()
+        log.info("%s: %d of %d faces left out as copies of another (%d same bytes, %d near by pHash)",
+                 labels_path, len(duplicates), len(labels), kinds.get("same bytes", 0), kinds.get("near", 0))
+    labels = labels[~labels["file"].isin(duplicates["file"])].reset_index(drop=True)
     marks = find_landmarks(faces_dir, labels["file"].tolist(), cache)
     found = marks[POINT_COLUMNS].notna().all(axis=1).to_numpy()
     if not found.all():
         log.warning("%s: no landmarks found on %d of %d faces; they are not used",
                     labels_path, int((~found).sum()), len(found))
-    return labels[found].reset_index(drop=True), marks[found], int((~found).sum())
+    return labels[found].reset_index(drop=True), marks[found], duplicates, int((~found).sum())
 
 
-def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator):
+def _shoot(faces_dir: Path, file: str, age: int, marks: pd.DataFrame, rng: np.random.Generator, region: str):
     with Image.open(face_path(faces_dir, file)) as im:
         face = im.convert("RGB")
-    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), age, rng)
+    return plan_shoot(face, marks.loc[file, POINT_COLUMNS].to_numpy(np.float64).reshape(5, 2), age, rng, region)
 
 
 def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_persons: int = 60, seed: int = 0,
                        plant_errors: float = 0.0, priors: Priors | None = None,
-                       landmark_cache: Path | None = None) -> dict:
+                       landmark_cache: Path | None = None, face_region: str = FACE_REGIONS[0]) -> dict:
     """Write a data set in the competition's layout under ``out``, one real face per person.
 
     Writes what :func:`maskpipe.data.demo.generate_demo` writes (``demo_truth.csv`` with a
-    ``person`` column: the eval person of each photo) and ``demo_faces.csv``: the face of every
-    person, so that a face is seen to be used once.
+    ``person`` column: the eval person of each photo), ``demo_faces.csv``: the face of every
+    person, so that a face is seen to be used once, and ``demo_duplicates.csv``: the faces left
+    out as copies of another photo (:func:`maskpipe.data.dedupe.find_duplicates`).
 
     Args:
         out: Folder to create; may exist if empty or if it holds a set made with these arguments.
@@ -200,11 +216,14 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         priors: Statistics of the set (default: the competition's, :class:`Priors`).
         landmark_cache: CSV of the faces' landmarks, kept between runs (default: beside ``out``,
             ``<out>.landmarks.csv``).
+        face_region: How much of each face photo a portrait keeps: ``oval`` (the face on a
+            drawn head of hair) or ``square`` (the photo's whole square, its own hair and all);
+            see :mod:`maskpipe.data.shoot`.
 
     Returns:
         Counts: ``persons``, ``eval_persons``, ``train_images``, ``eval_images``, ``faces`` (usable
-        faces in the folder) and ``faces_without_landmarks`` (left out; both absent when
-        skipped), ``planted`` (when planting) and ``skipped``.
+        faces in the folder), ``duplicate_faces`` and ``faces_without_landmarks`` (left out; the
+        three absent when skipped), ``planted`` (when planting) and ``skipped``.
 
     Raises:
         MaskpipeError: bad arguments, a bad labels.csv, too few faces, or ``out`` holding
@@ -215,13 +234,16 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     if persons < 0 or eval_persons < 0:
         raise MaskpipeError(f"demo-data: persons and eval persons must be >= 0, got {persons} and {eval_persons}")
     priors.check()
+    if face_region not in FACE_REGIONS:
+        raise MaskpipeError(f"demo-data: face region must be one of {', '.join(FACE_REGIONS)}, got {face_region!r}")
     plan = plant_plan(seed, persons, plant_errors)
     labels_path = faces_dir / "labels.csv"
     if not labels_path.is_file():
         raise MaskpipeError(f"{labels_path}: not found (--faces needs a folder with labels.csv: file,age,gender)")
     params = {"generator": "maskpipe.data.realfaces", "version": _VERSION, "faces": str(faces_dir),
               "labels_sha256": sha256_file(labels_path), "persons": persons, "eval_persons": eval_persons,
-              "seed": seed, "priors": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(priors).items()}}
+              "seed": seed, "priors": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(priors).items()},
+              "dedupe": {"hash_size": HASH_SIZE, "near_bits": NEAR_BITS}, "face_region": face_region}
     if plant_errors:
         params["plant_errors"] = plant_errors
     what = f"--faces {faces_dir}, persons={persons}, eval persons={eval_persons}, seed={seed}"
@@ -231,41 +253,44 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         summary["planted"] = len(plan)
     if check_out(out, params, what):
         return {**summary, "skipped": True}
-    faces, marks, missed = _read_faces(faces_dir, landmark_cache or out.with_name(out.name + ".landmarks.csv"))
-    summary.update(faces=len(faces), faces_without_landmarks=missed)
+    faces, marks, duplicates, missed = _read_faces(faces_dir,
+                                                   landmark_cache or out.with_name(out.name + ".landmarks.csv"))
+    summary.update(faces=len(faces), duplicate_faces=len(duplicates), faces_without_landmarks=missed)
     train, evals = assign_faces(faces, persons, eval_persons, priors, seed, where=str(labels_path))
-    folders = _write_train(out, faces_dir, marks, train, seed, plan, planting=bool(plant_errors))
-    _write_eval(out, faces_dir, marks, evals, seed)
+    folders = _write_train(out, faces_dir, marks, train, seed, plan, bool(plant_errors), face_region)
+    _write_eval(out, faces_dir, marks, evals, seed, face_region)
     used = [pd.DataFrame({"split": "train", "person": folders, "file": train["file"], "age": train["age"]}),
             pd.DataFrame({"split": "eval", "person": [str(j) for j in range(len(evals))], "file": evals["file"],
                           "age": evals["age"]})]
     write_csv(pd.concat(used), out / FACES_FILE)
+    write_csv(duplicates, out / DUPLICATES_FILE)
     finish(out, params)
     log.info("wrote %d train and %d eval persons from %s to %s", persons, eval_persons, faces_dir, out)
     return {**summary, "skipped": False}
 
 
 def _write_train(out: Path, faces_dir: Path, marks: pd.DataFrame, train: pd.DataFrame, seed: int,
-                 plan: dict[int, str], planting: bool) -> list[str]:
+                 plan: dict[int, str], planting: bool, region: str) -> list[str]:
     """Write the train persons; returns their folder names."""
     writer = TrainWriter(out, seed, plan)
     for i, row in enumerate(tqdm(train.itertuples(), total=len(train), desc="train persons", unit="person",
                                  disable=None)):
         rng = np.random.default_rng([seed, 11, i])
         pid = f"{1 + 2 * i + int(rng.integers(2)):06d}"  # unique, increasing, with gaps like the real ids
-        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng, region)
         photos = {stem: render(shoot, stem, rng) for stem in IMAGE_STEMS}
         writer.person(i, pid, int(row.gender), int(row.label_age), int(row.group), photos, shoot.quality)
     writer.finish(planting)
     return [row["path"] for row in writer.rows]
 
 
-def _write_eval(out: Path, faces_dir: Path, marks: pd.DataFrame, evals: pd.DataFrame, seed: int) -> None:
+def _write_eval(out: Path, faces_dir: Path, marks: pd.DataFrame, evals: pd.DataFrame, seed: int,
+                region: str) -> None:
     truth = []
     for j, row in enumerate(tqdm(evals.itertuples(), total=len(evals), desc="eval persons", unit="person",
                                  disable=None)):
         rng = np.random.default_rng([seed, 12, j])
-        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng)
+        shoot = _shoot(faces_dir, row.file, int(row.age), marks, rng, region)
         for stem in IMAGE_STEMS:
             image_id = rng.bytes(20).hex() + ".jpg"
             save_image(render(shoot, stem, rng), out / "eval" / "images" / image_id, "JPEG", "RGB", shoot.quality)

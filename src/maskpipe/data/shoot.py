@@ -3,7 +3,8 @@
 A shoot fixes the background, the framing, the light and the person's masks; between its photos
 the person moves a little (shift, turn, distance), as in the competition's photos. The face (a
 tight crop, e.g. UTKFace's 200x200) gets a head of hair behind it, a neck and shoulders below it,
-so the portrait has a head-and-shoulders outline like the real ones.
+so the portrait has a head-and-shoulders outline like the real ones; of the crop, the face's
+oval is kept, or its whole square (``region``).
 """
 
 from __future__ import annotations
@@ -61,8 +62,14 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return np.clip(bg + noise, 0, 255).astype(np.uint8)
 
 
-def _layer(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
-    """Face crop with hair behind, neck and shoulders below, as RGBA; and the landmarks there."""
+def _layer(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generator,
+           region: str = "oval") -> tuple[Image.Image, np.ndarray]:
+    """Face crop with hair behind, neck and shoulders below, as RGBA; and the landmarks there.
+
+    ``region``: ``oval`` keeps the face's oval; ``square`` the crop's whole square (on a tight
+    crop such as UTKFace's: side and long hair beside the jaw, ears, and the source photo's
+    background in the corners), faded out at its edges. Both lie on the same drawn head of hair.
+    """
     face = face.convert("RGB")
     w, h = face.size
     arr = np.asarray(face)
@@ -91,26 +98,40 @@ def _layer(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generato
     draw.ellipse((cx - 3.6 * d, chin_y + 0.9 * d, cx + 3.6 * d, chin_y + 6 * d), fill=(*clothes, 255))
     draw.rectangle((cx - 0.62 * d, mouth_y, cx + 0.62 * d, chin_y + 1.0 * d),
                    fill=(*(int(c * 0.85) for c in skin), 255))
-    # Short, full or long hair: the head's outline differs from person to person.
+    # Short, full or long hair: the head's outline differs from person to person. Drawn for
+    # both regions, so the rest of the shoot's draws (light, masks, moves) match between them.
     half, top, low = rng.uniform(1.3, 1.6), rng.uniform(1.6, 2.1), rng.uniform(-0.3, 1.2)
     draw.ellipse((cx - half * d, eyes[1] - top * d, cx + half * d, mouth_y + low * d),
                  fill=(*(int(c) for c in np.clip(hair, 0, 255)), 255))
-    # The face crop, faded out at its borders (the top too: aligned crops cut the forehead) so
-    # the hair and neck take over.
-    matte = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(matte).ellipse((0.06 * w, 0.02 * h - 0.3 * h, 0.94 * w, 1.04 * h), fill=255)
-    matte = np.asarray(matte.filter(ImageFilter.GaussianBlur(0.04 * w)), np.float32)
-    matte = matte * np.clip(0.3 + 7 * np.linspace(0, 1, h, dtype=np.float32), 0, 1)[:, None]
-    matte = Image.fromarray(matte.astype(np.uint8))
     face_rgba = face.copy()
-    face_rgba.putalpha(matte)
+    face_rgba.putalpha(_matte(w, h, region))
     layer.alpha_composite(face_rgba, (pad_x, pad_top))
     return layer, pts
 
 
-def plan_shoot(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generator) -> Shoot:
-    """Draw everything that stays fixed across one person's photos (``age`` greys the hair)."""
-    layer, lpts = _layer(face, pts, age, rng)
+def _matte(w: int, h: int, region: str) -> Image.Image:
+    """Alpha of the face crop: its oval, or its whole square, faded out at the borders so the
+    hair (drawn or its own), the neck and the background take over."""
+    if region == "square":
+        # 1 inside, falling smoothly to 0 over the outer 12% of each side.
+        ramp = [np.clip(np.minimum(t, 1 - t) / 0.12, 0, 1) for t in (np.linspace(0, 1, h), np.linspace(0, 1, w))]
+        ramp = [r * r * (3 - 2 * r) for r in ramp]
+        return Image.fromarray((255 * np.outer(*ramp)).astype(np.uint8))
+    if region != "oval":
+        raise ValueError(f"face region must be 'oval' or 'square', got {region!r}")
+    matte = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(matte).ellipse((0.06 * w, 0.02 * h - 0.3 * h, 0.94 * w, 1.04 * h), fill=255)
+    matte = np.asarray(matte.filter(ImageFilter.GaussianBlur(0.04 * w)), np.float32)
+    # The top fades too: aligned crops cut the forehead.
+    matte = matte * np.clip(0.3 + 7 * np.linspace(0, 1, h, dtype=np.float32), 0, 1)[:, None]
+    return Image.fromarray(matte.astype(np.uint8))
+
+
+def plan_shoot(face: Image.Image, pts: np.ndarray, age: int, rng: np.random.Generator,
+               region: str = "oval") -> Shoot:
+    """Draw everything that stays fixed across one person's photos (``age`` greys the drawn
+    hair; ``region``: how much of the face crop is kept, see :func:`_layer`)."""
+    layer, lpts = _layer(face, pts, age, rng, region)
     d = float(np.hypot(*(lpts[1] - lpts[0])))
     # Eye distance in the photo: 70-100 px, so faces are ~180-260 px tall like the real photos.
     scale = rng.uniform(70, 100) / d
