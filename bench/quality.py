@@ -448,7 +448,9 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpF
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_Help, epilog="regimes:\n" + "\n".join(
+        f"  {name}: " + ", ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                                  for k, v in sizes.items() if v) for name, sizes in REGIMES.items()))
     p.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "realfaces" / "utkface",
                    help="labels.csv + face photos: the shared UTKFace folder beside the repo")
     p.add_argument("--data", type=Path,
