@@ -16,8 +16,8 @@ px (bench/detect_rates.py's selection), it measures:
 - the Fréchet distance of those features (PCA to ``--dims`` fitted on the real crops) to the
   real crops', bootstrapped over equal-size samples, and the paired difference square - oval;
 - a real-vs-generated probe (logistic regression, 5 folds by person; AUC 0.5 = cannot tell);
-- a gender probe on the generated crops (5 folds by person): how much of the face photo's
-  gender cues a portrait keeps.
+- gender and age (>= 60, the face's age) probes on the generated crops (5 folds by person):
+  how much of the face photo's cues a portrait keeps.
 Prints one table. Run by hand; tests/test_bench_realfaces.py checks that it runs and prints it.
 """
 
@@ -46,7 +46,7 @@ from maskpipe.classes import decode  # noqa: E402
 from maskpipe.cli import main as cli_main  # noqa: E402
 from maskpipe.config import load_raw, validate  # noqa: E402
 from maskpipe.crop import detect_boxes, detector_passes, make_detector  # noqa: E402
-from maskpipe.data.realfaces import FACE_REGIONS  # noqa: E402
+from maskpipe.data.realfaces import FACE_REGIONS, FACES_FILE  # noqa: E402
 from maskpipe.images import read_rgb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,9 +121,12 @@ def probe_auc(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
 
 
 def persons(root: Path, table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` (generated_photos) with each photo's person and gender (1 female)."""
+    """``table`` (generated_photos) with each photo's person, gender (1 female) and face age
+    (``demo_faces.csv``: train's >= 60 persons are labelled 60 whatever their face's age)."""
     train = pd.read_csv(root / "train" / "train.csv", dtype={"id": str}).set_index("path")
     truth = pd.read_csv(root / "demo_truth.csv").set_index("ImageID")
+    faces = pd.read_csv(root / FACES_FILE, dtype={"person": str})
+    ages = dict(zip(faces["split"].str[0] + faces["person"], faces["age"], strict=True))
     rows = []
     for path, split in zip(table["path"], table["split"], strict=True):
         if split == "train":
@@ -132,7 +135,7 @@ def persons(root: Path, table: pd.DataFrame) -> pd.DataFrame:
         else:
             ans = int(truth.loc[path.name, "ans"])
             rows.append((f"e{truth.loc[path.name, 'person']}", int(decode(np.array([ans]))[1][0])))
-    return table.assign(person=[r[0] for r in rows], female=[r[1] for r in rows])
+    return table.assign(person=[r[0] for r in rows], female=[r[1] for r in rows], age=[ages[r[0]] for r in rows])
 
 
 def main() -> None:
@@ -191,6 +194,7 @@ def main() -> None:
         groups = np.r_[wear["person"].to_numpy(), [f"r{i}" for i in range(len(real_x))]]  # a real crop: one person
         row["real-vs-generated AUC"] = probe_auc(both, np.r_[np.zeros(len(x)), np.ones(len(real_x))], groups)
         row["gender AUC"] = probe_auc(x, wear["female"].to_numpy(), wear["person"].to_numpy())
+        row["age >= 60 AUC"] = probe_auc(x, (wear["age"] >= 60).to_numpy(int), wear["person"].to_numpy())
         row["persons"] = wear["person"].nunique()
         reduced[region] = pca.transform(x)
         rows.append(row)
@@ -207,9 +211,10 @@ def main() -> None:
         row["Fréchet to real"] = f"{d.mean():.1f} ({np.percentile(d, 5):.1f}-{np.percentile(d, 95):.1f})"
     diff = np.asarray(draws[FACE_REGIONS[1]]) - np.asarray(draws[FACE_REGIONS[0]])
     columns = ["set", "wear photos", *(f"{g} found" for g in MASK_GROUPS), "median prob", "Fréchet to real",
-               "real-vs-generated AUC", "gender AUC", "persons"]
+               "real-vs-generated AUC", "gender AUC", "age >= 60 AUC", "persons"]
     table = pd.DataFrame(rows, columns=columns)
     table["persons"] = [f"{v:.0f}" if v == v else "" for v in table["persons"]]  # a count, blank for real
+    table = table.astype(object).where(table.notna(), None)  # None: what to_markdown prints blank
     print(table.to_markdown(index=False, floatfmt=".3f", missingval=""))
     print(f"\nFréchet distance {FACE_REGIONS[1]} - {FACE_REGIONS[0]} (paired, {args.bootstrap} draws of {n}): "
           f"{diff.mean():+.1f} (90%: {np.percentile(diff, 5):+.1f} to {np.percentile(diff, 95):+.1f}); "

@@ -222,4 +222,6 @@ def test_face_region_bench_compares_both_regions_with_real_photos(bench, tmp_pat
         for col in ("wear found", "incorrect found", "normal found", "real-vs-generated AUC"):
             assert 0 <= float(row[col]) <= 1, (region, col)
         assert re.fullmatch(rf"{NUM} \({NUM}-{NUM}\)", row["Fréchet to real"]), row
+        for col in ("gender AUC", "age >= 60 AUC"):  # blank where 6 persons hold one class only
+            assert row[col] in ("", "nan") or 0 <= float(row[col]) <= 1, (region, col)
     assert re.search(rf"Fréchet distance square - oval \(paired, 5 draws of \d+\): [+-]\d+\.\d \(90%: ", out), out
