@@ -171,10 +171,11 @@ def report(args: argparse.Namespace, L, todo: list, seconds: list[float], busy: 
     trained = [(job, t, json.loads(Path(L.train_metrics(job["model"], job["fold"])).read_text()))
                for (step, job), t in zip(done, seconds) if step.runs == "train"]
     device = trained[0][2]["device"] if trained else "no fold trained"
+    workers = resolve_workers(_workers(args.num_workers), device.split(":")[0])  # as the jobs resolved it
     size = f"{args.persons} persons + {args.eval_images} eval, crop {args.crop_size[0]}x{args.crop_size[1]}"
     add_row(args.rows, "pipeline", f"run: {size}, {args.arch} {args.image_size[0]}x{args.image_size[1]}, "
             f"{args.folds} folds x {args.epochs} epochs, {device}, "
-            f"{resolve_workers(_workers(args.num_workers))} loader workers",
+            f"{workers} loader workers",
             " ".join(f"{k} {v:.0f}s" for k, v in by_step.items()))
     if "crop" in by_step:
         n_images = sum(len(Path(L.crop_index(s)).read_text().splitlines()) - 1 for s in ("train", "eval"))

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import torch
+
+from maskpipe.train.devices import resolve_workers
 
 FIGURE = r"\d+\.\d+"
 
@@ -37,6 +40,17 @@ def test_train_bench_prints_both_modes_and_their_ratio(bench):
     assert re.search(rf"^fp32: +{FIGURE} img/s", out, re.M), out
     assert re.search(rf"^bf16 \+ channels_last: +{FIGURE} img/s", out, re.M), out
     assert re.search(rf"^ratio: {FIGURE}x", out, re.M), out
+
+
+def test_train_bench_prints_the_pipelines_feed_against_the_bare_step(bench, tiny_run):
+    config, L = tiny_run
+    out = bench("train", "--results", L.results, "--config", config, "--workers", "0", "auto",
+                "--images", 16, "--steps", 1)
+    assert re.search(rf"^bare step \(batch in memory\): +{FIGURE} img/s", out, re.M), out
+    rows = re.findall(rf"^pipeline, num_workers (\S+(?: \(= \d+\))?): +{FIGURE} img/s  \({FIGURE} of the bare step\)",
+                      out, re.M)
+    auto = resolve_workers("auto", "cuda" if torch.cuda.is_available() else "cpu")
+    assert rows == ["0", f"auto (= {auto})"], out
 
 
 def test_mislabels_bench_measures_a_finished_run(bench, tiny_run, tmp_path):

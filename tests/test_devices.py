@@ -130,15 +130,27 @@ def test_detections_are_cached_per_device_type():
 def test_auto_workers_follow_the_jobs_cores(monkeypatch):
     monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert usable_cores({}) == 16
-    assert resolve_workers("auto", {}) == 8  # capped
-    assert resolve_workers("auto", {"OMP_NUM_THREADS": "4"}) == 3  # Snakemake's threads: 4
-    assert resolve_workers("auto", {"OMP_NUM_THREADS": "1"}) == 0
+    assert resolve_workers("auto", "cuda", {}) == 8  # capped
+    assert resolve_workers("auto", "cuda", {"OMP_NUM_THREADS": "4"}) == 3  # Snakemake's threads: 4
+    assert resolve_workers("auto", "cuda", {"OMP_NUM_THREADS": "1"}) == 0
     monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert resolve_workers("auto", {"OMP_NUM_THREADS": "8"}) == 1  # affinity binds tighter
-    assert resolve_workers(5, {}) == 5
+    assert resolve_workers("auto", "cuda", {"OMP_NUM_THREADS": "8"}) == 1  # affinity binds tighter
+    assert resolve_workers(5, "cuda", {}) == 5
     for bad in (-1, "many", True):
         with pytest.raises(MaskpipeError, match="train.num_workers"):
-            resolve_workers(bad, {})
+            resolve_workers(bad, "cpu", {})
+
+
+def test_auto_gives_a_small_cpu_job_no_workers(monkeypatch):
+    """On a CPU of few cores a worker takes a core from the step's own torch threads (on 2 cores
+    one cost 12%); a count is still obeyed, and larger CPU jobs keep the rule."""
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert resolve_workers("auto", "cpu", {}) == 0
+    assert resolve_workers(1, "cpu", {}) == 1
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert resolve_workers("auto", "cpu", {"OMP_NUM_THREADS": str(devices.SMALL_CPU_CORES)}) == 0
+    assert resolve_workers("auto", "cpu", {"OMP_NUM_THREADS": str(devices.SMALL_CPU_CORES + 1)}) == devices.SMALL_CPU_CORES
+    assert resolve_workers("auto", "cpu", {}) == 8
 
 
 def test_num_workers_defaults_to_auto_and_takes_counts(shipped_config):

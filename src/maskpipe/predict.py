@@ -113,7 +113,7 @@ def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_i
                           ckpt.get("preprocess", []), None)
     label = tta_label(tta)
     # CPU: the model is the bottleneck and workers would take its cores; CUDA: feed it.
-    workers = resolve_workers("auto") if device.type == "cuda" else 0
+    workers = resolve_workers("auto", device.type) if device.type == "cuda" else 0
     table = join_split(train_index, labels, folds)
     val = table[table["fold"] == fold]
     oof_plain, oof = predict_probs(model, CropDataset(train_crops, val["row"].to_numpy(), None, tf),

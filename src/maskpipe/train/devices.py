@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 SCHEDULER_GPU_VARS = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "GPU_DEVICE_ORDINAL")
 #: Most DataLoader workers ``num_workers: auto`` starts: past 8, a crop feed gains little.
 MAX_AUTO_WORKERS = 8
+#: A CPU training job with at most this many cores gets no workers from ``num_workers: auto``
+#: (measured on 2; more cores than 4 keep the GPU rule, unmeasured on CPU: set a count there).
+SMALL_CPU_CORES = 4
 
 
 def resolve_device(device: str) -> torch.device:
@@ -60,11 +63,21 @@ def usable_cores(env: Mapping[str, str] | None = None) -> int:
     return max(1, cores)
 
 
-def resolve_workers(setting: int | str, env: Mapping[str, str] | None = None) -> int:
+def resolve_workers(setting: int | str, device_type: str,
+                    env: Mapping[str, str] | None = None) -> int:
     """DataLoader workers: an explicit count, or ``auto``: every usable core but the one the
-    training loop runs on, at most :data:`MAX_AUTO_WORKERS`."""
+    training loop runs on, at most :data:`MAX_AUTO_WORKERS`; none for a CPU job of at most
+    :data:`SMALL_CPU_CORES` cores."""
     if setting == "auto":
-        return min(MAX_AUTO_WORKERS, usable_cores(env) - 1)
+        cores = usable_cores(env)
+        # On CPU the step's torch ops already run a thread on every core of the job
+        # (OMP_NUM_THREADS), and the feed (memory-mapped uint8 crops, albumentations at the
+        # model's size) is ~10% of a step: a worker process gains at most that, and on few cores
+        # it takes a core from those threads. On 2 cores one worker cost 12% (resnet10t at 64 px:
+        # 62-63 img/s against 71-73 without; bench/train.py --results prints these rows).
+        if device_type == "cpu" and cores <= SMALL_CPU_CORES:
+            return 0
+        return min(MAX_AUTO_WORKERS, cores - 1)
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
         raise MaskpipeError(f"train.num_workers: {setting!r} is neither 'auto' nor a count >= 0")
     return setting

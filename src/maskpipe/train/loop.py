@@ -122,7 +122,7 @@ def train_fold(
              len(va), device)
     model = build_model(model_cfg, device, where)
     data = build_data(crops, tr, va, model.pretrained_cfg, model_cfg,
-                      resolve_workers(train_cfg["num_workers"]), seed,
+                      resolve_workers(train_cfg["num_workers"], device.type), seed,
                       generator, device.type == "cuda", where, extra)
     parts = build_parts(model, data, model_cfg, device, where)
     # issue 15: where it runs is part of the key (a CPU resume.pt on CUDA starts over)
