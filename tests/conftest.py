@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -191,6 +193,40 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def scheduled(project: Path) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job `snakemake -n submission` would run."""
+    out = sh(["snakemake", "submission", "-n", "--cores", "2"], project).stdout
+    jobs, rule = set(), None
+    for line in out.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            if rule:
+                jobs.add((rule, ""))
+            rule = m.group(1)
+            continue
+        m = re.match(r"^\s+wildcards: (.*)$", line)
+        if m and rule:
+            jobs.add((rule, m.group(1)))
+            rule = None
+    if rule:
+        jobs.add((rule, ""))
+    return jobs
+
+
+def dvc_changed(project: Path) -> set[str]:
+    """The stages `dvc status` lists as changed."""
+    return set(json.loads(sh(["dvc", "status", "--json"], project).stdout or "{}"))
+
+
+def dvc_init(project: Path) -> None:
+    """``project`` made a git and DVC repository with its generated dvc.yaml (results and
+    Snakemake's state left out of git)."""
+    (project / ".gitignore").write_text("/results/\n/.snakemake/\n")
+    sh(["git", "init", "-q"], project)
+    sh(["dvc", "init", "-q"], project)
+    sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], project)
 
 
 def snakemake_jobs(project: Path, configfiles: list[Path] = (), target: str = "submission") -> tuple[list, object]:

@@ -5,39 +5,17 @@ without an engine run (tests/test_pipeline.py); these tests need the engines the
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_project, sh, shrink
+from conftest import dvc_changed, dvc_init, make_project, scheduled, sh, shrink
 
 pytestmark = pytest.mark.slow
 
 RESULTS = "results/tiny"
-
-
-def scheduled(project) -> set[tuple[str, str]]:
-    """(rule, wildcards) of every job `snakemake -n submission` would run."""
-    out = sh(["snakemake", "submission", "-n", "--cores", "2"], project).stdout
-    jobs, rule = set(), None
-    for line in out.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):", line)
-        if m:
-            if rule:
-                jobs.add((rule, ""))
-            rule = m.group(1)
-            continue
-        m = re.match(r"^\s+wildcards: (.*)$", line)
-        if m and rule:
-            jobs.add((rule, m.group(1)))
-            rule = None
-    if rule:
-        jobs.add((rule, ""))
-    return jobs
 
 
 def edit_config(project, edit) -> str:
@@ -75,10 +53,7 @@ def snakemake_project(tmp_path_factory, config):
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory, config):
     project = engine_project(tmp_path_factory.mktemp("dvc"), config)
-    (project / ".gitignore").write_text("/results/\n/.snakemake/\n")
-    sh(["git", "init", "-q"], project)
-    sh(["dvc", "init", "-q"], project)
-    sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], project)
+    dvc_init(project)
     sh(["dvc", "repro"], project)
     return project
 
@@ -130,10 +105,6 @@ def test_dvc_repro_makes_the_same_files(dvc_project, snakemake_project):
                 "folds/folds.csv", "predictions/a/fold0/oof.csv", "ensemble/scores.csv",
                 "submission.csv"):
         assert (dvc_project / RESULTS / rel).read_bytes() == (snakemake_project / RESULTS / rel).read_bytes(), rel
-
-
-def dvc_changed(project) -> set[str]:
-    return set(json.loads(sh(["dvc", "status", "--json"], project).stdout or "{}"))
 
 
 def test_dvc_status_clean_then_marks_the_edited_stages(dvc_project):
@@ -339,74 +310,12 @@ def test_a_failed_step_under_each_engine_keeps_what_the_readme_says(snakemake_pr
             assert dvc_changed(project) == set()
 
 
-def test_dvc_remote_round_trip_then_snakemake_touch(dvc_project, tmp_path):
-    """run -> dvc push -> fresh clone -> dvc pull: DVC is clean and, after `snakemake --touch`
-    (DVC does not keep mtimes), Snakemake schedules nothing either."""
-    remote = tmp_path / "remote"
-    sh(["dvc", "remote", "add", "-d", "local", str(remote)], dvc_project)
-    sh(["git", "add", "-A"], dvc_project)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], dvc_project)
-    sh(["dvc", "push", "-q"], dvc_project)
-    clone = tmp_path / "clone"
-    sh(["git", "clone", "-q", str(dvc_project), str(clone)], tmp_path)
-    sh(["dvc", "pull", "-q"], clone)
-    assert (clone / RESULTS / "submission.csv").read_bytes() == (dvc_project / RESULTS / "submission.csv").read_bytes()
-    assert dvc_changed(clone) == set()
-    sh(["snakemake", "submission", "--touch", "--cores", "1"], clone)
-    assert scheduled(clone) == set()
-
-
 def test_dvc_commit_records_a_snakemake_run(snakemake_project, tmp_path):
     import shutil
 
     project = tmp_path / "recorded"
     shutil.copytree(snakemake_project, project, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
-    (project / ".gitignore").write_text("/results/\n/.snakemake/\n")
-    sh(["git", "init", "-q"], project)
-    sh(["dvc", "init", "-q"], project)
-    sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], project)
+    dvc_init(project)
     assert dvc_changed(project) != set()  # nothing recorded yet
     sh(["dvc", "commit", "--force", "-q"], project)  # hashes what Snakemake made; trains nothing
     assert dvc_changed(project) == set()
-
-
-def experiments(project) -> dict[str, dict]:
-    """Every experiment of `dvc exp show --json`: its data (params, metrics) by name."""
-    shown = json.loads(sh(["dvc", "exp", "show", "--json"], project).stdout)
-    return {rev["name"]: rev["data"] for row in shown for exp in row.get("experiments") or []
-            for rev in exp["revs"]}
-
-
-def ran_stages(log: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", log))
-
-
-def test_dvc_experiments_in_the_queue_and_in_the_workspace(dvc_project):
-    """README "Hyperparameter search", the DVC way: an experiment queued with `-S` and run by
-    `dvc queue start`, one run in the workspace with `dvc exp run -S`, both listed by `dvc exp
-    show` with their params and metrics. Their parameters are the report's and the ensemble's,
-    so only those stages and what follows run (the per-model rows of the rerun table are the
-    other tests'), which keeps the test cheap."""
-    import time
-
-    sh(["git", "add", "-A"], dvc_project)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before exp", "--allow-empty"],
-       dvc_project)
-    sh(["dvc", "exp", "run", "--queue", "-n", "queued", "-S", "config.yaml:report.title=queued"], dvc_project)
-    sh(["dvc", "queue", "start", "-j", "1"], dvc_project)
-    deadline = time.monotonic() + 600
-    while re.search(r"\b(Queued|Running)\b", sh(["dvc", "queue", "status"], dvc_project).stdout):
-        assert time.monotonic() < deadline, "the queued experiment did not finish"
-        time.sleep(2)
-    assert ran_stages(sh(["dvc", "queue", "logs", "queued"], dvc_project).stdout) == {"report"}
-    out = sh(["dvc", "exp", "run", "-n", "hard", "-S", "config.yaml:ensemble.method=hard"], dvc_project)
-    ran = ran_stages(out.stdout + out.stderr)
-    assert "ensemble" in ran and not any(s.startswith(("train", "predict", "crop", "validate")) for s in ran), ran
-    exps = experiments(dvc_project)
-    assert {"queued", "hard"} <= set(exps)
-    params = {n: exps[n]["params"]["config.yaml"]["data"] for n in ("queued", "hard")}
-    assert params["queued"]["report"]["title"] == "queued" and params["queued"]["ensemble"]["method"] == "soft"
-    assert params["hard"]["ensemble"]["method"] == "hard"
-    for name in ("queued", "hard"):
-        assert 0 <= exps[name]["metrics"][f"{RESULTS}/ensemble/metrics.json"]["data"]["oof_macro_f1"] <= 1
-

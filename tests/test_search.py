@@ -207,7 +207,7 @@ def test_a_trial_left_running_by_a_kill_is_failed_and_enqueued_again(tmp_path):
 
 @pytest.mark.parametrize("search_cfg, message", [
     ({"model": "nope"}, "search.model: no model 'nope' under models (known: demo)"),
-    ({"folds": [0, 5]}, "search.folds: fold 5 is not below folds.k (5)"),
+    ({"folds": [0, 3]}, "search.folds: fold 3 is not below folds.k (3)"),
     ({"parallel": 0}, "search.parallel: 0 is less than the minimum of 1"),
     ({"space": {"lr": {"low": 0.1}}}, "search.space.lr"),
 ])
