@@ -197,7 +197,7 @@ TAIL = {("ensemble", ""), ("mislabels", ""), ("submit", ""), ("report", ""), ("s
     ("pseudo", lambda c: c["pseudo"].update(threshold=0.5, task_thresholds={"mask": 0.9}), set(), set()),
 ])
 def test_rerun_table_rows(snakemake_project, dvc_project, section, edit, jobs, stages):
-    """Rows of the README's rerun table not covered above, for both engines."""
+    """Rows of the rerun table (docs/engines.md) not covered above, for both engines."""
     before = edit_config(snakemake_project, edit)
     try:
         assert scheduled(snakemake_project) == jobs
@@ -282,8 +282,8 @@ def test_code_edit_reruns_that_step_and_what_follows(snakemake_project, dvc_proj
         assert (scheduled(project) if project is snakemake_project else dvc_changed(project)) == set()
 
 
-def test_a_failed_step_under_each_engine_keeps_what_the_readme_says(snakemake_project, dvc_project):
-    """README "When things go wrong", `folds.k` above the persons: the engine deleted the step's
+def test_a_failed_step_under_each_engine_keeps_what_the_docs_say(snakemake_project, dvc_project):
+    """docs/troubleshooting.md, `folds.k` above the persons: the engine deleted the step's
     output before running it, the step's error line ends its log, every other output stays, and
     after the fix the rerun rewrites the same file, so nothing downstream reruns."""
     folds, labels = Path(RESULTS) / "folds" / "folds.csv", Path(RESULTS) / "labels" / "train.csv"

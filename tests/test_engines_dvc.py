@@ -65,7 +65,7 @@ def ran_stages(log: str) -> set[str]:
 
 
 def test_dvc_experiments_in_the_queue_and_in_the_workspace(recorded):
-    """README "Hyperparameter search", the DVC way: an experiment queued with `-S` and run by
+    """docs/search.md, the DVC way: an experiment queued with `-S` and run by
     `dvc queue start`, one run in the workspace with `dvc exp run -S`, both listed by `dvc exp
     show` with their params and metrics. Their parameters are the report's and the ensemble's,
     so only those stages and what follows run (the per-model rows of the rerun table are

@@ -1,7 +1,7 @@
 """Faults end to end: killed training jobs, a crashed fold, untrusted files, determinism.
 
 The data and config cases of the catalogue are in test_manifest.py, test_config.py,
-test_folds.py and test_io.py; the README's "When things go wrong" table lists them all.
+test_folds.py and test_io.py; the table in docs/troubleshooting.md lists them all.
 """
 
 from __future__ import annotations

@@ -248,15 +248,15 @@ def test_report_inputs_are_the_report_steps_inputs():
     assert many == {p.name for p in STEPS["report"].inputs if p.many}
 
 
-def test_the_readmes_step_table_is_what_maskpipe_steps_prints(capsys):
-    """The README's map of the pipeline is generated (`maskpipe steps`), so it cannot go stale."""
+def test_the_docs_step_table_is_what_maskpipe_steps_prints(capsys):
+    """The step table in docs/pipeline.md is generated (`maskpipe steps`), so it cannot go stale."""
     from pathlib import Path
 
     from maskpipe.cli import main as cli_main
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = readme.index("\n", readme.index("<!-- `maskpipe steps` prints this table")) + 1
-    block = readme[start:readme.index("<!-- end of `maskpipe steps` -->")].strip()
+    page = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text()
+    start = page.index("\n", page.index("<!-- `maskpipe steps` prints this table")) + 1
+    block = page[start:page.index("<!-- end of `maskpipe steps` -->")].strip()
     assert cli_main(["steps"]) == 0
     assert block == capsys.readouterr().out.strip()
 
