@@ -1,12 +1,14 @@
 # maskpipe: the face-mask-status competition as one cached, re-runnable DAG.
 #
-#   snakemake --cores 8 --resources gpu=1 submission
+#   snakemake submission --cores 8 --resources gpu=1
+#
+# (the target first: Snakemake 9 reads every word after --resources as a resource)
 #
 # raw data -> validate -> crop -> labels -> folds -> train (model x fold) -> predict
 #          -> ensemble -> mislabels, submit -> report; with pseudo-label rounds (config `pseudo`)
 #          ensemble -> pseudo -> retrain -> repredict -> reensemble, once per round, before submit.
 # Each rule runs one `maskpipe` subcommand; what each step reads, writes and runs is one table,
-# src/maskpipe/pipeline.py.
+# the step table (`maskpipe steps` prints it; docs/pipeline.md).
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -22,11 +22,11 @@ DESCRIPTION = """\
 maskpipe: face crops -> label fixes -> person-grouped folds -> timm models -> OOF + TTA ->
 soft-vote ensemble -> submission.csv and an HTML report, for the face-mask-status competition.
 
-Normally you do not call the steps yourself: `snakemake --cores 8 --resources gpu=1 submission`
+Normally you do not call the steps yourself: `snakemake submission --cores 8 --resources gpu=1`
 (or `dvc repro`) runs each one when, and only when, its inputs or config sections changed.
 """
 
-EPILOG = "Run `maskpipe STEP --help` for a step's options. Docs: README.md."
+EPILOG = "Run `maskpipe STEP --help` for a step's options. Docs: README.md and docs/."
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:

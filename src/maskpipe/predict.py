@@ -58,7 +58,7 @@ def row_tensor(logits: torch.Tensor, head: str) -> torch.Tensor:
     float32 tensor on the device of ``logits``."""
     p18, tasks = probabilities(logits, head)
 
-    def missing(k: int) -> torch.Tensor:  # on the device of the model's outputs (issue 15)
+    def missing(k: int) -> torch.Tensor:  # on the outputs' device: torch.cat needs one device
         return torch.full((len(logits), k), float("nan"), device=logits.device, dtype=torch.float32)
 
     parts = [p18 if p18 is not None else missing(NUM_CLASSES)]

@@ -1,7 +1,7 @@
 """The ``crop`` step: batched MTCNN face detection and fixed-size face crops.
 
 facenet-pytorch's MTCNN batch mode needs equal-sized images and its ``forward()`` raises on a
-batch holding a faceless image (facenet-pytorch issue #224), so this module groups images by size,
+batch holding a faceless image (timesler/facenet-pytorch#224), so this module groups images by size,
 calls ``detect()`` on downscaled copies, maps the boxes back to full resolution and crops itself.
 
 Detections are cached per image content hash and detector settings, so label, fold or training

@@ -304,7 +304,7 @@ def run(
     geometry = CropGeometry(height, width, crop["margin"],
                             (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
     settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]),
-                                device.split(":")[0])  # issue 15: the device type is in the cache key
+                                device.split(":")[0])  # in the cache key: CPU and CUDA boxes differ in the last digits
     passes = [DetectionPass(s, BoxCache(cache_dir, s), functools.partial(make_detector, s, device))
               for s in detector_passes(crop, settings)]  # the second pass keeps the device type
     manifests = {}

@@ -59,7 +59,7 @@ class Parts:
     amp: torch.dtype | None
     head: str
     accumulate: int
-    channels_last: bool  # inputs go channels-last (CUDA only), like the model (issue 15)
+    channels_last: bool  # inputs go channels-last (CUDA only), like the model, never one without the other
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """CUDA autocast at the configured dtype, or nothing."""

@@ -77,7 +77,8 @@ def _zero(device: torch.device) -> torch.Tensor:
 
 
 def _to(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    # issue 15: channels-last only where the model is configured for it (was: always on CUDA)
+    # channels-last only where the model is configured for it, so `channels_last: false` converts
+    # neither the model nor its inputs
     fmt = torch.channels_last if channels_last and device.type == "cuda" else torch.preserve_format
     return x.to(device, non_blocking=True, memory_format=fmt)
 
@@ -125,7 +126,8 @@ def train_fold(
                       resolve_workers(train_cfg["num_workers"], device.type), seed,
                       generator, device.type == "cuda", where, extra)
     parts = build_parts(model, data, model_cfg, device, where)
-    # issue 15: where it runs is part of the key (a CPU resume.pt on CUDA starts over)
+    # where it runs is part of the key: a resume.pt written on the CPU starts over on CUDA, whose
+    # results would differ from an uninterrupted run's
     run_on = runtime(device, parts.amp, parts.scaler.is_enabled())
     state = ResumeState(history=[], best={"val_f1": -1.0, "epoch": 0, "state": None}, epoch=0)
     key = ""
@@ -201,7 +203,7 @@ def fit_epoch(parts: Parts, data: Data, device: torch.device, desc: str) -> dict
     parts.optimizer.zero_grad(set_to_none=True)
     train_true, train_pred = [], []
     for step, (x, y) in enumerate(bar, start=1):
-        train_true.append(y)  # issue 15: the loader's CPU labels (no GPU sync per batch)
+        train_true.append(y)  # the loader's CPU labels: no GPU sync per batch
         x, y = _to(x, device, parts.channels_last), y.to(device, non_blocking=True)
         if data.mixup is not None:
             x, y = data.mixup(x, y)

@@ -85,7 +85,7 @@ class _SoftF1(nn.Module):
         tp, pred, true = (p * target).sum(0), p.sum(0), target.sum(0)
         f1 = 2 * tp / (pred + true + self.eps)  # 2TP + FP + FN = sum p + sum t
         present = true > 0
-        # issue 15: a product, not f1[present]: boolean indexing waits for the GPU every batch
+        # a product, not f1[present]: boolean indexing waits for the GPU every batch
         return 1 - (f1 * present).sum() / present.sum().clamp_min(1)
 
 
