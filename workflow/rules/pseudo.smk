@@ -1,4 +1,4 @@
-# Pseudo-label rounds 2, 3, ... (config `pseudo`, README "Pseudo-labels"): label the eval photos the
+# Pseudo-label rounds 2, 3, ... (config `pseudo`, docs/pseudo.md): label the eval photos the
 # previous round's ensemble is sure of, then train, predict and ensemble again with them.
 # Each rule's files, params and command come from the step table (maskpipe/pipeline.py); the
 # {round} wildcard names the round's folder, results/round{round}/. With `pseudo.rounds: 0`

@@ -1,7 +1,7 @@
 # Group the eval photos into persons, ensemble every model x fold, rank suspected mislabels, write the checked submission, build the
 # report. Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 # `maskpipe steps` prints that table: what each step reads and writes, its config sections,
-# fan-out and GPU (the README's pipeline section shows it too).
+# fan-out and GPU (docs/pipeline.md shows it too).
 
 
 rule persons:

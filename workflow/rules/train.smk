@@ -1,7 +1,7 @@
 # Per model x fold: train (best checkpoint by validation macro F1), then predict OOF + test.
 # Each rule's files, params and command come from the step table (maskpipe/pipeline.py).
 # `maskpipe steps` prints that table: what each step reads and writes, its config sections,
-# fan-out and GPU (the README's pipeline section shows it too).
+# fan-out and GPU (docs/pipeline.md shows it too).
 
 
 rule train:

@@ -27,7 +27,7 @@ YES = ("yes", "y", "x", "1", "true")
 #: How a reason starts, and the phrase the report reads the before-F1 from.
 REASON_PREFIX = "mislabels:"
 F1_PATTERN = re.compile(r"OOF macro F1 ([0-9.]+) when ranked")
-_NEW_FILE = ("# Label corrections read by the labels step (README \"Label corrections\").\n"
+_NEW_FILE = ("# Label corrections read by the labels step (docs/labels.md).\n"
              "# `maskpipe mislabels --accept` appends to this file.\n"
              "fixes:\n")
 

@@ -50,7 +50,7 @@ def _priors(info: dict) -> str:
 
 def section(r: Run, figs: Figures) -> str:
     parts = ["<p>A person's 7 eval photos are one shoot; the <code>persons</code> step groups the eval "
-             "photos by the photo's look and the face crop's upper half (README \"Eval persons\").</p>"]
+             "photos by the photo's look and the face crop's upper half (docs/persons.md).</p>"]
     parts.append(_groups(r.persons) if r.persons is not None else "<p><i>no persons groups given</i></p>")
     persons = r.metrics.get("persons", {"enabled": False})
     if persons.get("enabled"):

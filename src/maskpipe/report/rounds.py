@@ -72,7 +72,7 @@ def section(r, figs: Figures) -> str:
     return join(
         f"<p>Round 1 is the pipeline above; each later round trains the models again with the eval "
         f"photos the previous round's ensemble was sure of added to every fold's training rows "
-        f"(README \"Pseudo-labels\"). The submission is round {len(rounds.scores)}'s ensemble. Out-of-fold "
+        f"(docs/pseudo.md). The submission is round {len(rounds.scores)}'s ensemble. Out-of-fold "
         "scores are on the labelled training images only; eval photos are never validated on.</p>",
         table(rounds.scores, {"share of eval": pct, "pseudo-labelled": _count,
                               "eval predictions changed": _count}),
