@@ -16,8 +16,8 @@ what the first missed), per group. A group is sampled down to ``--limit`` photos
 
 ``--crop`` also runs the crop step itself (in-process, as the engines do) on each ``--data`` set,
 twice: "before", with the second pass and eval shoots off (eval photos without a face get the
-fixed region), and "after", with the config's settings; it prints each split's share of crop sources and the share of photos
-whose box was found on their own face or their shoot's. Where ``demo_truth.csv`` names each eval
+fixed region), and "after", with the config's settings; it prints each split's share of crop
+sources and the share of photos whose box was found on their own face or their shoot's. Where ``demo_truth.csv`` names each eval
 photo's person, a shoot box counts only if its shoot holds that person alone. Run by hand;
 tests/test_bench_realfaces.py checks that it runs and prints its tables (nothing timed).
 """

@@ -303,8 +303,9 @@ def run(
     fb = crop["fallback"]
     geometry = CropGeometry(height, width, crop["margin"],
                             (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
+    # the device type is in the cache key: MTCNN's boxes on CPU and CUDA differ in the last digits
     settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]),
-                                device.split(":")[0])  # in the cache key: CPU and CUDA boxes differ in the last digits
+                                device.split(":")[0])
     passes = [DetectionPass(s, BoxCache(cache_dir, s), functools.partial(make_detector, s, device))
               for s in detector_passes(crop, settings)]  # the second pass keeps the device type
     manifests = {}
