@@ -93,8 +93,27 @@ def _check_trustworthy(out: Path, epochs: int) -> str:
     return ", ".join(found) or "nothing"
 
 
+def _wait_for(log: Path, marker: str, proc: mp.Process, timeout: float = 300) -> float:
+    """Poll the job's log until a line holds ``marker`` (or the job ends); the time it was seen."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if log.exists() and marker in log.read_text():
+            return time.perf_counter()
+        if not proc.is_alive():
+            return time.perf_counter()
+        time.sleep(0.002)
+    raise AssertionError(f"{marker!r} never appeared in {log}")
+
+
+# Where a kill is aimed: after the job logs one of these lines, plus a seeded random delay of
+# up to one epoch. Aiming by the log, not by wall time, keeps every stage covered however slow
+# the machine is (a run timed on a quiet machine and killed on a busy one hit one stage only).
+STAGES = ["training and", *(f"epoch {e}: train loss" for e in range(1, EPOCHS + 1)), "best validation"]
+
+
 def test_kill_9_at_random_points_never_leaves_outputs_to_trust_wrongly(tiny_run, tmp_path):
-    """20 SIGKILLs at seeded random times; each rerun resumes and ends like an unkilled run.
+    """20 SIGKILLs at seeded random points of every stage; each rerun resumes and ends like an
+    unkilled run.
 
     Every trial starts with the outputs of an older run (another config) in place, as after an
     edit. About 20 s on two busy cores: the jobs are forked, so no trial pays for the imports.
@@ -102,7 +121,12 @@ def test_kill_9_at_random_points_never_leaves_outputs_to_trust_wrongly(tiny_run,
     _, L = tiny_run
     config = _config_with_epochs(tiny_run, tmp_path, EPOCHS)
     ref_dir = tmp_path / "reference"
-    duration = _run(_train_argv(config, L, ref_dir))
+    ref_dir.mkdir()
+    proc = _start([*_train_argv(config, L, ref_dir), "--log", str(ref_dir / "train.log")])
+    seen_at = [_wait_for(ref_dir / "train.log", marker, proc) for marker in STAGES]
+    proc.join(timeout=300)
+    assert proc.exitcode == 0, f"train exited with {proc.exitcode}"
+    epoch_time = (seen_at[-1] - seen_at[0]) / EPOCHS
     reference = _without_timing(json.loads((ref_dir / "metrics.json").read_text()))
     ref_state = torch.load(ref_dir / "checkpoint.pt", weights_only=True)["state_dict"]
     assert len(reference["history"]) == EPOCHS and not (ref_dir / "resume.pt").exists()
@@ -115,9 +139,12 @@ def test_kill_9_at_random_points_never_leaves_outputs_to_trust_wrongly(tiny_run,
         out.mkdir()
         shutil.copy(L.checkpoint("a", 0), out / "checkpoint.pt")  # the older run's pair
         shutil.copy(L.train_metrics("a", 0), out / "metrics.json")
-        proc = _start(_train_argv(config, L, out))
-        time.sleep(duration * 1.1 * (trial + rng.random()) / 20)  # spread over the whole run
-        os.kill(proc.pid, signal.SIGKILL)
+        proc = _start([*_train_argv(config, L, out), "--log", str(out / "killed.log")])
+        stage = trial % (len(STAGES) + 1)  # the last: after the job has ended
+        if stage < len(STAGES):
+            _wait_for(out / "killed.log", STAGES[stage], proc)
+            time.sleep(epoch_time * rng.random())
+            os.kill(proc.pid, signal.SIGKILL)  # not yet joined: a pid that ended is still ours
         proc.join()
         seen.add(_check_trustworthy(out, EPOCHS))
         left = torch.load(out / "resume.pt", weights_only=True)["epoch"] if (out / "resume.pt").exists() else 0
@@ -136,9 +163,9 @@ def test_kill_9_at_random_points_never_leaves_outputs_to_trust_wrongly(tiny_run,
         assert all(torch.equal(state[k], v) for k, v in ref_state.items())
         assert not (out / "resume.pt").exists()
         assert not list(out.glob(".*.tmp")), "a stray temporary file outlived the rerun"
-    # the kills landed at different stages (the first before any epoch ended, the last usually
-    # after the job had finished), and some between two epochs, from which the rerun resumed
-    assert len(seen) >= 2, seen
+    # the kills left different states (every sixth after the job had ended: the new pair), and
+    # some landed between two epochs, from which the rerun resumed
+    assert "new pair" in seen and len(seen) >= 2, seen
     assert resumed_mid_run, f"no kill landed between two epochs: {sorted(seen)}"
 
 
