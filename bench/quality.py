@@ -76,7 +76,11 @@ ROWS = [
     Row("18-class, pseudo-label round 2", {"a": {}}, {"pseudo": {"rounds": 1}}),
     Row("18-class, best config of the search", {"a": "@searched"}),
     Row("18-class, pseudo-label round 2 at threshold 0.5", {"a": {}}, {"pseudo": {"rounds": 1, "threshold": 0.5}}),
+    Row("18-class, from scratch (the scratch regime's row 1)", {"a": "@scratch"}),
 ]
+#: The rows a regime runs by default: the from-scratch twin (row 10) only measures the
+#: pretrained regime against its own row 1 (in the scratch regime it would be row 1 again).
+DEFAULT_ROWS = {"pretrained": range(1, len(ROWS) + 1), "scratch": range(1, len(ROWS))}
 
 #: What the bench's search varies: config.yaml's ``search.space`` without image size and epochs,
 #: so every trial has the training budget of the rows (``--epochs``, ``--image-size``).
@@ -159,12 +163,21 @@ def base_config(data: Path, args: argparse.Namespace) -> dict:
     return cfg
 
 
+def scratch_twin(base: dict, args: argparse.Namespace) -> dict:
+    """The model row 1 has in the scratch regime (its sizes, none of ``--set``): trained once and
+    shared with a scratch run of the same set, folds and seed."""
+    twin = argparse.Namespace(**{**vars(args), **REGIMES["scratch"], "regime": "scratch"})
+    return base_config(Path(base["data"]["root"]), twin)["models"]["base"]
+
+
 def row_config(base: dict, row: Row, args: argparse.Namespace, searched: dict | None = None) -> dict:
-    """``row``'s config: ``@arch_b`` is the second architecture, ``@searched`` the search's best model."""
+    """``row``'s config: ``@arch_b`` is the second architecture, ``@searched`` the search's best
+    model, ``@scratch`` row 1's model in the scratch regime."""
     cfg = _merge(base, row.sections)
     model = base["models"]["base"]
     second = {"arch": args.arch_b, **model_weights(args.arch_b, args.regime)}
-    cfg["models"] = {m: (searched if o == "@searched" else
+    special = {"@searched": lambda: searched, "@scratch": lambda: scratch_twin(base, args)}
+    cfg["models"] = {m: (special[o]() if isinstance(o, str) else
                          _merge(model, second if o.get("arch") == "@arch_b" else o))
                      for m, o in row.models.items()}
     return validate(cfg, f"bench row {row.name!r}")
@@ -386,6 +399,7 @@ GAINS = [
     ("pseudo-label round 2", 7, 1),
     ("search's best config", 8, 1),
     ("pseudo-label round 2 at threshold 0.5", 9, 1),
+    ("pretrained weights (over the from-scratch twin)", 1, 10),
 ]
 
 
@@ -481,7 +495,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         "freeze_backbone_epochs=1); repeat it; after the regime's own")
     p.add_argument("--seed", type=int, default=0, help="seed of training (and of the data set unless --data-seed)")
     p.add_argument("--data-seed", type=int, help="seed of the data set: another draw of faces (default: --seed)")
-    p.add_argument("--rows", help="comma-separated row numbers (the table's #, 1-based) to run (default: all)")
+    p.add_argument("--rows", help="comma-separated row numbers (the table's #, 1-based) to run (default: all; "
+                        "the scratch regime leaves out row 10, its own row 1 again)")
     p.add_argument("--search-trials", type=int, default=8,
                    help="trials of the search whose best config is the search row (scored on every fold)")
     args = p.parse_args(argv)
@@ -498,7 +513,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     data = make_data(args)
     base = base_config(data, args)
     runner = Runner(args.work, data)
-    numbers = [int(i) for i in args.rows.split(",")] if args.rows else range(1, len(ROWS) + 1)
+    numbers = [int(i) for i in args.rows.split(",")] if args.rows else DEFAULT_ROWS[args.regime]
     chosen = [ROWS[i - 1] for i in numbers]
     searched = (search_best(runner, base, args) if any("@searched" in r.models.values() for r in chosen)
                 else None)

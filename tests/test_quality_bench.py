@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import every_group, link_real_faces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,17 +31,17 @@ def faces(tmp_path_factory) -> Path:
 
 
 def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monkeypatch, capsys):
-    """Four rows (TTA on, off, a pseudo-label round, the search's best) on 4 + 2 persons, from the
-    packaged pretrained weights (the default regime): one table, scores in 0..1 with intervals
+    """Five rows (TTA on, off, a pseudo-label round, the search's best, the from-scratch twin) on
+    4 + 2 persons, from the packaged pretrained weights (the default regime): one table, scores in 0..1 with intervals
     around them, crop shares that add up, the second row trains nothing (the same model config
     is reused), the pseudo row scores both rounds, the search ran its trials on every fold, and
     the paired gains of the rows that ran are printed."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
                           "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
-                          "--rows", "1,2,7,8", "--search-trials", "2", "--min-age", "17"])
-    assert list(table["configuration"]) == [quality.ROWS[i].name for i in (0, 1, 6, 7)]
-    assert list(table["#"]) == [1, 2, 7, 8]  # the row numbers --rows takes
+                          "--rows", "1,2,7,8,10", "--search-trials", "2", "--min-age", "17"])
+    assert list(table["configuration"]) == [quality.ROWS[i].name for i in (0, 1, 6, 7, 9)]
+    assert list(table["#"]) == [1, 2, 7, 8, 10]  # the row numbers --rows takes
     marker = json.loads(next((tmp_path / "q").glob("data-*-min17/demo.json")).read_text())
     assert marker["priors"]["min_age"] == 17  # passed on to demo-data
     for cell in table["eval F1 95%"]:
@@ -51,7 +52,11 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
     for col in ("train det/grp/fix", "eval det/grp/fix"):
         for shares in table[col]:
             assert 99 <= sum(map(int, shares.split("/"))) <= 101
-    assert list(table["reused"]) == ["", "yes", "", ""]
+    assert list(table["reused"]) == ["", "yes", "", "", ""]
+    # row 10 trained the scratch regime's model, not the pretrained one at the scratch sizes
+    twin = [yaml.safe_load(p.read_text())["models"]["a"] for p in (tmp_path / "q" / "configs").glob("row-*.yaml")
+            if yaml.safe_load(p.read_text())["models"]["a"]["arch"] == "resnet10t"]
+    assert twin and all(m["image_size"] == [48, 48] and not m["pretrained"] and m["epochs"] == 6 for m in twin)
     # round 1 of the pseudo row is the first row's model and ensemble; round 2 trained again
     notes = table["notes"].iloc[2]
     assert f"round 1 eval F1 {table['eval F1'].iloc[0]:.3f}" in notes, notes
@@ -73,6 +78,7 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
     assert "data seed 0, training seed 0" in out
     assert re.search(r"\| TTA \(hflip\) +\| 1 vs 2 +\| +[+-]\d\.\d{3} \| \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \| (yes|no) ", out), out
     assert "| search's best config" in out and "| pseudo-label round 2 " in out
+    assert "| pretrained weights (over the from-scratch twin) | 1 vs 10 " in out
     assert re.search(r"\|\s+2 \| 18-class model, no TTA", out), out
     # the eval set is made of persons: 7 photos each, all cropped
     assert len((tmp_path / "q").glob("crops/*/crops/eval.csv").__next__().read_text().splitlines()) == 1 + 2 * 7
