@@ -311,7 +311,9 @@ class Runner:
         of its last round."""
         start = time.perf_counter()
         C, F = self.prepare(cfg)
-        R = Layout(str(self.work / "rows" / _key(row.name)))
+        # By its config, not its name: a row run in another regime or at other sizes keeps its
+        # own predictions beside this one's (for paired comparisons between runs)
+        R = Layout(str(self.work / "rows" / _key(row.name, cfg)))
         c = self._config(cfg, f"row-{Path(R.results).name}")
         trained = False
         for m in cfg["models"]:
