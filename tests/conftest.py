@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maskpipe.cli import main as cli_main
 from maskpipe.data.demo import generate_demo
 from maskpipe.layout import Layout
 
@@ -125,22 +124,16 @@ def bench(monkeypatch, capsys):
 
 def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
                  report: bool = True) -> tuple[Path, Layout]:
-    """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process through the CLI, with
-    the arguments the engines would pass (from the step table), in DAG order: (config path,
-    layout). ``crop_cache`` replaces the detection cache folder."""
+    """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process with the files the
+    engines would pass (from the step table), in DAG order, through the library's job runner:
+    (config path, layout). ``crop_cache`` replaces the detection cache folder."""
     from maskpipe.config import validate
-    from maskpipe.jobs import argv, ordered_jobs
+    from maskpipe.dag.runner import run_pipeline as run_jobs
 
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    raw = validate(copy.deepcopy(cfg))
-    for step, job in ordered_jobs(raw):
-        if step.name == "report" and not report:
-            break
-        args = argv(step, raw, [str(config_path)], **job)
-        if crop_cache and step.name == "crop":
-            args[args.index("--cache") + 1] = crop_cache
-        assert cli_main(args) == 0, args
+    run_jobs(validate(copy.deepcopy(cfg)), [config_path], until=None if report else "report",
+             replace={"crop": {"cache": Path(crop_cache)}} if crop_cache else None)
     return config_path, Layout(cfg["results"])
 
 

@@ -1,4 +1,4 @@
-"""Which source files each step depends on (maskpipe.code): the step table's modules, followed
+"""Which source files each step depends on (maskpipe.dag.sources): the step table's modules, followed
 through their imports, plumbing left out."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from maskpipe import code
-from maskpipe.pipeline import STEPS
+from maskpipe.dag import sources as code
+from maskpipe.dag.table import STEPS
 
 
 def test_each_step_tracks_its_own_modules():

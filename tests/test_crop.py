@@ -431,17 +431,17 @@ def test_real_faces_eval_photos_are_cropped_like_train(real_set, tmp_path, shipp
     import yaml
     from conftest import shrink
 
-    from maskpipe.cli import main as cli_main
     from maskpipe.config import validate
+    from maskpipe.dag.jobs import resolve
+    from maskpipe.dag.runner import run_job
+    from maskpipe.dag.table import STEPS
     from maskpipe.layout import Layout
-    from maskpipe.jobs import argv
-    from maskpipe.pipeline import STEPS
 
     cfg = shrink(copy.deepcopy(shipped_config), real_set, results=str(tmp_path / "results"))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     L = Layout(cfg["results"])
     for step in ("validate", "crop"):  # with the arguments the engines pass (the step table)
-        assert cli_main(argv(STEPS[step], validate(copy.deepcopy(cfg)), [str(tmp_path / "config.yaml")])) == 0
+        run_job(resolve(STEPS[step], validate(copy.deepcopy(cfg))), [tmp_path / "config.yaml"])
     train = pd.read_csv(L.crop_index("train"))
     ev = pd.read_csv(L.crop_index("eval"), dtype={"shoot": str})
     assert (train["source"] != "fallback").all()

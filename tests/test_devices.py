@@ -11,7 +11,6 @@ import inspect
 import logging
 import sys
 import threading
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -21,9 +20,10 @@ from torch import nn
 from maskpipe.config import validate
 from maskpipe.crop.detect import DetectorSettings
 from maskpipe.io import MaskpipeError
-from maskpipe.pipeline import STEPS
-from maskpipe.train import devices
-from maskpipe.train.devices import (
+from maskpipe.dag.jobs import Job
+from maskpipe.dag.table import STEPS
+from maskpipe import devices
+from maskpipe.devices import (
     claim_device,
     claim_slot,
     default_lock_dir,
@@ -115,11 +115,10 @@ def test_the_crop_step_claims_a_device(monkeypatch, tmp_path):
 
     monkeypatch.setattr(devices, "claim_device", claim)
     monkeypatch.setattr(crop_step, "run", lambda *a, **k: used.append(a[6]))
-    cfg = SimpleNamespace(params=lambda step: {"crop": {"device": "auto"}})
-    outs = {f"out_{p.name}": tmp_path / p.name for p in STEPS["crop"].outputs}
-    args = SimpleNamespace(train_manifest=None, eval_manifest=None, root=tmp_path,
-                           cache=tmp_path / "cache", workers=None, **outs)
-    steps.crop(args, lambda a: cfg)
+    job = Job("crop", {"train_manifest": None, "eval_manifest": None},
+              {p.name: tmp_path / p.name for p in STEPS["crop"].outputs},
+              {"root": tmp_path, "cache": tmp_path / "cache"})
+    steps.crop(job, {"crop": {"device": "auto"}})
     assert claimed == ["auto"] and used == ["cuda:1"]
 
 

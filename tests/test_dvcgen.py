@@ -4,7 +4,7 @@ import yaml
 
 from maskpipe.cli import main as cli_main
 from maskpipe.config import Config, load_raw
-from maskpipe.dvcgen import render_dvc_yaml, stages
+from maskpipe.dag.dvc import render_dvc_yaml, stages
 
 from conftest import REPO
 

@@ -106,7 +106,7 @@ def test_tta_rows_are_scored_with_and_without(tmp_path):
 
 
 def test_weight_search_and_age_bias_fit_one_half_and_report_the_other():
-    from maskpipe import ensemble_search as es
+    from maskpipe import ensemble_weights as es
 
     rng = np.random.default_rng(0)
     n = 400

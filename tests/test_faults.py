@@ -263,8 +263,8 @@ def test_a_tampered_manifest_cannot_send_the_crop_step_outside_the_data(tiny_run
     from maskpipe import crop as crop_step
     from maskpipe.config import load_raw
     from maskpipe.io import MaskpipeError
-    from maskpipe.jobs import files
-    from maskpipe.pipeline import STEPS
+    from maskpipe.dag.jobs import files
+    from maskpipe.dag.table import STEPS
 
     config_path, L = tiny_run
     raw = load_raw(config_path)

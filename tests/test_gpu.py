@@ -30,7 +30,7 @@ from maskpipe.layout import Layout
 from maskpipe.predict import load_checkpoint, predict_probs
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
-from maskpipe.train.devices import claim_device
+from maskpipe.devices import claim_device
 from maskpipe.train.loop import train_fold
 
 from conftest import parallel_search, write_pseudo_labels
@@ -137,7 +137,7 @@ def test_resume_from_cpu_to_cuda_starts_over_and_cuda_to_cuda_resumes(setup, tmp
     assert metrics["history"][0] == first[0] and len(metrics["history"]) == 2
 
 
-CLAIM = ("import json, torch; from maskpipe.train.devices import claim_device\n"
+CLAIM = ("import json, torch; from maskpipe.devices import claim_device\n"
          "with claim_device('cuda') as d:\n"
          "    print(json.dumps([str(d), torch.cuda.current_device(), torch.cuda.device_count()]))")
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from maskpipe import code
+from maskpipe.dag import sources as code
 from maskpipe.cli import build_parser
 from maskpipe.config import Config, step_params, validate
-from maskpipe.dvcgen import stages
-from maskpipe.jobs import argv, files, jobs, jobs_for, log_path
-from maskpipe.pipeline import STEPS, local_steps
+from maskpipe.dag.dvc import stages
+from maskpipe.dag.jobs import argv, files, jobs, jobs_for, log_path
+from maskpipe.dag.table import STEPS, local_steps
 
 from conftest import make_project, shrink, snakemake_jobs
 
@@ -103,7 +103,7 @@ def test_every_job_has_the_tables_files_params_and_command(planned):
         assert got_out == files(step, "outputs", raw, **wc), where
         params = dict(job.params.items())
         if step.sections:
-            assert params.pop("sections") == step_params(raw, step.name, **wc), where
+            assert params.pop("sections") == step_params(raw, step.sections, **wc), where
             assert params.pop("config") == "--config config.yaml", where
         assert {k: [v] for k, v in params.items()} == files(step, "options", raw, **wc), where
         assert list(job.log) == [log_path(step, raw, **wc)], where
@@ -263,7 +263,7 @@ def test_the_docs_step_table_is_what_maskpipe_steps_prints(capsys):
 
 def test_maskpipe_steps_lists_every_step_with_its_files(capsys):
     from maskpipe.cli import main as cli_main
-    from maskpipe.steptable import TABLE_COLUMNS
+    from maskpipe.dag.render import TABLE_COLUMNS
 
     assert cli_main(["steps", "--format", "tsv"]) == 0
     header, *rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]

@@ -15,7 +15,7 @@ import torch
 
 from maskpipe.config import load_raw
 from maskpipe.io import MaskpipeError
-from maskpipe.train.devices import claim_device, claim_slot
+from maskpipe.devices import claim_device, claim_slot
 from maskpipe.train.loop import seed_everything, train_fold
 from maskpipe.train.model import create_model
 
@@ -250,7 +250,7 @@ def test_a_killed_job_releases_its_gpu(tmp_path):
 def test_claim_device_on_cpu_and_under_a_scheduler(tmp_path, monkeypatch):
     with claim_device("cpu", tmp_path, device_count=4) as device:
         assert device.type == "cpu"
-    monkeypatch.setattr("maskpipe.train.devices.resolve_device", lambda s: torch.device("cuda"))
+    monkeypatch.setattr("maskpipe.devices.resolve_device", lambda s: torch.device("cuda"))
     with claim_device("cuda", tmp_path, device_count=2) as first, \
             claim_device("cuda", tmp_path, device_count=2) as second:
         assert {first.index, second.index} == {0, 1}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maskpipe import ensemble_search
+from maskpipe import ensemble_weights
 from maskpipe.classes import MASK_STATES, PROB_COLUMNS, TASK_COLUMNS, TASKS, joint
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, head_score, macro_f1, per_class_f1, task_f1
@@ -90,7 +90,7 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     probabilities, then the product of the three (see :mod:`maskpipe.train.heads`); the member
     votes with the mean weight of its models. Each model is scored with its TTA setting and,
     where the OOF file has them, without TTA. ``search_weights`` and ``age_bias`` fit on half
-    the persons and report on the other half (:mod:`maskpipe.ensemble_search`). ``prior_shift``
+    the persons and report on the other half (:mod:`maskpipe.ensemble_weights`). ``prior_shift``
     and ``person_options`` (with the ``persons`` step's groups) then adjust the eval probabilities
     only (:func:`maskpipe.persons.adjust.adjust_eval`).
 
@@ -109,15 +109,15 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     if "tasks" in configured:
         rows.append({"model": "tasks", "fold": "all", "tta": "-", **_score(y, members[-1].oof)})
     w = np.array([m.weight for m in members])
-    fit, holdout = ensemble_search.person_halves(lab["person"].to_numpy(), seed)
+    fit, holdout = ensemble_weights.person_halves(lab["person"].to_numpy(), seed)
     fitted = _fit_choices(members, y, lab["person"].to_numpy(), fit, holdout, w, method,
                           search_weights, age_bias)
     w, keys = fitted["weights"], members[0].test.index
     ens_oof = vote([m.oof for m in members], w, method)
     ens_test = vote([m.test.loc[keys].to_numpy() for m in members], w, method)
     if age_bias:
-        ens_oof = ensemble_search.apply_age_bias(ens_oof, fitted["bias"])
-        ens_test = ensemble_search.apply_age_bias(ens_test, fitted["bias"])
+        ens_oof = ensemble_weights.apply_age_bias(ens_oof, fitted["bias"])
+        ens_test = ensemble_weights.apply_age_bias(ens_test, fitted["bias"])
     ens_test, eval_info = adjust_eval(ens_test, keys, y, persons, person_options or {}, prior_shift,
                                       oof=ens_oof)
     score = _score(y, ens_oof)
@@ -184,12 +184,12 @@ def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit:
     member_oof = [m.oof for m in members]
 
     def ens_f1(ww, rows_mask, bias=0.0):
-        p = ensemble_search.apply_age_bias(vote([o[rows_mask] for o in member_oof], ww, method), bias)
+        p = ensemble_weights.apply_age_bias(vote([o[rows_mask] for o in member_oof], ww, method), bias)
         return macro_f1(y[rows_mask], p.argmax(1))
 
     search = {"enabled": search_weights}
     if search_weights:
-        found = ensemble_search.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
+        found = ensemble_weights.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
         search.update(weights={m.name: float(x) for m, x in zip(members, found, strict=True)},
                       fit_half_f1=ens_f1(found, fit), holdout_half_f1=ens_f1(found, holdout),
                       equal_weights_holdout_f1=ens_f1(w, holdout),
@@ -198,7 +198,7 @@ def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit:
         w = found
     bias, b = {"enabled": age_bias}, 0.0
     if age_bias:
-        b = ensemble_search.fit_age_bias(vote(member_oof, w, method), y, fit)
+        b = ensemble_weights.fit_age_bias(vote(member_oof, w, method), y, fit)
         bias.update(bias=b, fit_half_f1_without=ens_f1(w, fit), fit_half_f1_with=ens_f1(w, fit, b),
                     holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
     return {"weights": w, "bias": b, "search": search, "age_bias": bias}

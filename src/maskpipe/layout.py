@@ -1,6 +1,6 @@
 """Where every step writes, under the configured results folder.
 
-The step table (:mod:`maskpipe.pipeline`) names each step's files by these methods, so the
+The step table (:mod:`maskpipe.dag.table`) names each step's files by these methods, so the
 engines, the CLI and the steps cannot disagree about a file's name. Methods called without arguments return Snakemake
 wildcard patterns (``{model}``, ``{fold}``); with arguments, concrete paths.
 """

@@ -20,7 +20,7 @@ from maskpipe.classes import NUM_CLASSES, PROB_COLUMNS, TASK_COLUMNS
 from maskpipe.io import load_torch, read_csv, write_csv
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
-from maskpipe.train.devices import resolve_workers
+from maskpipe.devices import resolve_workers
 from maskpipe.train.heads import TASKS, probabilities
 from maskpipe.train.model import create_model
 

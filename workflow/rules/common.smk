@@ -1,9 +1,9 @@
 # Config loading and the small helpers every rule uses. Each rule's files, params, resources and
-# shell line come from the step table (maskpipe.pipeline); logic lives in the maskpipe package.
-import maskpipe.code as mcode
+# shell line come from the step table (maskpipe.dag.table); logic lives in the maskpipe package.
+import maskpipe.dag.sources as mcode
 import maskpipe.config as mcfg
-import maskpipe.jobs as J
-import maskpipe.pipeline as P
+import maskpipe.dag.jobs as J
+import maskpipe.dag.table as P
 from maskpipe.layout import Layout
 from snakemake.exceptions import WorkflowError
 
@@ -60,7 +60,7 @@ def _paths(step, side):
 
 
 def step_inputs(step):
-    """The step's input files, and its source files (editing one reruns it; maskpipe.code)."""
+    """The step's input files, and its source files (editing one reruns it; maskpipe.dag.sources)."""
     return {**_paths(step, "inputs"), "code": mcode.step_sources(step)}
 
 
@@ -81,7 +81,7 @@ def step_params(step):
     if not P.STEPS[step].sections:
         return _paths(step, "options")
     sections = lambda wildcards: mcfg.step_params(
-        config, step, **dict(wildcards.items())
+        config, P.STEPS[step].sections, **dict(wildcards.items())
     )
     return {"sections": sections, "config": CONFIG_ARGS, **_paths(step, "options")}
 

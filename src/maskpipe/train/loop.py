@@ -27,7 +27,7 @@ from maskpipe.metrics import head_score
 from maskpipe.train.build import (Data, Parts, build_data, build_model, build_parts, pseudo_split,
                                   split_fold)
 from maskpipe.train.heads import probabilities
-from maskpipe.train.devices import resolve_workers
+from maskpipe.devices import resolve_workers
 from maskpipe.train.resume import ResumeState, fingerprint, runtime
 from maskpipe.train.weights import resolve_weights_file
 

@@ -2,11 +2,11 @@
 
 Everything that wires a step is read from :data:`STEPS`: the ``maskpipe STEP`` options
 (:mod:`maskpipe.cli`), the Snakemake rules' inputs, outputs, params and shell lines
-(``workflow/rules/common.smk``), ``dvc.yaml`` (:mod:`maskpipe.dvcgen`), the sections a step may
+(``workflow/rules/common.smk``), ``dvc.yaml`` (:mod:`maskpipe.dag.dvc`), the sections a step may
 read (:func:`maskpipe.config.step_params`), the code files whose edits rerun it
-(:mod:`maskpipe.code`) and the tests' in-process pipeline runner. Adding a step is one entry here,
+(:mod:`maskpipe.dag.sources`) and the tests' in-process pipeline runner. Adding a step is one entry here,
 one function in :mod:`maskpipe.steps` and one rule in ``workflow/rules/``. Each job's files and
-command are resolved from it by :mod:`maskpipe.jobs`.
+command are resolved from it by :mod:`maskpipe.dag.jobs`.
 
 Paths are named by :class:`maskpipe.layout.Layout` methods, never spelled out here. A step that
 fans out runs once per model x fold; its per-job files take the job's model and fold, and a later
@@ -15,99 +15,30 @@ step reads ``every_job`` inputs as one path per model x fold.
 Pseudo-label rounds (the ``pseudo`` config section): a step marked ``rounds`` runs once per round
 2 .. ``pseudo.rounds`` + 1 (round 1 is the plain pipeline) and, if it fans out, for the models
 ``pseudo.models`` selects. A port's ``round`` says which round's :meth:`Layout.round` folder it
-lives in: see :data:`maskpipe.rounds.ROUND_KINDS`.
+lives in: see :data:`maskpipe.dag.rounds.ROUND_KINDS`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
-from maskpipe.layout import Layout
-from maskpipe.rounds import again, retrained, round_layouts
-
-#: Placeholders of a per-job path, filled with a model and a fold (or engine wildcards).
-MODEL, FOLD = "{model}", "{fold}"
-#: Placeholder of a pseudo-label round's number (2, 3, ...).
-ROUND = "{round}"
+from maskpipe.dag.ports import Port, Step
 
 
-@dataclass(frozen=True)
-class Port:
-    """One file (or folder) a step reads or writes, or a path option it is given.
+_IN_ROUND = " (in the round's folder)"
 
-    Exactly one of ``layout`` (a :class:`Layout` method, with ``args``) and ``config`` (a config
-    key holding a path; ``under`` then names a path below it) says where it lives.
-    """
+def again(step: Step, name: str, help: str, moved: tuple[str, ...], extra: tuple[Port, ...] = ()
+          ) -> Step:
+    """``step`` as a pseudo-label round runs it: the same function on the round's files. Its
+    outputs and options, and the inputs named in ``moved`` (what an earlier round step wrote),
+    live in the round's folder; ``extra`` inputs are added."""
+    def here(p: Port) -> Port:
+        return replace(p, round="this", help=p.help + _IN_ROUND)
 
-    name: str  #: Snakemake's input/output/params name and the step's argument (``args.NAME``)
-    help: str
-    layout: str | None = None
-    args: tuple[str, ...] = ()
-    config: str | None = None
-    under: str | None = None
-    per_job: bool = False  #: the job's own model and fold fill the path
-    every_job: bool = False  #: one path per model x fold of the config
-    folder: bool = False
-    cli: bool = True  #: passed to the command; False: only tracked by the engines
-    dvc: str = "outs"  #: for outputs: the dvc.yaml list it goes in (outs, metrics, plots)
-    round: str = ""  #: which pseudo-label round's files (:data:`maskpipe.rounds.ROUND_KINDS`)
-
-    @property
-    def many(self) -> bool:
-        """A list of paths (one per model x fold or per round), not one path."""
-        return self.every_job or self.round in ("rounds", "extra")
-
-    def flag(self, output: bool = False) -> str:
-        """The command line option: ``--NAME`` for inputs, ``--out-NAME`` for outputs."""
-        return "--" + ("out-" if output else "") + self.name.replace("_", "-")
-
-    def paths(self, raw: dict, model: str = MODEL, fold: str = FOLD,
-              round: str | int = ROUND) -> list[str]:
-        """Where this port lives for a config (and a job's round); empty when its config key is
-        null, or for the rounds of a config without pseudo-label rounds."""
-        if self.config is not None:
-            node: Any = raw
-            for part in self.config.split("."):
-                node = node[part]
-            if node is None:
-                return []
-            return [f"{str(node).rstrip('/')}/{self.under}" if self.under else str(node)]
-        base = Layout(str(raw["results"]))
-        out = []
-        for layout in round_layouts(self.round, base, raw, round, self.name):
-            if self.every_job:
-                trained = retrained(raw)
-                out += [getattr(layout if self.round != "this" or m in trained else base,
-                                self.layout)(*self.args, m, f) for m, f in model_folds(raw)]
-            else:
-                method = getattr(layout, self.layout)
-                out.append(method(*self.args, model, fold) if self.per_job else method(*self.args))
-        return out
-
-
-@dataclass(frozen=True)
-class Step:
-    """One pipeline step: a ``maskpipe`` subcommand, a Snakemake rule and a DVC stage."""
-
-    name: str
-    help: str
-    sections: tuple[str, ...]  #: config sections it reads; ``{model}`` is the job's model
-    inputs: tuple[Port, ...]
-    outputs: tuple[Port, ...]
-    modules: tuple[str, ...]  #: its code: these modules and what they import (maskpipe.code)
-    options: tuple[Port, ...] = ()  #: paths the engines pass that are neither inputs nor outputs
-    fan_out: bool = False  #: one job per model x fold
-    local: bool = True  #: cheap: runs on the submitting machine under a cluster executor
-    threads: int = 1
-    gpu: bool = False
-    function: str = ""  #: the function of maskpipe.steps it runs (default: the name)
-    rounds: bool = False  #: once per pseudo-label round 2, 3, ... (its files: ``round="this"``)
-
-    @property
-    def runs(self) -> str:
-        """The name of the function in :mod:`maskpipe.steps` that runs this step."""
-        return self.function or self.name.replace("-", "_")
+    return replace(step, name=name, help=help, function=step.runs, rounds=True,
+                   inputs=tuple(here(p) if p.name in moved else p for p in step.inputs) + extra,
+                   outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
 
 
 def _p(name: str, layout: str, *args: str, help: str, **kw: Any) -> Port:
@@ -173,7 +104,7 @@ _ROUND1: dict[str, Step] = {s.name: s for s in (
                      help="TensorBoard log folder")),
          options=(_p("resume", "resume", per_job=True,
                      help="state after each epoch, for a killed job to resume from "
-                          "(default: none, no resuming)"),),
+                          "(default: none, no resuming)", fill=False),),
          modules=("maskpipe.train.loop",), fan_out=True, local=False, threads=4, gpu=True),
     Step("predict", "out-of-fold and test probabilities with TTA", ("predict",),
          inputs=(_p("checkpoint", "checkpoint", per_job=True, help="the job's trained weights"),
@@ -279,11 +210,6 @@ _LAST: dict[str, Step] = {s.name: s for s in (
 STEPS: dict[str, Step] = {**_ROUND1, **_ROUNDS, **_LAST}
 #: The steps of a pseudo-label round, in the order a round runs them.
 ROUND_STEPS: tuple[Step, ...] = tuple(_ROUNDS.values())
-
-
-def model_folds(raw: dict) -> list[tuple[str, int]]:
-    """Every (model, fold) of a config, in the order the engines list them."""
-    return [(m, f) for m in raw["models"] for f in range(raw["folds"]["k"])]
 
 
 def local_steps() -> list[str]:

@@ -5,7 +5,7 @@ only tracks what ``deps`` lists. So each rule lists the files below as inputs an
 as ``deps``; both engines then rerun a step, and everything after it, when one of its files
 changes (DVC by hash; Snakemake by mtime and, for files under its checksum limit, by content).
 
-A step's modules are listed in the step table (``modules`` in :mod:`maskpipe.pipeline`) and
+A step's modules are listed in the step table (``modules`` in :mod:`maskpipe.dag.table`) and
 followed through every import they make (function-level ones too), so a helper module a step
 starts to use is tracked without editing the table. Modules in :data:`PLUMBING` are left out:
 they parse arguments, name paths, write files atomically or pick a device, and editing them must
@@ -20,18 +20,18 @@ import ast
 import os
 from pathlib import Path
 
-from maskpipe.pipeline import STEPS
+from maskpipe.dag.table import STEPS
 
 PACKAGE = "maskpipe"
 
 #: Modules whose edits rerun nothing (use ``snakemake -R <rule>`` / ``dvc repro -f -s <stage>``
 #: after an edit there that should change results).
 PLUMBING = frozenset({
-    "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.steps", "maskpipe.config",
-    "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.pipeline",
-    "maskpipe.jobs",
-    "maskpipe.rounds", "maskpipe.steptable",
-    "maskpipe.train.devices",
+    "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.commands", "maskpipe.steps",
+    "maskpipe.config", "maskpipe.layout", "maskpipe.io", "maskpipe.devices",
+    "maskpipe.dag", "maskpipe.dag.dvc", "maskpipe.dag.jobs", "maskpipe.dag.ports",
+    "maskpipe.dag.render", "maskpipe.dag.rounds", "maskpipe.dag.runner", "maskpipe.dag.sources",
+    "maskpipe.dag.table",
 })
 
 #: Modules no pipeline step runs: the demo data generators (``maskpipe demo-data``, upstream of
@@ -49,7 +49,7 @@ OFFLINE = frozenset({
 
 def package_dir() -> Path:
     """The directory of the maskpipe package that runs (``src/maskpipe`` in a clone)."""
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parents[1]
 
 
 def file_of(module: str, root: Path) -> Path | None:
