@@ -1,5 +1,6 @@
-# Config loading and the small helpers every rule uses. Each rule's files, params, resources and
-# shell line come from the step table (maskpipe.dag.table); logic lives in the maskpipe package.
+# Config loading and the small helpers the step rules (steps.smk) use. Each rule's files,
+# params, resources and shell line come from the step table (maskpipe.dag.table); logic lives
+# in the maskpipe package.
 import maskpipe.dag.sources as mcode
 import maskpipe.config as mcfg
 import maskpipe.dag.jobs as J
@@ -90,16 +91,8 @@ def step_log(step):
     return J.log_path(P.STEPS[step], config)
 
 
-def step_threads(step):
-    return P.STEPS[step].threads
-
-
 def step_resources(step):
     return {"gpu": 1} if P.STEPS[step].gpu else {}
-
-
-def step_local(step):
-    return P.STEPS[step].local
 
 
 def step_shell(step):
