@@ -20,7 +20,7 @@ from torch import nn
 from maskpipe.config import validate
 from maskpipe.crop.detect import DetectorSettings
 from maskpipe.io import MaskpipeError
-from maskpipe.dag.jobs import Job
+from maskpipe.dag.ports import Job
 from maskpipe.dag.table import STEPS
 from maskpipe import devices
 from maskpipe.devices import (
@@ -104,7 +104,7 @@ def test_cuda_without_a_gpu_is_an_error(monkeypatch):
 
 def test_the_crop_step_claims_a_device(monkeypatch, tmp_path):
     from maskpipe import crop as crop_step
-    from maskpipe import steps
+    from maskpipe.steps import crop as crop_shell
 
     claimed, used = [], []
 
@@ -118,7 +118,7 @@ def test_the_crop_step_claims_a_device(monkeypatch, tmp_path):
     job = Job("crop", {"train_manifest": None, "eval_manifest": None},
               {p.name: tmp_path / p.name for p in STEPS["crop"].outputs},
               {"root": tmp_path, "cache": tmp_path / "cache"})
-    steps.crop(job, {"crop": {"device": "auto"}})
+    crop_shell.run(job, {"crop": {"device": "auto"}})
     assert claimed == ["auto"] and used == ["cuda:1"]
 
 

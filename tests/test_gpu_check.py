@@ -34,7 +34,7 @@ def test_the_gpu_check_runs_on_a_cpu_and_prints_its_table(smoke):
     assert {"train", "pipeline", "crop", "GPU", "projection", "time"} <= lines, table
     assert re.search(r"train img/s .*fp32 \d+, bf16\+channels_last \d+: \d+\.\d\dx", table), table
     # every step `snakemake submission` runs is timed, the persons step too
-    assert re.search(r"validate \d+s crop \d+s persons \d+s .* ensemble \d+s submit \d+s", table), table
+    assert re.search(r"validate \d+s crop \d+s labels \d+s folds \d+s persons \d+s .* ensemble \d+s submit \d+s", table), table
     assert re.search(r"\d+\.\d min \(\d+\.\d min measured at 1 epochs\)", table), table
     # the pipeline really ran from crop to submission, with the config the script wrote
     submission = work / "pipeline" / "results" / "submission.csv"

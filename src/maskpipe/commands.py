@@ -1,5 +1,5 @@
 """The ``maskpipe`` subcommands that are not pipeline steps: demo data, ``dvc.yaml``, the step
-table, the search, the summary of a run, and accepting suspected mislabels.
+table, the search and the summary of a run.
 
 Each takes the parsed arguments and a ``load_config`` callable; what it returns the CLI prints.
 The library modules are imported when a command runs, so ``maskpipe --help`` and a step's
@@ -53,18 +53,6 @@ def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
     summary = generate_realfaces(args.out, args.faces, seed=args.seed, plant_errors=args.plant_errors,
                                  priors=priors, landmark_cache=args.landmark_cache, **kwargs)
     log.info("real-faces data in %s: %s", args.out, summary)
-
-
-def accept_mislabels(args: argparse.Namespace, load_config: Loader) -> None:
-    """``maskpipe mislabels --accept``: append the chosen suspects' fixes to the corrections file
-    (not the pipeline step: it writes the labels step's input, so it reads where that lives)."""
-    from maskpipe.mislabels import step
-
-    cfg = load_config(args)
-    layout = Layout(str(cfg.results))
-    suspects = args.suspects or Path(layout.mislabels_suspects())
-    step.accept(suspects, suspects.parent / Path(layout.mislabels_summary()).name,
-                cfg.raw["labels"]["corrections"], args.accept, args.accept_marked)
 
 
 def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:

@@ -1,7 +1,7 @@
 # One rule per step of the step table (`maskpipe steps` prints it; docs/architecture.md says why
 # the rules are generated here rather than written out). Each rule runs one `maskpipe STEP`
 # command; its name, files, params (the config sections the step reads), log, threads, GPU
-# resource and whether it stays local all come from the step table (src/maskpipe/dag/).
+# resource and whether it stays local all come from the step's module (src/maskpipe/steps/).
 # Pseudo-label rounds' steps (pseudo, retrain, repredict, reensemble) name the round's folder
 # with the {round} wildcard; with `pseudo.rounds: 0` nothing asks for them.
 

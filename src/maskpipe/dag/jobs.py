@@ -11,12 +11,12 @@ files as a :class:`Job`, what a step's ``run`` receives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maskpipe.dag.ports import FOLD, MODEL, ROUND, Port, Step, model_folds
+from maskpipe.dag.ports import FOLD, MODEL, ROUND, Job, Port, PortValue, Step, model_folds
 from maskpipe.dag.rounds import extra_rounds, retrained
 from maskpipe.dag.table import ROUND_STEPS, STEPS
 from maskpipe.layout import Layout
@@ -162,30 +162,6 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
                 raise ValueError(f"{step.name}: {arg.flag} ({arg.kind}) has no port in the step table")
             out += arg.port.paths(under(arg.port), model, fold, round)
     return out
-
-
-#: One port's value in a :class:`Job`: a path, a list of paths (a port of many), or None (a
-#: path the config leaves empty, or an option not given).
-PortValue = Path | list[Path] | None
-
-
-@dataclass(frozen=True)
-class Job:
-    """One job of a step with its files resolved: what the step's ``run`` receives.
-
-    ``inputs``, ``outputs`` and ``options`` hold the ports the command passes (``cli``), by
-    name; ``extra`` the options a person may give on the command line beyond the step table's
-    (e.g. crop's ``--workers``), absent when the engines run it.
-    """
-
-    step: str
-    inputs: Mapping[str, PortValue]
-    outputs: Mapping[str, PortValue]
-    options: Mapping[str, PortValue] = field(default_factory=dict)
-    model: str | None = None
-    fold: int | None = None
-    log: Path | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def port_value(port: Port, paths: list[str]) -> PortValue:

@@ -1,13 +1,18 @@
-"""The step table's types: a step (:class:`Step`) and each file it reads or writes (:class:`Port`).
+"""A step's contract: the step (:class:`Step`), each file it reads or writes (:class:`Port`),
+how a pseudo-label round runs it again (:class:`Again`), and one job's resolved files
+(:class:`Job`, what the step's ``run`` receives).
 
 A port names where a file lives by a :class:`maskpipe.layout.Layout` method (or a config key
 holding a path); :meth:`Port.paths` resolves it for a config, a job's model and fold and a
-pseudo-label round (:mod:`maskpipe.dag.rounds` says which round's folder).
+pseudo-label round (:mod:`maskpipe.dag.rounds` says which round's folder). Each step module of
+:mod:`maskpipe.steps` declares its ``STEP`` with these types; nothing here imports the steps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from maskpipe.dag.rounds import retrained, round_layouts
@@ -91,13 +96,78 @@ class Step:
     local: bool = True  #: cheap: runs on the submitting machine under a cluster executor
     threads: int = 1
     gpu: bool = False
-    function: str = ""  #: the function of maskpipe.steps it runs (default: the name)
     rounds: bool = False  #: once per pseudo-label round 2, 3, ... (its files: ``round="this"``)
+    threads_option: bool = False  #: its command takes ``--threads`` (torch's CPU threads)
+    function: str = ""  #: the step whose ``run`` it runs (a round step's round-1 step)
 
     @property
     def runs(self) -> str:
-        """The name of the function in :mod:`maskpipe.steps` that runs this step."""
+        """The module of :mod:`maskpipe.steps` whose ``run`` runs this step (its own name, or a
+        round step's round-1 step)."""
         return self.function or self.name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Again:
+    """How a pseudo-label round runs a round-1 step again, declared beside the step (``AGAIN``).
+
+    The round's step runs the same ``run`` on the round's files: its outputs and options, and
+    the inputs named in ``moved`` (what an earlier step of the round wrote), live in the
+    round's folder; ``extra`` inputs are added.
+    """
+
+    name: str
+    help: str
+    moved: tuple[str, ...] = ()
+    extra: tuple[Port, ...] = ()
+
+
+_IN_ROUND = " (in the round's folder)"
+
+
+def again(step: Step, spec: Again) -> Step:
+    """``step`` as a pseudo-label round runs it (:class:`Again`)."""
+    def here(p: Port) -> Port:
+        return replace(p, round="this", help=p.help + _IN_ROUND)
+
+    return replace(step, name=spec.name, help=spec.help, function=step.runs, rounds=True,
+                   inputs=tuple(here(p) if p.name in spec.moved else p for p in step.inputs) + spec.extra,
+                   outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
+
+
+def layout_port(name: str, layout: str, *args: str, help: str, **kw: Any) -> Port:
+    """A port at ``Layout.LAYOUT(*args)`` below the results folder."""
+    return Port(name, help, layout=layout, args=args, **kw)
+
+
+def data_port(name: str, under: str) -> Port:
+    """A file or folder of the raw data, ``under`` the config's ``data.root``: tracked by the
+    engines, not passed to the command (the step finds it below the root)."""
+    return Port(name, f"data.root/{under}", config="data.root", under=under, cli=False)
+
+
+#: One port's value in a :class:`Job`: a path, a list of paths (a port of many), or None (a
+#: path the config leaves empty, or an option not given).
+PortValue = Path | list[Path] | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a step with its files resolved: what the step's ``run`` receives.
+
+    ``inputs``, ``outputs`` and ``options`` hold the ports the command passes (``cli``), by
+    name; ``extra`` the options a person may give on the command line beyond the step's ports
+    (a step module's ``add_arguments``, e.g. crop's ``--workers``), empty when an engine runs it.
+    """
+
+    step: str
+    inputs: Mapping[str, PortValue]
+    outputs: Mapping[str, PortValue]
+    options: Mapping[str, PortValue] = field(default_factory=dict)
+    model: str | None = None
+    fold: int | None = None
+    log: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def model_folds(raw: dict) -> list[tuple[str, int]]:

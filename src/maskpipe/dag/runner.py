@@ -16,10 +16,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from maskpipe import steps
 from maskpipe.config import Config, step_params
-from maskpipe.dag.jobs import Job, ordered_jobs, resolve
-from maskpipe.dag.table import STEPS
+from maskpipe.dag.jobs import ordered_jobs, resolve
+from maskpipe.dag.ports import Job
+from maskpipe.dag.table import STEPS, module_of
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def run_step(job: Job, config: Config) -> None:
     """Run ``job`` with its step's config sections from ``config`` (nothing else of it)."""
     step = STEPS[job.step]
     sections = step_params(config.raw, step.sections, model=job.model or "")
-    getattr(steps, step.runs)(job, sections)
+    module_of(step).run(job, sections)
 
 
 def run_job(job: Job, config_files: Sequence[str | Path]) -> None:
