@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maskpipe.data.demo import generate_demo
+from maskpipe.demo.synthetic import generate_demo
 from maskpipe.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
 
 def write_pseudo_labels(layout: Layout, out: Path) -> Path:
     """Pseudo-labels of every eval photo of a run, written to ``out`` by the pseudo step itself
-    (maskpipe.pseudo.run) from sure one-hot probabilities: the classes cycle over the 18 in steps
+    (maskpipe.pseudo.label_confident) from sure one-hot probabilities: the classes cycle over the 18 in steps
     of 5, so every mask state (and an age model's own) gets photos."""
     import numpy as np
     import pandas as pd
@@ -152,7 +152,7 @@ def write_pseudo_labels(layout: Layout, out: Path) -> Path:
     probs[np.arange(len(keys)), (np.arange(len(keys)) * 5) % len(PROB_COLUMNS)] = 1.0
     table = pd.concat([keys, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
     table.to_csv(out.with_suffix(".probs.csv"), index=False)
-    pseudo.run(out.with_suffix(".probs.csv"), 0.9, {"mask": 0.9}, out, out.with_suffix(".json"))
+    pseudo.label_confident(out.with_suffix(".probs.csv"), 0.9, {"mask": 0.9}, out, out.with_suffix(".json"))
     return out
 
 

@@ -19,7 +19,7 @@ def test_each_step_tracks_its_own_modules():
     assert "maskpipe.crop" in mods["crop"]  # the package's __init__.py runs too
     assert "maskpipe.train.optim" in mods["train"]
     assert "maskpipe.train.model" in mods["predict"]  # predict rebuilds the network
-    assert mods["folds"] == {"maskpipe.folds"}
+    assert mods["folds"] == {"maskpipe.data", "maskpipe.data.folds"}  # with its package's __init__
     assert mods["submit"] == {"maskpipe.classes", "maskpipe.submission"}
     assert not any(m.startswith("maskpipe.train") for m in mods["ensemble"] | mods["crop"])
     for step, found in mods.items():
@@ -35,14 +35,15 @@ def test_sources_are_files_relative_to_start(tmp_path):
 
 
 def test_a_new_import_is_followed(tmp_path):
-    """Copy the package, make folds.py import metrics inside a function: folds now tracks it."""
+    """Copy the package, make data/folds.py import metrics inside a function: folds now tracks it."""
     pkg = tmp_path / "maskpipe"
     shutil.copytree(code.package_dir(), pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    assert code.step_modules("folds", pkg) == ["maskpipe.folds"]
-    (pkg / "folds.py").write_text((pkg / "folds.py").read_text()
-                                  + "\n\ndef _late():\n    from maskpipe import metrics\n")
-    assert code.step_modules("folds", pkg) == ["maskpipe.classes", "maskpipe.folds", "maskpipe.metrics"]
-    (pkg / "folds.py").write_text((pkg / "folds.py").read_text() + "\nfrom . import labels\n")
+    folds = pkg / "data" / "folds.py"
+    assert code.step_modules("folds", pkg) == ["maskpipe.data", "maskpipe.data.folds"]
+    folds.write_text(folds.read_text() + "\n\ndef _late():\n    from maskpipe import metrics\n")
+    assert code.step_modules("folds", pkg) == ["maskpipe.classes", "maskpipe.data", "maskpipe.data.folds",
+                                               "maskpipe.metrics"]
+    folds.write_text(folds.read_text() + "\nfrom . import labels\n")
     with pytest.raises(ValueError, match=r"folds\.py: maskpipe uses absolute imports"):
         code.step_modules("folds", pkg)
 

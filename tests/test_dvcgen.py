@@ -60,7 +60,7 @@ def test_a_fresh_clone_is_a_dvc_repository(tmp_path):
     import pytest
 
     from conftest import TINY_EVAL, TINY_PERSONS, sh
-    from maskpipe.data.demo import generate_demo
+    from maskpipe.demo.synthetic import generate_demo
 
     if not (REPO / ".git").exists() or not shutil.which("git"):
         pytest.skip("not a git checkout")

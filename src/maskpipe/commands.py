@@ -31,8 +31,8 @@ _REAL_ONLY = ("eval_persons", "landmark_cache", "face_region", "female_share", "
 
 
 def demo_data(args: argparse.Namespace, load_config: Loader) -> None:
-    from maskpipe.data.demo import generate_demo
-    from maskpipe.data.realfaces import Priors, generate_realfaces
+    from maskpipe.demo.synthetic import generate_demo
+    from maskpipe.demo.realfaces import Priors, generate_realfaces
 
     if args.faces is None:
         real_only = [k for k in _REAL_ONLY if getattr(args, k) is not None]

@@ -45,8 +45,8 @@ def is_plumbing(module: str) -> bool:
 #: (planted errors, eval person groups), and the hyperparameter search (``maskpipe search``, which
 #: runs the train and predict steps' code on its own trial folders).
 OFFLINE = frozenset({
-    "maskpipe.data.demo", "maskpipe.data.realfaces", "maskpipe.data.competition",
-    "maskpipe.data.shoot", "maskpipe.data.masks", "maskpipe.data.landmarks", "maskpipe.data.dedupe",
+    "maskpipe.demo", "maskpipe.demo.synthetic", "maskpipe.demo.realfaces", "maskpipe.demo.competition",
+    "maskpipe.demo.shoot", "maskpipe.demo.masks", "maskpipe.demo.landmarks", "maskpipe.demo.dedupe",
     "maskpipe.mislabels.planted", "maskpipe.persons.score",
     "maskpipe.search", "maskpipe.search.space", "maskpipe.search.trial", "maskpipe.search.study",
     "maskpipe.search.results", "maskpipe.search.page",

@@ -137,7 +137,7 @@ def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, di
 
     from maskpipe.classes import PROB_COLUMNS, TASK_COLUMNS, TASKS
     from maskpipe.metrics import head_score
-    from maskpipe.predict import tta_label
+    from maskpipe.train.predict import tta_label
 
     lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
     oof = pd.concat([read_csv(p, required=["key", "fold", "head", "tta"], dtype={"key": str})

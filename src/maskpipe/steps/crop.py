@@ -22,7 +22,7 @@ STEP = Step(
                   config="data.root"),
              layout_port("cache", "crop_cache", help="detection cache folder (default: cache/boxes "
                                                      "under results)")),
-    modules=("maskpipe.crop.step",), local=False, threads=4, gpu=True)
+    modules=("maskpipe.crop.splits",), local=False, threads=4, gpu=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -41,6 +41,6 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
 
     settings = cfg["crop"]
     with devices.claim_device(settings["device"]) as device:
-        crop_step.run(job.inputs["train_manifest"], job.inputs["eval_manifest"], job.options["root"],
+        crop_step.crop_splits(job.inputs["train_manifest"], job.inputs["eval_manifest"], job.options["root"],
                       job.outputs, job.options["cache"], settings, str(device),
                       workers=job.extra.get("workers"))

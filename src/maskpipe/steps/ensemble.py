@@ -19,7 +19,7 @@ STEP = Step(
              # Cached like every output: results/ is not in git, so metrics must travel with
              # `dvc push` / `dvc pull` (cache: false would leave them behind).
              layout_port("metrics", "metrics", help="ensemble metrics (.json)", dvc="metrics")),
-    modules=("maskpipe.ensemble",))
+    modules=("maskpipe.ensemble.vote",))
 
 #: A pseudo-label round votes over its own predictions.
 AGAIN = Again("reensemble", "a round's soft vote (models not trained again vote with their "
@@ -28,11 +28,8 @@ AGAIN = Again("reensemble", "a round's soft vote (models not trained again vote 
 
 def run(job: Job, cfg: dict[str, Any]) -> None:
     """Vote, fit what ``ensemble`` asks to fit, and score out of fold."""
-    from maskpipe import ensemble as ensemble_step
+    from maskpipe.ensemble.vote import EnsembleConfig, EnsembleJob, ensemble_folds
 
-    settings, i, o = cfg["ensemble"], job.inputs, job.outputs
-    ensemble_step.run(i["oof"], i["test"], i["labels"], settings["method"], settings["weights"],
-                      o["oof"], o["test"], o["scores"], o["metrics"],
-                      settings["search_weights"], settings["age_bias"], settings["seed"],
-                      persons=i["persons"], person_options=settings["persons"],
-                      prior_shift=settings["prior_shift"])
+    i, o = job.inputs, job.outputs
+    ensemble_folds(EnsembleJob(i["oof"], i["test"], i["labels"], o["oof"], o["test"], o["scores"],
+                               o["metrics"], i["persons"]), EnsembleConfig(**cfg["ensemble"]))

@@ -14,12 +14,12 @@ STEP = Step(
     "folds", "person-grouped, stratified K folds", ("folds",),
     inputs=(layout_port("labels", "labels", help="corrected labels"),),
     outputs=(layout_port("folds", "folds", help="person -> fold (.csv)"),),
-    modules=("maskpipe.folds",))
+    modules=("maskpipe.data.folds",))
 
 
 def run(job: Job, cfg: dict[str, Any]) -> None:
     """Assign every person a fold (``folds.k``, ``folds.seed``)."""
-    from maskpipe.folds import assign_folds
+    from maskpipe.data.folds import assign_folds
 
     settings = cfg["folds"]
     table = read_csv(job.inputs["labels"], required=["person", "gender_id", "age_group", "train_age_group"],

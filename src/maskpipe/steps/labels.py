@@ -17,12 +17,12 @@ STEP = Step(
             Port("corrections", "labels.corrections", config="labels.corrections", cli=False)),
     outputs=(layout_port("labels", "labels", help="corrected labels (.csv)"),
              layout_port("applied", "corrections_applied", help="the fixes applied (.csv)")),
-    modules=("maskpipe.labels",))
+    modules=("maskpipe.data.labels",))
 
 
 def run(job: Job, cfg: dict[str, Any]) -> None:
     """Correct the manifest's labels with ``labels.corrections``; learn ``train_age_bounds``."""
-    from maskpipe.labels import add_training_targets, apply_corrections, read_corrections
+    from maskpipe.data.labels import add_training_targets, apply_corrections, read_corrections
 
     settings = cfg["labels"]
     manifest = read_csv(job.inputs["manifest"], dtype={"key": str, "id": str})

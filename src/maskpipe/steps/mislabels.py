@@ -21,7 +21,7 @@ STEP = Step(
     outputs=(layout_port("suspects", "mislabels_suspects", help="ranked suspects (.csv)"),
              layout_port("review", "mislabels_review", help="review page (.html)"),
              layout_port("summary", "mislabels_summary", help="summary (.json)")),
-    modules=("maskpipe.mislabels.step",))
+    modules=("maskpipe.mislabels.suspects",))
 
 #: The subcommand's description (``maskpipe mislabels --help``): its two modes.
 DESCRIPTION = ("Without --accept: rank every label the ensemble's out-of-fold probabilities "
@@ -50,18 +50,18 @@ def by_hand(args: argparse.Namespace, config: Config) -> bool:
     (the whole config). False (nothing done) without those options."""
     if not (args.accept or args.accept_marked):
         return False
-    from maskpipe.mislabels import step
+    from maskpipe.mislabels import suspects as ranking
 
     layout = Layout(str(config.results))
     suspects = args.suspects or Path(layout.mislabels_suspects())
-    step.accept(suspects, suspects.parent / Path(layout.mislabels_summary()).name,
+    ranking.accept(suspects, suspects.parent / Path(layout.mislabels_summary()).name,
                 config.raw["labels"]["corrections"], args.accept, args.accept_marked)
     return True
 
 
 def run(job: Job, cfg: dict[str, Any]) -> None:
     """Rank the suspects of the ensemble's out-of-fold probabilities."""
-    from maskpipe.mislabels import step
+    from maskpipe.mislabels import suspects as ranking
 
     # By hand, the ranking's files are optional (--accept needs none of them).
     missing = [f"--{prefix}{name.replace('_', '-')}" for prefix, side in (("", job.inputs), ("out-", job.outputs))
@@ -69,5 +69,5 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     if missing:
         raise MaskpipeError(f"ranking needs {', '.join(missing)} (or pass --accept to accept fixes)")
     settings, i, o = cfg["mislabels"], job.inputs, job.outputs
-    step.run(i["oof"], i["labels"], i["crops"], i["crop_index"], settings["method"], settings["top"],
+    ranking.rank_mislabels(i["oof"], i["labels"], i["crops"], i["crop_index"], settings["method"], settings["top"],
              settings["thumbnail"], o["suspects"], o["review"], o["summary"])

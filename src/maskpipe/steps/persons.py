@@ -18,13 +18,13 @@ STEP = Step(
                          help="per eval photo: its group, the group's size, a confidence (.csv)"),),
     options=(Port("root", "data folder the manifest paths start from (default: data.root)",
                   config="data.root"),),
-    modules=("maskpipe.persons.step",))
+    modules=("maskpipe.persons.eval_photos",))
 
 
 def run(job: Job, cfg: dict[str, Any]) -> None:
     """Group the eval photos with the ``persons`` settings."""
-    from maskpipe.persons import step
+    from maskpipe.persons.eval_photos import group_eval_photos
     from maskpipe.persons.group import Grouping
 
-    step.run(job.inputs["eval_manifest"], job.options["root"], job.inputs["eval_crops"],
+    group_eval_photos(job.inputs["eval_manifest"], job.options["root"], job.inputs["eval_crops"],
              job.inputs["eval_index"], Grouping(**cfg["persons"]), job.outputs["groups"])

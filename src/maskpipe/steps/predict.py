@@ -17,7 +17,7 @@ STEP = Step(
             layout_port("folds", "folds", help="person -> fold")),
     outputs=(layout_port("oof", "oof", per_job=True, help="out-of-fold probabilities (.csv)"),
              layout_port("test", "test_probs", per_job=True, help="eval probabilities (.csv)")),
-    modules=("maskpipe.predict",), fan_out=True, local=False, threads=4, gpu=True,
+    modules=("maskpipe.train.predict",), fan_out=True, local=False, threads=4, gpu=True,
     threads_option=True)
 
 #: A pseudo-label round predicts with the round's checkpoint.
@@ -28,11 +28,11 @@ AGAIN = Again("repredict", "out-of-fold and test probabilities of a round's mode
 def run(job: Job, cfg: dict[str, Any]) -> None:
     """Predict the job's fold and the eval photos, on a device of its own."""
     from maskpipe import devices
-    from maskpipe import predict as predict_step
+    from maskpipe.train import predict as predict_step
 
     settings, i = cfg["predict"], job.inputs
     with devices.claim_device(settings["device"]) as device:
-        predict_step.run(i["checkpoint"], job.fold, job.model, i["train_crops"], i["train_index"],
+        predict_step.predict_fold(i["checkpoint"], job.fold, job.model, i["train_crops"], i["train_index"],
                          i["eval_crops"], i["eval_index"], i["labels"], i["folds"], settings["tta"],
                          settings["batch_size"], device, job.outputs["oof"], job.outputs["test"],
                          settings["amp"])

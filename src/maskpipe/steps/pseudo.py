@@ -25,5 +25,5 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     """Keep the photos whose probabilities pass the thresholds."""
     from maskpipe import pseudo as pseudo_step
 
-    pseudo_step.run(job.inputs["probs"], cfg["pseudo.threshold"], cfg["pseudo.task_thresholds"],
+    pseudo_step.label_confident(job.inputs["probs"], cfg["pseudo.threshold"], cfg["pseudo.task_thresholds"],
                     job.outputs["labels"], job.outputs["summary"])

@@ -22,5 +22,5 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     """Write the submission in ``info.csv`` order, checked."""
     from maskpipe import submission as submission_step
 
-    sub = submission_step.run(job.inputs["probs"], job.inputs["eval_manifest"], job.outputs["submission"])
+    sub = submission_step.write_submission(job.inputs["probs"], job.inputs["eval_manifest"], job.outputs["submission"])
     log.info("submission: %d rows written to %s", len(sub), job.outputs["submission"])

@@ -37,12 +37,10 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     from maskpipe import devices
     from maskpipe.train import loop
 
-    train_cfg, model_cfg = cfg["train"], cfg[f"models.{job.model}"]
-    i = job.inputs
+    i, o = job.inputs, job.outputs
     # retrain (a pseudo-label round) runs this too, given the round's pseudo-labels
     pseudo = (i["eval_crops"], i["eval_index"], i["pseudo_labels"]) if "pseudo_labels" in i else None
-    with devices.claim_device(train_cfg["device"]) as device:
-        loop.train_fold(i["crops"], i["crop_index"], i["labels"], i["folds"], job.fold, job.model,
-                        model_cfg, train_cfg, device, job.outputs["checkpoint"],
-                        job.outputs["metrics"], job.outputs["tensorboard"],
-                        resume_file=job.options.get("resume"), pseudo=pseudo)
+    with devices.claim_device(cfg["train"]["device"]) as device:
+        loop.train_fold(loop.TrainJob(job.model, job.fold, i["crops"], i["crop_index"], i["labels"],
+                                      i["folds"], o["checkpoint"], o["metrics"], o["tensorboard"],
+                                      device, job.options.get("resume"), pseudo), cfg)

@@ -277,7 +277,7 @@ def crop_split(
     return index
 
 
-def run(
+def crop_splits(
     train_manifest: Path,
     eval_manifest: Path,
     root: Path,

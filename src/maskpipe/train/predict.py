@@ -97,7 +97,7 @@ def _table(keys: pd.DataFrame, probs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([keys.reset_index(drop=True), probs.round(6)], axis=1)
 
 
-def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_index: Path,
+def predict_fold(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_index: Path,
         eval_crops: Path, eval_index: Path, labels: Path, folds: Path, tta: dict,
         batch_size: int, device: torch.device, out_oof: Path, out_test: Path,
         amp: str = "none") -> None:
