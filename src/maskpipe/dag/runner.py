@@ -58,21 +58,39 @@ def run_pipeline(raw: dict, config_files: Sequence[str | Path], until: str | Non
         run_job(job, config_files)
 
 
+_open_logs = 0  #: job logs open now (jobs of parallel search trials run in threads)
+_open_logs_lock = threading.Lock()
+_level_before: int = logging.WARNING
+
+
 @contextlib.contextmanager
 def job_log(path: Path | None) -> Iterator[None]:
-    """This thread's log records also go to ``path`` (as ``--log`` does for a command), appended."""
+    """This thread's log records of INFO and up also go to ``path`` (as ``--log`` does for a
+    command), appended. The root logger lets INFO through while any job log is open, as the
+    command's logging setup does; it is set back when the last one closes."""
+    global _open_logs, _level_before
     if path is None:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
     thread = threading.get_ident()
     handler.addFilter(lambda record: record.thread == thread)
     root = logging.getLogger()
+    with _open_logs_lock:
+        if _open_logs == 0:
+            _level_before = root.level
+            root.setLevel(min(root.level or logging.WARNING, logging.INFO))
+        _open_logs += 1
     root.addHandler(handler)
     try:
         yield
     finally:
         root.removeHandler(handler)
         handler.close()
+        with _open_logs_lock:
+            _open_logs -= 1
+            if _open_logs == 0:
+                root.setLevel(_level_before)
