@@ -217,20 +217,16 @@ def test_an_empty_scaler_state_resumes_without_it(tmp_path, caplog):
 # -- parallel search trials ------------------------------------------------------------------
 
 def _on_cpu(real, record):
-    """``real`` (train_fold, whose job holds the device, or predict_fold) given the CPU instead of
+    """``real`` (train_fold or predict_fold, whose job holds the device) given the CPU instead of
     the claimed device, which ``record(device)`` sees first: the claims are CUDA's, the work runs
     here."""
     signature = inspect.signature(real)
 
     def run(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
-        if "job" in bound.arguments:
-            job = bound.arguments["job"]
-            record(job.device)
-            bound.arguments["job"] = dataclasses.replace(job, device=torch.device("cpu"))
-        else:
-            record(bound.arguments["device"])
-            bound.arguments["device"] = torch.device("cpu")
+        job = bound.arguments["job"]
+        record(job.device)
+        bound.arguments["job"] = dataclasses.replace(job, device=torch.device("cpu"))
         return real(*bound.args, **bound.kwargs)
     return run
 

@@ -186,9 +186,10 @@ def test_a_pseudo_label_round_retrains_and_repredicts_on_cuda_under_amp(setup, t
     assert metrics["device"] == "cuda" and metrics["n_pseudo"] == len(pd.read_csv(labels)) > 0
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in metrics["history"])
     oof, test = tmp_path / "oof.csv", tmp_path / "test.csv"
-    predict_step.predict_fold(tmp_path / "c.pt", 0, "a", L.crops("train"), L.crop_index("train"), L.crops("eval"),
-                     L.crop_index("eval"), L.labels(), L.folds(), {"hflip": True, "zooms": []}, 8, CUDA,
-                     oof, test, "fp16")
+    predict_step.predict_fold(
+        predict_step.PredictJob("a", 0, tmp_path / "c.pt", L.crops("train"), L.crop_index("train"),
+                                L.crops("eval"), L.crop_index("eval"), L.labels(), L.folds(), oof, test, CUDA),
+        {"tta": {"hflip": True, "zooms": []}, "batch_size": 8, "amp": "fp16"})
     probs = pd.read_csv(test)[PROB_COLUMNS].to_numpy()
     assert len(probs) == len(pd.read_csv(L.crop_index("eval")))
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)

@@ -157,7 +157,7 @@ def test_offline_pretrained_without_a_file_names_the_packaged_weights(monkeypatc
 
 def test_train_and_predict_start_from_packaged_weights(tiny_run, tmp_path):
     from maskpipe.config import load_raw
-    from maskpipe.train.predict import predict_fold as predict
+    from maskpipe.train.predict import PredictJob, predict_fold
     from maskpipe.train.loop import TrainJob, train_fold
 
     config_path, L = tiny_run
@@ -174,9 +174,9 @@ def test_train_and_predict_start_from_packaged_weights(tiny_run, tmp_path):
     trained = ckpt["state_dict"]["backbone.conv_stem.weight"]
     assert torch.corrcoef(torch.stack([stem.flatten(), trained.flatten()]))[0, 1] > 0.95
     oof, test = tmp_path / "oof.csv", tmp_path / "test.csv"
-    predict(ckpt_path, 0, "lite", L.crops("train"), L.crop_index("train"), L.crops("eval"),
-            L.crop_index("eval"), L.labels(), L.folds(), {"hflip": True, "zooms": []}, 8,
-            torch.device("cpu"), oof, test)
+    predict_fold(PredictJob("lite", 0, ckpt_path, L.crops("train"), L.crop_index("train"), L.crops("eval"),
+                            L.crop_index("eval"), L.labels(), L.folds(), oof, test),
+                 {"tta": {"hflip": True, "zooms": []}, "batch_size": 8})
     probs = pd.read_csv(test)
     assert len(probs) == len(pd.read_csv(L.crop_index("eval")))
     assert np.allclose(probs[[f"p{i:02d}" for i in range(18)]].sum(axis=1), 1, atol=1e-4)

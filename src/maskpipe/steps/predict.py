@@ -30,9 +30,9 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     from maskpipe import devices
     from maskpipe.train import predict as predict_step
 
-    settings, i = cfg["predict"], job.inputs
-    with devices.claim_device(settings["device"]) as device:
-        predict_step.predict_fold(i["checkpoint"], job.fold, job.model, i["train_crops"], i["train_index"],
-                         i["eval_crops"], i["eval_index"], i["labels"], i["folds"], settings["tta"],
-                         settings["batch_size"], device, job.outputs["oof"], job.outputs["test"],
-                         settings["amp"])
+    i = job.inputs
+    with devices.claim_device(cfg["predict"]["device"]) as device:
+        predict_step.predict_fold(predict_step.PredictJob(
+            job.model, job.fold, i["checkpoint"], i["train_crops"], i["train_index"], i["eval_crops"],
+            i["eval_index"], i["labels"], i["folds"], job.outputs["oof"], job.outputs["test"], device),
+            cfg["predict"])
