@@ -8,7 +8,8 @@
 #          -> ensemble -> mislabels, submit -> report; with pseudo-label rounds (config `pseudo`)
 #          ensemble -> pseudo -> retrain -> repredict -> reensemble, once per round, before submit.
 # Each rule runs one `maskpipe` subcommand; what each step reads, writes and runs is one table,
-# the step table (`maskpipe steps` prints it; docs/pipeline.md).
+# the step table (`maskpipe steps` prints it; docs/pipeline.md), from which
+# workflow/rules/steps.smk makes every rule (docs/architecture.md).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -18,14 +19,11 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/pseudo.smk"
-include: "workflow/rules/results.smk"
+include: "workflow/rules/steps.smk"
 
 
 # Cheap steps stay on the submitting machine when an executor (e.g. Slurm) sends jobs away: each
-# step rule says so with `localrule:` from the step table; the two target rules run nothing.
+# step's rule says so with `localrule:` from the step table; the two target rules run nothing.
 localrules:
     all,
     submission,

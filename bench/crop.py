@@ -28,7 +28,7 @@ import torch
 
 from maskpipe.crop import (BoxCache, CropGeometry, DetectionPass, DetectorSettings, crop_split, detect_boxes,
                            make_detector)
-from maskpipe.crop.step import default_workers
+from maskpipe.crop.splits import default_workers
 from maskpipe.data.manifest import build_train_manifest
 from maskpipe.images import read_rgb
 

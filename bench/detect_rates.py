@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -99,23 +100,23 @@ def found_shares(paths: list[Path], passes: list, detectors: list, portrait: boo
 
 def crop_step(data: Path, config: dict, work: Path, cache: Path) -> dict[str, pd.DataFrame]:
     """Run validate and crop in-process on ``data`` (results under ``work``): the crop indexes."""
-    from maskpipe.cli import main as cli_main
+    from maskpipe.dag.jobs import resolve
+    from maskpipe.dag.runner import run_job
+    from maskpipe.dag.table import STEPS
     from maskpipe.layout import Layout
-    from maskpipe.jobs import argv
-    from maskpipe.pipeline import STEPS
 
     work.mkdir(parents=True, exist_ok=True)
     cfg = {**config, "data": {**config.get("data", {}), "root": str(data)}, "results": str(work / "results")}
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     L, raw = Layout(cfg["results"]), validate(copy.deepcopy(cfg))
-    for step in ("validate", "crop"):  # with the arguments the engines pass (the step table)
-        args = argv(STEPS[step], raw, [str(path)])
+    for step in ("validate", "crop"):  # with the files the engines pass (the step table)
+        job = resolve(STEPS[step], raw)
         if step == "crop":
-            args[args.index("--cache") + 1] = str(cache)
+            job = dataclasses.replace(job, options={**job.options, "cache": Path(cache)})
         elif Path(L.manifest("eval")).is_file():
             continue
-        assert cli_main(args) == 0
+        run_job(job, [path])
     return {split: pd.read_csv(L.crop_index(split), dtype={"key": str, "shoot": str}) for split in ("train", "eval")}
 
 

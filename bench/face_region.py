@@ -46,7 +46,7 @@ from maskpipe.classes import decode  # noqa: E402
 from maskpipe.cli import main as cli_main  # noqa: E402
 from maskpipe.config import load_raw, validate  # noqa: E402
 from maskpipe.crop import detect_boxes, detector_passes, make_detector  # noqa: E402
-from maskpipe.data.realfaces import FACE_REGIONS, FACES_FILE  # noqa: E402
+from maskpipe.demo.realfaces import FACE_REGIONS, FACES_FILE  # noqa: E402
 from maskpipe.images import read_rgb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -102,7 +102,7 @@ def pipeline_config(args: argparse.Namespace, data: Path, results: Path) -> dict
 def pipeline(args: argparse.Namespace) -> None:
     from maskpipe.config import load_raw
     from maskpipe.layout import Layout
-    from maskpipe.jobs import jobs_for
+    from maskpipe.dag.jobs import jobs_for
 
     data, results = args.data, args.work / "results"
     shutil.rmtree(results, ignore_errors=True)  # a reused work folder: no old checkpoint or resume.pt
@@ -136,8 +136,8 @@ def run_jobs(args: argparse.Namespace, todo: list, raw: dict, config: Path,
     a shell ``timeout`` would signal too and so crash the loader, nor forked children get it);
     reached, the jobs that finished are what the rows report.
     """
-    from maskpipe.cli import main as cli
-    from maskpipe.jobs import argv
+    from maskpipe.dag.jobs import resolve
+    from maskpipe.dag.runner import run_job
 
     seconds: list[float] = []
     before = signal.signal(signal.SIGALRM, _stop)
@@ -146,8 +146,7 @@ def run_jobs(args: argparse.Namespace, todo: list, raw: dict, config: Path,
         for step, job in todo:
             start = time.perf_counter()
             with gpu_busy(args.gpu, busy) if step.runs == "train" else contextlib.nullcontext():
-                if cli(argv(step, raw, [str(config)], **job)) != 0:
-                    raise SystemExit(f"gpu_check: maskpipe {step.name} failed")
+                run_job(resolve(step, raw, **job), [config])
             seconds.append(time.perf_counter() - start)
     except Stopped:
         following = todo[len(seconds)][0].name if len(seconds) < len(todo) else "none"
@@ -162,7 +161,7 @@ def run_jobs(args: argparse.Namespace, todo: list, raw: dict, config: Path,
 
 def report(args: argparse.Namespace, L, todo: list, seconds: list[float], busy: list[float]) -> None:
     """Rows of the pipeline: per-step times, crop images/s, GPU busy, training images/s, projection."""
-    from maskpipe.train.devices import resolve_workers
+    from maskpipe.devices import resolve_workers
 
     done = todo[:len(seconds)]
     by_step: dict[str, float] = {}

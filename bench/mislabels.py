@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from maskpipe.data.demo import PLANTED_FILE, generate_demo
+from maskpipe.demo.synthetic import PLANTED_FILE, generate_demo
 from maskpipe.layout import Layout
 from maskpipe.mislabels.planted import baseline_scores, ranking_scores
 

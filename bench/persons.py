@@ -32,7 +32,7 @@ from maskpipe.metrics import macro_f1
 from maskpipe.persons.adjust import adjust_eval
 from maskpipe.persons.group import Grouping, group_persons
 from maskpipe.persons.score import score_groups
-from maskpipe.persons.step import read_features
+from maskpipe.persons.eval_photos import read_features
 from maskpipe.persons.vote import changes
 
 OPTIONS = [  # name, ensemble.prior_shift, ensemble.persons

@@ -4,9 +4,9 @@
 
 Generates (or reuses) a realistic set with ``maskpipe demo-data --faces`` (real UTKFace faces
 with drawn masks, in the competition's layout; eval made of persons, ``demo_truth.csv`` holds
-their true classes), then runs the pipeline's steps in-process through the CLI for every row of
-:data:`ROWS`, with the arguments the engines would pass (from the step table,
-:func:`maskpipe.jobs.argv`; each file in the folder :data:`FOLDER` names for its kind), and
+their true classes), then runs the pipeline's steps in-process (:mod:`maskpipe.dag.runner`) for
+every row of :data:`ROWS`, with the files the engines would pass (from the step table,
+:func:`maskpipe.dag.jobs.resolve`; each file in the folder :data:`FOLDER` names for its kind), and
 prints one table: out-of-fold macro F1, eval macro F1 against ``demo_truth.csv`` (what a
 leaderboard would give), eval F1 per task, how the train and eval photos were cropped, and the
 row's wall time.
@@ -47,8 +47,10 @@ from maskpipe.cli import main as cli_main
 from maskpipe.config import validate
 from maskpipe.layout import Layout
 from maskpipe.metrics import macro_f1, person_interval, task_f1
-from maskpipe.jobs import argv
-from maskpipe.pipeline import STEPS, Port
+from maskpipe.dag.jobs import resolve
+from maskpipe.dag.ports import Port
+from maskpipe.dag.runner import run_job
+from maskpipe.dag.table import STEPS
 from maskpipe.train.weights import PACKAGED, packaged_hint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,7 +255,7 @@ class Runner:
         def root(port: Port | None) -> str:
             return at[FOLDER[(port or s.outputs[0]).layout]].results
 
-        _run(*argv(s, cfg, [config], root=root, **job))
+        run_job(resolve(s, cfg, root=root, **job), [config])
 
     def prepare(self, cfg: dict) -> tuple[Layout, Layout]:
         """validate + crop (per crop config), labels + folds (per labels/folds config)."""

@@ -88,7 +88,7 @@ def pipeline_rows(args: argparse.Namespace, device: torch.device) -> None:
     """The bare step of the config's model against the pipeline's epoch per workers setting."""
     from maskpipe.config import as_hw, load_raw
     from maskpipe.train.build import build_model
-    from maskpipe.train.devices import resolve_workers
+    from maskpipe.devices import resolve_workers
 
     raw = load_raw(args.config)
     model_name = args.model or next(iter(raw["models"]))

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from maskpipe.cli import main as cli_main
-from maskpipe.data.demo import generate_demo
+from maskpipe.demo.synthetic import generate_demo
 from maskpipe.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,28 +124,22 @@ def bench(monkeypatch, capsys):
 
 def run_pipeline(cfg: dict, work: Path, crop_cache: str | None = None,
                  report: bool = True) -> tuple[Path, Layout]:
-    """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process through the CLI, with
-    the arguments the engines would pass (from the step table), in DAG order: (config path,
-    layout). ``crop_cache`` replaces the detection cache folder."""
+    """Run every step of ``cfg`` (saved as ``work``/config.yaml) in-process with the files the
+    engines would pass (from the step table), in DAG order, through the library's job runner:
+    (config path, layout). ``crop_cache`` replaces the detection cache folder."""
     from maskpipe.config import validate
-    from maskpipe.jobs import argv, ordered_jobs
+    from maskpipe.dag.runner import run_pipeline as run_jobs
 
     config_path = work / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    raw = validate(copy.deepcopy(cfg))
-    for step, job in ordered_jobs(raw):
-        if step.name == "report" and not report:
-            break
-        args = argv(step, raw, [str(config_path)], **job)
-        if crop_cache and step.name == "crop":
-            args[args.index("--cache") + 1] = crop_cache
-        assert cli_main(args) == 0, args
+    run_jobs(validate(copy.deepcopy(cfg)), [config_path], until=None if report else "report",
+             replace={"crop": {"cache": Path(crop_cache)}} if crop_cache else None)
     return config_path, Layout(cfg["results"])
 
 
 def write_pseudo_labels(layout: Layout, out: Path) -> Path:
     """Pseudo-labels of every eval photo of a run, written to ``out`` by the pseudo step itself
-    (maskpipe.pseudo.run) from sure one-hot probabilities: the classes cycle over the 18 in steps
+    (maskpipe.pseudo.label_confident) from sure one-hot probabilities: the classes cycle over the 18 in steps
     of 5, so every mask state (and an age model's own) gets photos."""
     import numpy as np
     import pandas as pd
@@ -159,7 +152,7 @@ def write_pseudo_labels(layout: Layout, out: Path) -> Path:
     probs[np.arange(len(keys)), (np.arange(len(keys)) * 5) % len(PROB_COLUMNS)] = 1.0
     table = pd.concat([keys, pd.DataFrame(probs, columns=PROB_COLUMNS)], axis=1)
     table.to_csv(out.with_suffix(".probs.csv"), index=False)
-    pseudo.run(out.with_suffix(".probs.csv"), 0.9, {"mask": 0.9}, out, out.with_suffix(".json"))
+    pseudo.label_confident(out.with_suffix(".probs.csv"), 0.9, {"mask": 0.9}, out, out.with_suffix(".json"))
     return out
 
 

@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import torch
 
-from maskpipe.train.devices import resolve_workers
+from maskpipe.devices import resolve_workers
 
 FIGURE = r"\d+\.\d+"
 

@@ -22,7 +22,7 @@ from conftest import AGE_RANGES, REPO, link_real_faces, run_pipeline, shrink
 
 from maskpipe.config import validate
 from maskpipe.crop import SOURCES, detector_passes
-from maskpipe.data.realfaces import generate_realfaces
+from maskpipe.demo.realfaces import generate_realfaces
 from maskpipe.layout import Layout
 from maskpipe.persons.score import score_groups
 from maskpipe.persons.vote import PATTERN

@@ -1,4 +1,4 @@
-"""Which source files each step depends on (maskpipe.code): the step table's modules, followed
+"""Which source files each step depends on (maskpipe.dag.sources): the step table's modules, followed
 through their imports, plumbing left out."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from maskpipe import code
-from maskpipe.pipeline import STEPS
+from maskpipe.dag import sources as code
+from maskpipe.dag.table import STEPS
 
 
 def test_each_step_tracks_its_own_modules():
@@ -19,11 +19,11 @@ def test_each_step_tracks_its_own_modules():
     assert "maskpipe.crop" in mods["crop"]  # the package's __init__.py runs too
     assert "maskpipe.train.optim" in mods["train"]
     assert "maskpipe.train.model" in mods["predict"]  # predict rebuilds the network
-    assert mods["folds"] == {"maskpipe.folds"}
+    assert mods["folds"] == {"maskpipe.data", "maskpipe.data.folds"}  # with its package's __init__
     assert mods["submit"] == {"maskpipe.classes", "maskpipe.submission"}
     assert not any(m.startswith("maskpipe.train") for m in mods["ensemble"] | mods["crop"])
     for step, found in mods.items():
-        assert not found & code.PLUMBING, step
+        assert not any(code.is_plumbing(m) for m in found), step
 
 
 def test_sources_are_files_relative_to_start(tmp_path):
@@ -35,14 +35,15 @@ def test_sources_are_files_relative_to_start(tmp_path):
 
 
 def test_a_new_import_is_followed(tmp_path):
-    """Copy the package, make folds.py import metrics inside a function: folds now tracks it."""
+    """Copy the package, make data/folds.py import metrics inside a function: folds now tracks it."""
     pkg = tmp_path / "maskpipe"
     shutil.copytree(code.package_dir(), pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    assert code.step_modules("folds", pkg) == ["maskpipe.folds"]
-    (pkg / "folds.py").write_text((pkg / "folds.py").read_text()
-                                  + "\n\ndef _late():\n    from maskpipe import metrics\n")
-    assert code.step_modules("folds", pkg) == ["maskpipe.classes", "maskpipe.folds", "maskpipe.metrics"]
-    (pkg / "folds.py").write_text((pkg / "folds.py").read_text() + "\nfrom . import labels\n")
+    folds = pkg / "data" / "folds.py"
+    assert code.step_modules("folds", pkg) == ["maskpipe.data", "maskpipe.data.folds"]
+    folds.write_text(folds.read_text() + "\n\ndef _late():\n    from maskpipe import metrics\n")
+    assert code.step_modules("folds", pkg) == ["maskpipe.classes", "maskpipe.data", "maskpipe.data.folds",
+                                               "maskpipe.metrics"]
+    folds.write_text(folds.read_text() + "\nfrom . import labels\n")
     with pytest.raises(ValueError, match=r"folds\.py: maskpipe uses absolute imports"):
         code.step_modules("folds", pkg)
 
@@ -58,8 +59,8 @@ def test_every_module_is_plumbing_or_some_steps_code():
         name = ".".join(("maskpipe", *(parts[:-1] if parts[-1] == "__init__" else parts)))
         ast.parse(path.read_text())
         seen.add(name)
-        assert (name in tracked) + (name in code.PLUMBING) + (name in code.OFFLINE) == 1, name
-    assert code.PLUMBING | code.OFFLINE <= seen
+        assert (name in tracked) + code.is_plumbing(name) + (name in code.OFFLINE) == 1, name
+    assert code.PLUMBING | code.OFFLINE | set(code.PLUMBING_PACKAGES) <= seen
     assert tracked == set().union(*(code.closure(s.modules, root) for s in STEPS.values()))
 
 

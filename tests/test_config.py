@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from maskpipe.config import Config, load_raw, merge, schema_path, step_params
-from maskpipe.pipeline import STEPS
+from maskpipe.dag.table import STEPS
 from maskpipe.io import MaskpipeError
 
 from conftest import REPO
@@ -67,13 +67,13 @@ def test_later_files_override_earlier_ones(tmp_path, shipped_config):
 
 def test_step_params_are_exactly_the_declared_sections(shipped_config):
     raw = load_raw(REPO / "config.yaml")
-    assert set(step_params(raw, "train", model="demo")) == {"train", "models.demo"}
-    assert step_params(raw, "submit") == {}
+    assert set(step_params(raw, STEPS["train"].sections, model="demo")) == {"train", "models.demo"}
+    assert step_params(raw, STEPS["submit"].sections) == {}
     assert set(STEPS) == {"validate", "crop", "persons", "labels", "folds", "train", "predict",
                           "ensemble", "mislabels", "pseudo", "retrain", "repredict", "reensemble",
                           "submit", "report"}
-    assert step_params(raw, "pseudo") == {"pseudo.threshold": 0.9, "pseudo.task_thresholds": None}
-    assert step_params(raw, "mislabels") == {"mislabels": raw["mislabels"]}
+    assert step_params(raw, STEPS["pseudo"].sections) == {"pseudo.threshold": 0.9, "pseudo.task_thresholds": None}
+    assert step_params(raw, STEPS["mislabels"].sections) == {"mislabels": raw["mislabels"]}
     with pytest.raises(MaskpipeError, match="no model 'nope'"):
         Config(raw).model("nope")
 

@@ -148,7 +148,7 @@ def test_workers_make_the_same_crops(tmp_path, portrait, caplog):
     settings, geometry = DetectorSettings(0.5, 60), CropGeometry(48, 40, 0.2)
     factory = functools.partial(make_detector, settings, "cpu")
     out = {}
-    caplog.set_level("DEBUG", logger="maskpipe.crop.step")
+    caplog.set_level("DEBUG", logger="maskpipe.crop.splits")
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
         idx = crop_split(manifest, tmp_path, d / "x.npy", d / "x.csv", geometry,
@@ -186,7 +186,7 @@ def test_default_workers_follow_the_jobs_cpu_budget(monkeypatch):
     """Snakemake sets OMP_NUM_THREADS to a rule's threads: the crop step stays within it."""
     import os
 
-    from maskpipe.crop.step import default_workers
+    from maskpipe.crop.splits import default_workers
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -395,7 +395,7 @@ def test_detector_passes_follow_the_config_and_key_their_caches(shipped_config):
 
     from maskpipe.config import validate
     from maskpipe.crop import detector_passes
-    from maskpipe.crop.step import placement
+    from maskpipe.crop.splits import placement
 
     crop = validate(copy.deepcopy(shipped_config))["crop"]
     first, second = detector_passes(crop)
@@ -414,7 +414,7 @@ def test_detector_passes_follow_the_config_and_key_their_caches(shipped_config):
 def real_set(tmp_path_factory):
     """A tiny realistic set (demo-data --faces: 6 train and 4 eval persons of real faces), read
     from the shared folder through symlinks (the faces are research-only: never copied)."""
-    from maskpipe.data.realfaces import generate_realfaces
+    from maskpipe.demo.realfaces import generate_realfaces
 
     faces = link_real_faces(tmp_path_factory.mktemp("faces"), every_group(6))
     root = tmp_path_factory.mktemp("real") / "data"
@@ -431,17 +431,17 @@ def test_real_faces_eval_photos_are_cropped_like_train(real_set, tmp_path, shipp
     import yaml
     from conftest import shrink
 
-    from maskpipe.cli import main as cli_main
     from maskpipe.config import validate
+    from maskpipe.dag.jobs import resolve
+    from maskpipe.dag.runner import run_job
+    from maskpipe.dag.table import STEPS
     from maskpipe.layout import Layout
-    from maskpipe.jobs import argv
-    from maskpipe.pipeline import STEPS
 
     cfg = shrink(copy.deepcopy(shipped_config), real_set, results=str(tmp_path / "results"))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     L = Layout(cfg["results"])
     for step in ("validate", "crop"):  # with the arguments the engines pass (the step table)
-        assert cli_main(argv(STEPS[step], validate(copy.deepcopy(cfg)), [str(tmp_path / "config.yaml")])) == 0
+        run_job(resolve(STEPS[step], validate(copy.deepcopy(cfg))), [tmp_path / "config.yaml"])
     train = pd.read_csv(L.crop_index("train"))
     ev = pd.read_csv(L.crop_index("eval"), dtype={"shoot": str})
     assert (train["source"] != "fallback").all()

@@ -12,7 +12,7 @@ import pytest
 from conftest import UTKFACE
 from PIL import Image, ImageFilter
 
-from maskpipe.data.dedupe import NEAR_BITS, find_duplicates, phash
+from maskpipe.demo.dedupe import NEAR_BITS, find_duplicates, phash
 
 
 def _photo(seed: int) -> Image.Image:

@@ -9,7 +9,7 @@ from matplotlib.colors import rgb_to_hsv
 from PIL import Image
 
 from maskpipe.classes import GENDER_BY_NAME, IMAGE_STEMS, age_bin, decode
-from maskpipe.data.demo import generate_demo
+from maskpipe.demo.synthetic import generate_demo
 from maskpipe.io import MaskpipeError
 
 PERSONS, EVAL = 6, 24
@@ -187,7 +187,7 @@ def test_eval_truth_matches_the_pictured_person(demo, read_cues):
 
 
 def test_planted_errors_change_labels_not_photos(demo, tmp_path):
-    from maskpipe.data.demo import PLANTED_COLUMNS, PLANTED_FILE
+    from maskpipe.demo.synthetic import PLANTED_COLUMNS, PLANTED_FILE
 
     planted_root = tmp_path / "planted"
     summary = generate_demo(planted_root, persons=PERSONS, eval_images=EVAL, seed=0, plant_errors=0.5)

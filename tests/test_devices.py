@@ -7,11 +7,11 @@ tests/test_devices_placement.py; tests/test_gpu.py runs the real thing where CUD
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import sys
 import threading
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -21,9 +21,10 @@ from torch import nn
 from maskpipe.config import validate
 from maskpipe.crop.detect import DetectorSettings
 from maskpipe.io import MaskpipeError
-from maskpipe.pipeline import STEPS
-from maskpipe.train import devices
-from maskpipe.train.devices import (
+from maskpipe.dag.ports import Job
+from maskpipe.dag.table import STEPS
+from maskpipe import devices
+from maskpipe.devices import (
     claim_device,
     claim_slot,
     default_lock_dir,
@@ -104,7 +105,7 @@ def test_cuda_without_a_gpu_is_an_error(monkeypatch):
 
 def test_the_crop_step_claims_a_device(monkeypatch, tmp_path):
     from maskpipe import crop as crop_step
-    from maskpipe import steps
+    from maskpipe.steps import crop as crop_shell
 
     claimed, used = [], []
 
@@ -114,12 +115,11 @@ def test_the_crop_step_claims_a_device(monkeypatch, tmp_path):
         yield torch.device("cuda", 1)
 
     monkeypatch.setattr(devices, "claim_device", claim)
-    monkeypatch.setattr(crop_step, "run", lambda *a, **k: used.append(a[6]))
-    cfg = SimpleNamespace(params=lambda step: {"crop": {"device": "auto"}})
-    outs = {f"out_{p.name}": tmp_path / p.name for p in STEPS["crop"].outputs}
-    args = SimpleNamespace(train_manifest=None, eval_manifest=None, root=tmp_path,
-                           cache=tmp_path / "cache", workers=None, **outs)
-    steps.crop(args, lambda a: cfg)
+    monkeypatch.setattr(crop_step, "crop_splits", lambda *a, **k: used.append(a[6]))
+    job = Job("crop", {"train_manifest": None, "eval_manifest": None},
+              {p.name: tmp_path / p.name for p in STEPS["crop"].outputs},
+              {"root": tmp_path, "cache": tmp_path / "cache"})
+    crop_shell.run(job, {"crop": {"device": "auto"}})
     assert claimed == ["auto"] and used == ["cuda:1"]
 
 
@@ -217,14 +217,16 @@ def test_an_empty_scaler_state_resumes_without_it(tmp_path, caplog):
 # -- parallel search trials ------------------------------------------------------------------
 
 def _on_cpu(real, record):
-    """``real`` (train_fold or predict.run) given the CPU instead of the claimed device, which
-    ``record(device)`` sees first: the claims are CUDA's, the work runs here."""
+    """``real`` (train_fold or predict_fold, whose job holds the device) given the CPU instead of
+    the claimed device, which ``record(device)`` sees first: the claims are CUDA's, the work runs
+    here."""
     signature = inspect.signature(real)
 
     def run(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
-        record(bound.arguments["device"])
-        bound.arguments["device"] = torch.device("cpu")
+        job = bound.arguments["job"]
+        record(job.device)
+        bound.arguments["job"] = dataclasses.replace(job, device=torch.device("cpu"))
         return real(*bound.args, **bound.kwargs)
     return run
 
@@ -234,7 +236,7 @@ def test_parallel_search_trials_claim_a_gpu_each_current_in_their_own_thread(tin
     """`search.parallel: 2` on a machine with 2 (simulated) GPUs: the trials run at once in two
     threads; each trial's train and predict job claims a free GPU through the lock files, makes
     it current in its own thread (CUDA's current device is per thread) and gives it back."""
-    from maskpipe import predict as predict_step
+    from maskpipe.train import predict as predict_step
     from maskpipe.search import run_search
     from maskpipe.train import loop
 
@@ -271,7 +273,7 @@ def test_parallel_search_trials_claim_a_gpu_each_current_in_their_own_thread(tin
         assert current[threading.get_ident()] == device
 
     monkeypatch.setattr(loop, "train_fold", _on_cpu(loop.train_fold, training))
-    monkeypatch.setattr(predict_step, "run", _on_cpu(predict_step.run, predicting))
+    monkeypatch.setattr(predict_step, "predict_fold", _on_cpu(predict_step.predict_fold, predicting))
     done = run_search([config_path, parallel_search(tmp_path)], folder=tmp_path / "out")
 
     assert done.completed == 2

@@ -23,12 +23,12 @@ from torch.overrides import TorchFunctionMode
 
 import maskpipe
 from maskpipe.config import load_raw
-from maskpipe.predict import load_checkpoint, predict_probs, row_tensor
+from maskpipe.train.predict import load_checkpoint, predict_probs, row_tensor
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.build import pseudo_split
 from maskpipe.train.data import CropDataset, join_split
 from maskpipe.train.heads import HeadLoss, probabilities
-from maskpipe.train.loop import train_fold
+from maskpipe.train.loop import TrainJob, train_fold
 from maskpipe.train.model import create_model
 
 from conftest import write_pseudo_labels
@@ -130,9 +130,10 @@ def test_training_and_prediction_make_no_tensor_without_a_device(setup, tmp_path
         extra = (L.crops("eval"), L.crop_index("eval"), write_pseudo_labels(L, tmp_path / "pseudo.csv"))
     recorder = FactoryRecorder()
     with recorder:
-        metrics = train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0, "a",
-                             cfg, raw["train"], torch.device("cpu"), tmp_path / "c.pt",
-                             tmp_path / "m.json", tmp_path / "tb", pseudo=extra)
+        metrics = train_fold(TrainJob("a", 0, L.crops("train"), L.crop_index("train"), L.labels(),
+                                      L.folds(), tmp_path / "c.pt", tmp_path / "m.json",
+                                      tmp_path / "tb", pseudo=extra),
+                             {"train": raw["train"], "models.a": cfg})
         model, ckpt = load_checkpoint(tmp_path / "c.pt", torch.device("cpu"))
         tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"], [], None)
         rows = join_split(L.crop_index("train"), L.labels(), L.folds())["row"].to_numpy()[:5]

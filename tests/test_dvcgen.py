@@ -4,7 +4,7 @@ import yaml
 
 from maskpipe.cli import main as cli_main
 from maskpipe.config import Config, load_raw
-from maskpipe.dvcgen import render_dvc_yaml, stages
+from maskpipe.dag.dvc import render_dvc_yaml, stages
 
 from conftest import REPO
 
@@ -60,7 +60,7 @@ def test_a_fresh_clone_is_a_dvc_repository(tmp_path):
     import pytest
 
     from conftest import TINY_EVAL, TINY_PERSONS, sh
-    from maskpipe.data.demo import generate_demo
+    from maskpipe.demo.synthetic import generate_demo
 
     if not (REPO / ".git").exists() or not shutil.which("git"):
         pytest.skip("not a git checkout")

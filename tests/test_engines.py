@@ -256,10 +256,10 @@ def test_corrections_file_edit_reruns_labels_and_after(snakemake_project, dvc_pr
 
 @pytest.mark.parametrize("module, jobs, stages", [
     ("crop/geometry.py", {("crop", ""), ("persons", "")} | DOWNSTREAM_OF_TRAIN, {"crop"}),
-    ("folds.py", {("folds", "")} | DOWNSTREAM_OF_TRAIN, {"folds"}),
+    ("data/folds.py", {("folds", "")} | DOWNSTREAM_OF_TRAIN, {"folds"}),
     ("train/optim.py", DOWNSTREAM_OF_TRAIN, {f"train@{m}-{f}" for m in "ab" for f in (0, 1)}),
-    ("predict.py", ALL_PREDICT | TAIL, {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
-    ("ensemble_search.py", TAIL, {"ensemble"}),
+    ("train/predict.py", ALL_PREDICT | TAIL, {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
+    ("ensemble/weights.py", TAIL, {"ensemble"}),
     ("submission.py", {("submit", ""), ("report", ""), ("submission", "")}, {"submit"}),
     ("mislabels/rank.py", {("mislabels", ""), ("report", ""), ("submission", "")}, {"mislabels"}),
     ("report/figures.py", {("report", ""), ("submission", "")}, {"report"}),

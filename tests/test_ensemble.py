@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from maskpipe import ensemble
+from maskpipe.ensemble import vote as ensemble
+from maskpipe.ensemble.vote import EnsembleConfig, EnsembleJob, ensemble_folds
 from maskpipe.io import MaskpipeError
 from maskpipe.metrics import macro_f1
-from maskpipe.predict import PROB_COLUMNS
+from maskpipe.train.predict import PROB_COLUMNS
 
 
 def test_soft_and_hard_vote_arithmetic():
@@ -49,9 +50,10 @@ def test_run_scores_models_and_ensemble(tmp_path):
             _pred(["e1", "e2"], m, f, eye[[3, 4]]).to_csv(t, index=False)
             paths[m, f, "test"] = t
     out = {n: tmp_path / f"ens_{n}" for n in ("oof.csv", "test.csv", "scores.csv", "metrics.json")}
-    metrics = ensemble.run([paths[k] for k in paths if len(k) == 2],
-                           [paths[k] for k in paths if len(k) == 3], tmp_path / "labels.csv",
-                           "soft", {"bad": 0.5}, *out.values())
+    metrics = ensemble_folds(EnsembleJob([paths[k] for k in paths if len(k) == 2],
+                                         [paths[k] for k in paths if len(k) == 3],
+                                         tmp_path / "labels.csv", *out.values()),
+                             EnsembleConfig(weights={"bad": 0.5}))
     assert metrics["models"]["good"]["oof_accuracy"] == 1.0
     assert metrics["models"]["bad"]["oof_accuracy"] == 0.75
     assert metrics["weights"] == {"bad": 0.5, "good": 1.0}
@@ -71,8 +73,8 @@ def test_missing_fold_is_refused(tmp_path):
     _pred(["k0"], "m", 0, np.eye(18)[[0]]).to_csv(tmp_path / "o.csv", index=False)
     _pred(["e"], "m", 0, np.eye(18)[[0]]).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(MaskpipeError, match="does not predict every labelled image"):
-        ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft", {},
-                     *(tmp_path / n for n in ("a", "b", "c", "d")))
+        ensemble_folds(EnsembleJob([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv",
+                                   *(tmp_path / n for n in ("a", "b", "c", "d"))), EnsembleConfig())
 
 
 def test_weights_naming_an_unknown_model_is_a_one_line_error(tmp_path):
@@ -82,8 +84,8 @@ def test_weights_naming_an_unknown_model_is_a_one_line_error(tmp_path):
     _pred(["e"], "m", 0, np.eye(18)[[0]]).to_csv(tmp_path / "t.csv", index=False)
     out = [tmp_path / n for n in ("a", "b", "c", "d")]
     with pytest.raises(MaskpipeError) as err:
-        ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft",
-                     {"m": 1.0, "resnet": 2.0}, *out)
+        ensemble_folds(EnsembleJob([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", *out),
+                       EnsembleConfig(weights={"m": 1.0, "resnet": 2.0}))
     assert str(err.value) == "ensemble.weights: 'resnet' is not a model of this run (models: m)"
     assert not any(o.exists() for o in out)
 
@@ -97,7 +99,8 @@ def test_tta_rows_are_scored_with_and_without(tmp_path):
     pd.concat([with_tta, without]).to_csv(tmp_path / "o.csv", index=False)
     _pred(["e"], "m", 0, eye[[1]]).assign(tta="hflip").to_csv(tmp_path / "t.csv", index=False)
     out = [tmp_path / n for n in ("a", "b", "c", "d")]
-    metrics = ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft", {}, *out)
+    metrics = ensemble_folds(EnsembleJob([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", *out),
+                             EnsembleConfig())
     assert metrics["oof_accuracy"] == 1.0  # the vote uses the TTA rows
     assert metrics["tta_gain"]["m"]["tta"] == "hflip"
     assert metrics["tta_gain"]["m"]["with"] > metrics["tta_gain"]["m"]["without"]
@@ -106,7 +109,7 @@ def test_tta_rows_are_scored_with_and_without(tmp_path):
 
 
 def test_weight_search_and_age_bias_fit_one_half_and_report_the_other():
-    from maskpipe import ensemble_search as es
+    from maskpipe.ensemble import weights as es
 
     rng = np.random.default_rng(0)
     n = 400

@@ -183,10 +183,11 @@ def test_a_kill_between_checkpoint_and_metrics_leaves_no_old_metrics(tiny_run, t
         raise KeyboardInterrupt("killed after the checkpoint")
 
     def train():
-        return loop.train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0,
-                               "a", raw["models"]["a"], raw["train"], torch.device("cpu"),
-                               tmp_path / "checkpoint.pt", tmp_path / "metrics.json",
-                               tmp_path / "tb", resume_file=tmp_path / "resume.pt")
+        return loop.train_fold(loop.TrainJob("a", 0, L.crops("train"), L.crop_index("train"), L.labels(),
+                                             L.folds(), tmp_path / "checkpoint.pt",
+                                             tmp_path / "metrics.json", tmp_path / "tb",
+                                             resume=tmp_path / "resume.pt"),
+                               {"train": raw["train"], "models.a": raw["models"]["a"]})
 
     monkeypatch.setattr(loop, "write_json", killed)
     with pytest.raises(KeyboardInterrupt):
@@ -246,7 +247,7 @@ class _Payload:
 
 def test_a_checkpoint_that_would_run_code_is_refused(tiny_run, tmp_path):
     from maskpipe.io import MaskpipeError
-    from maskpipe.predict import load_checkpoint
+    from maskpipe.train.predict import load_checkpoint
     from maskpipe.train.resume import ResumeState
 
     _, L = tiny_run
@@ -267,7 +268,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tiny_run, tmp_path):
 def test_yaml_that_would_run_code_is_refused(tmp_path, shipped_config):
     from maskpipe.config import load_raw
     from maskpipe.io import MaskpipeError
-    from maskpipe.labels import read_corrections
+    from maskpipe.data.labels import read_corrections
 
     marker = tmp_path / "pwned"
     tag = f"!!python/object/apply:os.mkdir [{str(marker)!r}]"
@@ -290,8 +291,8 @@ def test_a_tampered_manifest_cannot_send_the_crop_step_outside_the_data(tiny_run
     from maskpipe import crop as crop_step
     from maskpipe.config import load_raw
     from maskpipe.io import MaskpipeError
-    from maskpipe.jobs import files
-    from maskpipe.pipeline import STEPS
+    from maskpipe.dag.jobs import files
+    from maskpipe.dag.table import STEPS
 
     config_path, L = tiny_run
     raw = load_raw(config_path)
@@ -299,7 +300,7 @@ def test_a_tampered_manifest_cannot_send_the_crop_step_outside_the_data(tiny_run
     manifest.loc[3, "path"] = "../../../../etc/passwd"
     manifest.to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(MaskpipeError, match=r"train.csv: row 5: path '../../../../etc/passwd' leaves"):
-        crop_step.run(tmp_path / "train.csv", L.manifest("eval"), Path(raw["data"]["root"]),
+        crop_step.crop_splits(tmp_path / "train.csv", L.manifest("eval"), Path(raw["data"]["root"]),
                       {k: v[0] for k, v in files(STEPS["crop"], "outputs",
                                                  {**raw, "results": str(tmp_path)}).items()},
                       tmp_path / "cache", raw["crop"])
@@ -319,7 +320,7 @@ def test_source_loads_data_only_safely():
     and nothing unpickles, evaluates or executes what it reads."""
     import ast
 
-    import maskpipe.labels as labels
+    import maskpipe.data.labels as labels
 
     assert issubclass(labels._LineLoader, yaml.SafeLoader)
     safe_loaders = {"yaml.SafeLoader", "yaml.CSafeLoader", "_LineLoader"}

@@ -4,13 +4,13 @@ import pandas as pd
 import pytest
 
 from maskpipe.data.manifest import build_train_manifest
-from maskpipe.folds import assign_folds
+from maskpipe.data.folds import assign_folds
 from maskpipe.io import MaskpipeError
 
 
 @pytest.fixture(scope="module")
 def labels(demo_root):
-    from maskpipe.labels import add_training_targets
+    from maskpipe.data.labels import add_training_targets
 
     return add_training_targets(build_train_manifest(demo_root), (30, 60))
 
@@ -44,7 +44,7 @@ def test_more_folds_than_persons(labels):
 
 
 def test_training_age_bins_are_stratified_too():
-    from maskpipe.labels import add_training_targets
+    from maskpipe.data.labels import add_training_targets
 
     rows = []
     for p in range(40):

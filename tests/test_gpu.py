@@ -23,15 +23,15 @@ import pandas as pd
 import pytest
 import torch
 
-from maskpipe import predict as predict_step
+from maskpipe.train import predict as predict_step
 from maskpipe.classes import PROB_COLUMNS
 from maskpipe.config import load_raw
 from maskpipe.layout import Layout
-from maskpipe.predict import load_checkpoint, predict_probs
+from maskpipe.train.predict import load_checkpoint, predict_probs
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
-from maskpipe.train.devices import claim_device
-from maskpipe.train.loop import train_fold
+from maskpipe.devices import claim_device
+from maskpipe.train.loop import TrainJob, train_fold
 
 from conftest import parallel_search, write_pseudo_labels
 
@@ -57,10 +57,11 @@ def _cfg(raw, **changes) -> dict:
     return cfg
 
 
-def _train(setup, out, cfg, device=CUDA, **kw) -> dict:
+def _train(setup, out, cfg, device=CUDA, resume_file=None, pseudo=None, **kw) -> dict:
     raw, L = setup
-    return train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0, "a", cfg,
-                      raw["train"], device, out / "c.pt", out / "m.json", out / "tb", **kw)
+    job = TrainJob("a", 0, L.crops("train"), L.crop_index("train"), L.labels(), L.folds(),
+                   out / "c.pt", out / "m.json", out / "tb", device, resume_file, pseudo)
+    return train_fold(job, {"train": raw["train"], "models.a": cfg}, **kw)
 
 
 def _cases():
@@ -137,7 +138,7 @@ def test_resume_from_cpu_to_cuda_starts_over_and_cuda_to_cuda_resumes(setup, tmp
     assert metrics["history"][0] == first[0] and len(metrics["history"]) == 2
 
 
-CLAIM = ("import json, torch; from maskpipe.train.devices import claim_device\n"
+CLAIM = ("import json, torch; from maskpipe.devices import claim_device\n"
          "with claim_device('cuda') as d:\n"
          "    print(json.dumps([str(d), torch.cuda.current_device(), torch.cuda.device_count()]))")
 
@@ -185,9 +186,10 @@ def test_a_pseudo_label_round_retrains_and_repredicts_on_cuda_under_amp(setup, t
     assert metrics["device"] == "cuda" and metrics["n_pseudo"] == len(pd.read_csv(labels)) > 0
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in metrics["history"])
     oof, test = tmp_path / "oof.csv", tmp_path / "test.csv"
-    predict_step.run(tmp_path / "c.pt", 0, "a", L.crops("train"), L.crop_index("train"), L.crops("eval"),
-                     L.crop_index("eval"), L.labels(), L.folds(), {"hflip": True, "zooms": []}, 8, CUDA,
-                     oof, test, "fp16")
+    predict_step.predict_fold(
+        predict_step.PredictJob("a", 0, tmp_path / "c.pt", L.crops("train"), L.crop_index("train"),
+                                L.crops("eval"), L.crop_index("eval"), L.labels(), L.folds(), oof, test, CUDA),
+        {"tta": {"hflip": True, "zooms": []}, "batch_size": 8, "amp": "fp16"})
     probs = pd.read_csv(test)[PROB_COLUMNS].to_numpy()
     assert len(probs) == len(pd.read_csv(L.crop_index("eval")))
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)

@@ -34,7 +34,7 @@ def test_the_gpu_check_runs_on_a_cpu_and_prints_its_table(smoke):
     assert {"train", "pipeline", "crop", "GPU", "projection", "time"} <= lines, table
     assert re.search(r"train img/s .*fp32 \d+, bf16\+channels_last \d+: \d+\.\d\dx", table), table
     # every step `snakemake submission` runs is timed, the persons step too
-    assert re.search(r"validate \d+s crop \d+s persons \d+s .* ensemble \d+s submit \d+s", table), table
+    assert re.search(r"validate \d+s crop \d+s labels \d+s folds \d+s persons \d+s .* ensemble \d+s submit \d+s", table), table
     assert re.search(r"\d+\.\d min \(\d+\.\d min measured at 1 epochs\)", table), table
     # the pipeline really ran from crop to submission, with the config the script wrote
     submission = work / "pipeline" / "results" / "submission.csv"
@@ -45,17 +45,17 @@ def test_a_pipeline_stopped_at_its_limit_still_reports_what_finished(smoke, tmp_
     """The part's deadline (its SIGALRM), here in the second fold's first training batch, with
     DataLoader workers running: the rows of what finished and a projection from the fold
     trained, saying what it could not count."""
-    import maskpipe.cli
+    import maskpipe.dag.runner as runner
     import maskpipe.train.loop as loop
 
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
-    real_main, real_to, trains = maskpipe.cli.main, loop._to, []
+    real_run, real_to, trains = runner.run_job, loop._to, []
 
-    def main(argv):
-        trains.extend(argv[:1] if argv[0] == "train" else [])
-        return real_main(argv)
+    def run_job(job, config_files):
+        trains.extend([job.step] if job.step == "train" else [])
+        return real_run(job, config_files)
 
     def to(x, device, channels_last=False):
         if len(trains) == 2:
@@ -63,7 +63,7 @@ def test_a_pipeline_stopped_at_its_limit_still_reports_what_finished(smoke, tmp_
             os.kill(os.getpid(), signal.SIGALRM)  # as the deadline's timer would
         return real_to(x, device, channels_last)
 
-    monkeypatch.setattr(maskpipe.cli, "main", main)
+    monkeypatch.setattr(runner, "run_job", run_job)
     monkeypatch.setattr(loop, "_to", to)
     rows = tmp_path / "rows.tsv"
     before = signal.getsignal(signal.SIGALRM)

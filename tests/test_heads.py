@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from maskpipe import classes, ensemble
+from maskpipe import classes
+from maskpipe.ensemble.vote import EnsembleConfig, EnsembleJob, ensemble_folds
 from maskpipe.io import MaskpipeError
-from maskpipe.predict import PROB_COLUMNS, TASK_COLUMNS
+from maskpipe.train.predict import PROB_COLUMNS, TASK_COLUMNS
 from maskpipe.train.heads import HeadLoss, joint, marginals, probabilities, split_logits
 from maskpipe.train.model import create_model
 
@@ -82,7 +83,7 @@ def test_ensemble_combines_task_models_into_one_member(tmp_path):
         oofs.append(_write(tmp_path, f"m_{task}", task, keys, [0, 1], cols, f"o_{task}"))
         tests.append(_write(tmp_path, f"m_{task}", task, ["e"], [0], {c: v[:1] for c, v in cols.items()}, f"t_{task}"))
     out = [tmp_path / n for n in ("a.csv", "b.csv", "c.csv", "d.json")]
-    metrics = ensemble.run(oofs, tests, tmp_path / "l.csv", "soft", {}, *out)
+    metrics = ensemble_folds(EnsembleJob(oofs, tests, tmp_path / "l.csv", *out), EnsembleConfig())
     assert metrics["oof_macro_f1"] == pytest.approx(classes.NUM_CLASSES and 2 / 18)  # 2 classes, both right
     assert metrics["oof_accuracy"] == 1.0
     assert pd.read_csv(out[0])["pred"].tolist() == y
@@ -90,7 +91,7 @@ def test_ensemble_combines_task_models_into_one_member(tmp_path):
     row = scores[(scores["model"] == "m_age") & (scores["fold"] == "all")].iloc[0]
     assert row["age_f1"] > 0 and np.isnan(row["macro_f1"])
     with pytest.raises(MaskpipeError, match="not age; add a model with head: age"):
-        ensemble.run(oofs[:2], tests[:2], tmp_path / "l.csv", "soft", {}, *out)
+        ensemble_folds(EnsembleJob(oofs[:2], tests[:2], tmp_path / "l.csv", *out), EnsembleConfig())
 
 
 def test_age_models_per_mask_state_are_weighted_by_the_mask_probability(tmp_path):
@@ -112,8 +113,8 @@ def test_age_models_per_mask_state_are_weighted_by_the_mask_probability(tmp_path
     for state, group in (("wear", 2), ("incorrect", 0), ("not_wear", 1)):
         add(f"age_{state}", "age", np.tile(np.eye(3)[group], (3, 1)), state)
     out = [tmp_path / n for n in ("a.csv", "b.csv", "c.csv", "d.json")]
-    metrics = ensemble.run(oofs, tests, tmp_path / "l.csv", "soft", {}, *out)
+    metrics = ensemble_folds(EnsembleJob(oofs, tests, tmp_path / "l.csv", *out), EnsembleConfig())
     assert pd.read_csv(out[0])["pred"].tolist() == y  # each photo took its own mask state's age
     assert metrics["oof_accuracy"] == 1.0
     with pytest.raises(MaskpipeError, match="none for 'not_wear'"):
-        ensemble.run(oofs[:-1], tests[:-1], tmp_path / "l.csv", "soft", {}, *out)
+        ensemble_folds(EnsembleJob(oofs[:-1], tests[:-1], tmp_path / "l.csv", *out), EnsembleConfig())

@@ -143,7 +143,7 @@ def test_cli_turns_file_system_errors_into_one_line(tmp_path, demo_root, monkeyp
     def denied(df, path):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr("maskpipe.steps.write_csv", denied)
+    monkeypatch.setattr("maskpipe.steps.validate.write_csv", denied)
     out = tmp_path / "m" / "train.csv"
     code = cli_main(["validate", "--root", str(demo_root), "--out-train", str(out),
                      "--out-eval", str(tmp_path / "m" / "eval.csv")])

@@ -5,7 +5,7 @@ import pytest
 
 from maskpipe.data.manifest import build_train_manifest
 from maskpipe.io import MaskpipeError
-from maskpipe.labels import apply_corrections, read_corrections
+from maskpipe.data.labels import apply_corrections, read_corrections
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_no_corrections_keeps_everything(manifest):
 
 
 def test_training_age_bins_leave_official_labels_alone():
-    from maskpipe.labels import add_training_targets
+    from maskpipe.data.labels import add_training_targets
 
     df = pd.DataFrame({"gender": ["male", "female", "male", "female"], "age": [29, 57, 58, 60],
                        "mask": [0, 1, 2, 0]})
@@ -141,7 +141,7 @@ def test_shipped_competition_corrections(tmp_path, demo_root):
     import shutil
 
     from conftest import REPO
-    from maskpipe.data.demo import generate_demo
+    from maskpipe.demo.synthetic import generate_demo
 
     root = tmp_path / "data"
     generate_demo(root, persons=18, eval_images=1, seed=3)

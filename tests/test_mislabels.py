@@ -14,7 +14,7 @@ import yaml
 from maskpipe import classes
 from maskpipe.cli import main as cli_main
 from maskpipe.io import MaskpipeError
-from maskpipe.labels import apply_corrections, read_corrections
+from maskpipe.data.labels import apply_corrections, read_corrections
 from maskpipe.mislabels import accept
 from maskpipe.mislabels.planted import baseline_scores, ranking_scores
 from maskpipe.mislabels.rank import nearest_age, rank_suspects, task_probs
@@ -272,7 +272,7 @@ def test_planted_errors_are_among_the_first_suspects(tmp_path_factory, shipped_c
     """
     from conftest import run_pipeline
 
-    from maskpipe.data.demo import PLANTED_FILE, generate_demo
+    from maskpipe.demo.synthetic import PLANTED_FILE, generate_demo
 
     work = tmp_path_factory.mktemp("planted")
     generate_demo(work / "data", persons=72, eval_images=4, seed=0, plant_errors=0.15)

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from maskpipe import ensemble, submission
+from maskpipe import submission
+from maskpipe.ensemble.vote import EnsembleConfig, EnsembleJob, ensemble_folds
 from maskpipe.classes import PROB_COLUMNS, TASKS, encode, joint
 from maskpipe.io import MaskpipeError
-from maskpipe.persons import step
+from maskpipe.persons import eval_photos as step
 from maskpipe.persons.group import Grouping, group_persons
 from maskpipe.persons.prior import em_priors, shift_priors, task_marginals
 from maskpipe.persons.score import score_groups
@@ -53,7 +54,7 @@ def _shoots(tmp_path, persons=12, seed=0, twins=()):
 def test_step_recovers_planted_persons(tmp_path):
     truth = _shoots(tmp_path, persons=12, twins=[(0, 1), (2, 3)])
     args = (tmp_path / "eval.csv", tmp_path, tmp_path / "crops.npy", tmp_path / "index.csv")
-    out = step.run(*args, Grouping(), tmp_path / "groups.csv")
+    out = step.group_eval_photos(*args, Grouping(), tmp_path / "groups.csv")
     assert list(out["key"]) == list(truth["key"])  # manifest order
     assert list(pd.read_csv(tmp_path / "groups.csv").columns) == step.COLUMNS
     scores = score_groups(out["group"].to_numpy(), truth["person"].to_numpy())
@@ -94,7 +95,7 @@ def test_step_names_a_photo_without_a_crop(tmp_path):
     _shoots(tmp_path, persons=2)
     pd.read_csv(tmp_path / "index.csv").iloc[1:].to_csv(tmp_path / "index.csv", index=False)
     with pytest.raises(MaskpipeError, match="has no crop"):
-        step.run(tmp_path / "eval.csv", tmp_path, tmp_path / "crops.npy", tmp_path / "index.csv",
+        step.group_eval_photos(tmp_path / "eval.csv", tmp_path, tmp_path / "crops.npy", tmp_path / "index.csv",
                  Grouping(), tmp_path / "groups.csv")
 
 
@@ -202,17 +203,18 @@ def test_ensemble_options_keep_the_submissions_rows_and_order(tmp_path):
     subs = {}
     for name, opts, shift in (("plain", {}, False), ("all", {"pool": True, "assign_masks": True}, True)):
         out = [tmp_path / f"{name}_{n}" for n in ("oof.csv", "test.csv", "scores.csv", "metrics.json")]
-        metrics = ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft",
-                               {}, *out, persons=tmp_path / "g.csv", person_options=opts, prior_shift=shift)
-        subs[name] = submission.run(out[1], tmp_path / "m.csv", tmp_path / f"{name}_sub.csv")
+        metrics = ensemble_folds(EnsembleJob([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv",
+                                             *out, persons=tmp_path / "g.csv"),
+                                 EnsembleConfig(persons=opts, prior_shift=shift))
+        subs[name] = submission.write_submission(out[1], tmp_path / "m.csv", tmp_path / f"{name}_sub.csv")
     assert list(subs["all"]["ImageID"]) == list(subs["plain"]["ImageID"]) == ev
     assert metrics["persons"]["clean_groups"] == 2 and metrics["prior_shift"]["enabled"]
     masks = subs["all"].set_index("ImageID")["ans"] // 6
     for group in (sorted(ev)[:7], sorted(ev)[7:]):
         assert sorted(masks[group]) == sorted(PATTERN)
     with pytest.raises(MaskpipeError, match="needs the persons step"):
-        ensemble.run([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", "soft", {},
-                     *out, person_options={"pool": True})
+        ensemble_folds(EnsembleJob([tmp_path / "o.csv"], [tmp_path / "t.csv"], tmp_path / "l.csv", *out),
+                       EnsembleConfig(persons={"pool": True}))
 
 
 def test_report_section_shows_groups_changes_and_priors():

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from maskpipe import code
+from maskpipe.dag import sources as code
 from maskpipe.cli import build_parser
 from maskpipe.config import Config, step_params, validate
-from maskpipe.dvcgen import stages
-from maskpipe.jobs import argv, files, jobs, jobs_for, log_path
-from maskpipe.pipeline import STEPS, local_steps
+from maskpipe.dag.dvc import stages
+from maskpipe.dag.jobs import argv, files, jobs, jobs_for, log_path
+from maskpipe.dag.table import STEPS, local_steps
 
 from conftest import make_project, shrink, snakemake_jobs
 
@@ -103,7 +103,7 @@ def test_every_job_has_the_tables_files_params_and_command(planned):
         assert got_out == files(step, "outputs", raw, **wc), where
         params = dict(job.params.items())
         if step.sections:
-            assert params.pop("sections") == step_params(raw, step.name, **wc), where
+            assert params.pop("sections") == step_params(raw, step.sections, **wc), where
             assert params.pop("config") == "--config config.yaml", where
         assert {k: [v] for k, v in params.items()} == files(step, "options", raw, **wc), where
         assert list(job.log) == [log_path(step, raw, **wc)], where
@@ -224,16 +224,16 @@ def test_cli_takes_every_file_of_the_table():
         assert ({"--model", "--fold"} <= flags) == step.fan_out, name
 
 
-def test_each_step_function_imports_only_what_its_table_entry_tracks():
-    """The table's module list is the step's code: a module a step function in steps.py uses
-    directly must be tracked by that step (or be plumbing)."""
+def test_each_step_run_imports_only_what_its_declaration_tracks():
+    """A step's ``modules`` are its code: a module its ``run`` (in maskpipe/steps/) uses directly
+    must be tracked by that step (or be plumbing)."""
     import ast
 
     root = code.package_dir()
-    tree = ast.parse((root / "steps.py").read_text())
-    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     for name, step in STEPS.items():
-        used = code.imports(funcs[step.runs], root) - code.PLUMBING
+        tree = ast.parse((root / "steps" / f"{step.runs}.py").read_text())
+        run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
+        used = {m for m in code.imports(run, root) if not code.is_plumbing(m)}
         assert used <= set(code.step_modules(name)), (name, used - set(code.step_modules(name)))
 
 
@@ -263,7 +263,7 @@ def test_the_docs_step_table_is_what_maskpipe_steps_prints(capsys):
 
 def test_maskpipe_steps_lists_every_step_with_its_files(capsys):
     from maskpipe.cli import main as cli_main
-    from maskpipe.steptable import TABLE_COLUMNS
+    from maskpipe.dag.render import TABLE_COLUMNS
 
     assert cli_main(["steps", "--format", "tsv"]) == 0
     header, *rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]

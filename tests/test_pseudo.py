@@ -15,7 +15,8 @@ from maskpipe.classes import PROB_COLUMNS, encode
 from maskpipe.config import validate
 from maskpipe.io import MaskpipeError
 from maskpipe.layout import Layout
-from maskpipe.jobs import argv, ordered_jobs
+from maskpipe.dag.jobs import ordered_jobs, resolve
+from maskpipe.dag.runner import run_job
 from maskpipe.pseudo import select, summarise
 from maskpipe.train.build import pseudo_split, split_fold
 
@@ -75,12 +76,9 @@ def round2(tiny_run, tmp_path_factory):
     raw = validate(copy.deepcopy(cfg))
     round_steps = {"pseudo", "retrain", "repredict", "reensemble", "submit", "report"}
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    from maskpipe.cli import main as cli_main
-
     for step, job in ordered_jobs(raw):
         if step.name in round_steps:
-            args = argv(step, raw, [str(work / "config.yaml")], **job)
-            assert cli_main(args) == 0, args
+            run_job(resolve(step, raw, **job), [work / "config.yaml"])
     return raw, Layout(cfg["results"]), threshold
 
 

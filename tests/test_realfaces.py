@@ -18,9 +18,9 @@ from conftest import AGE_RANGES, link_real_faces
 
 from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
-from maskpipe.data.competition import MARKER, PLANTED_FILE
+from maskpipe.demo.competition import MARKER, PLANTED_FILE
 from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
-from maskpipe.data.realfaces import DUPLICATES_FILE, FACES_FILE, Priors, assign_faces, generate_realfaces
+from maskpipe.demo.realfaces import DUPLICATES_FILE, FACES_FILE, Priors, assign_faces, generate_realfaces
 from maskpipe.io import MaskpipeError
 
 # (gender, youngest, oldest): faces; enough for 12 train and 6 eval persons whatever the draws.

@@ -8,13 +8,12 @@ import shutil
 
 import pytest
 import timm
-import torch
 import yaml
 
 from conftest import REPO, make_project, snakemake_jobs
 from maskpipe.cli import main as cli_main
 from maskpipe.config import load_raw
-from maskpipe.train.loop import train_fold
+from maskpipe.train.loop import TrainJob, train_fold
 
 RECIPES = sorted((REPO / "workflow" / "recipes").glob("*.yaml"))
 
@@ -49,9 +48,9 @@ def test_recipe_validates_and_trains(recipe, tiny_run, tmp_path):
         assert timm.is_model(cfg["arch"]), cfg["arch"]
         for fold in range(tiny["folds"]["k"]):  # the tiny config's 2 folds
             out = tmp_path / name / str(fold)
-            metrics = train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), fold,
-                                 name, shrink_model(cfg, crop_hw), tiny["train"], torch.device("cpu"),
-                                 out / "c.pt", out / "m.json", out / "tb")
+            metrics = train_fold(TrainJob(name, fold, L.crops("train"), L.crop_index("train"),
+                                          L.labels(), L.folds(), out / "c.pt", out / "m.json", out / "tb"),
+                                 {"train": tiny["train"], f"models.{name}": shrink_model(cfg, crop_hw)})
             assert len(metrics["history"]) == 1 and 0 <= metrics["best_val_f1"] <= 1
 
 

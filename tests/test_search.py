@@ -265,17 +265,17 @@ def test_importance_plot_is_drawn_or_skipped_saying_why(caplog):
 def test_a_trial_predicts_with_its_own_checkpoint(tiny_run, tmp_path):
     """predict's per-job input (the checkpoint) is the trial's; the shared inputs are the pipeline's."""
     from maskpipe.layout import Layout
-    from maskpipe.pipeline import STEPS
-    from maskpipe.search.trial import job_argv
+    from maskpipe.dag.table import STEPS
+    from maskpipe.search.trial import trial_job
 
     config_path, L = tiny_run
     raw = load_raw(config_path)
     trial = tmp_path / "trial"
-    argv = job_argv(STEPS["predict"], raw, {**raw, "results": str(trial)}, [str(config_path)], "a", 0)
-    value = dict(zip(argv, argv[1:]))
-    assert value["--checkpoint"] == Layout(str(trial)).checkpoint("a", 0)
-    assert value["--out-oof"] == Layout(str(trial)).oof("a", 0)
-    assert value["--labels"] == L.labels() and value["--train-crops"] == L.crops("train")
+    job = trial_job(STEPS["predict"], raw, {**raw, "results": str(trial)}, "a", 0)
+    assert str(job.inputs["checkpoint"]) == Layout(str(trial)).checkpoint("a", 0)
+    assert str(job.outputs["oof"]) == Layout(str(trial)).oof("a", 0)
+    assert str(job.inputs["labels"]) == L.labels() and str(job.inputs["train_crops"]) == L.crops("train")
+    assert str(job.log) == Layout(str(trial)).log("predict", "a", "0")
 
 
 def test_the_trial_key_follows_the_crops_pixels_hashed_once_per_search(tmp_path, shipped_config):

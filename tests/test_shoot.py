@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from maskpipe.classes import IMAGE_STEMS
-from maskpipe.data.shoot import plan_shoot, render
+from maskpipe.demo.shoot import plan_shoot, render
 
 # Landmarks where MTCNN puts them on a UTKFace crop (200x200, the face filling it).
 POINTS = np.array([[58.0, 62.0], [140.0, 62.0], [99.0, 102.0], [62.0, 141.0], [137.0, 141.0]])

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from maskpipe.cli import main as cli_main
-from maskpipe.predict import PROB_COLUMNS
+from maskpipe.train.predict import PROB_COLUMNS
 from maskpipe.submission import check_submission, make_submission
 
 

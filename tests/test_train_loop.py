@@ -15,8 +15,8 @@ import torch
 
 from maskpipe.config import load_raw
 from maskpipe.io import MaskpipeError
-from maskpipe.train.devices import claim_device, claim_slot
-from maskpipe.train.loop import seed_everything, train_fold
+from maskpipe.devices import claim_device, claim_slot
+from maskpipe.train.loop import TrainJob, seed_everything, train_fold
 from maskpipe.train.model import create_model
 
 
@@ -27,15 +27,16 @@ def setup(tiny_run):
     return raw, L
 
 
-def run(setup, tmp_path, edit=None, fold=0, **kw):
+def run(setup, tmp_path, edit=None, fold=0, resume_file=None, **kw):
     raw, L = setup
     cfg = copy.deepcopy(raw["models"]["a"])
     if edit:
         edit(cfg)
     out = tmp_path
-    metrics = train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), fold, "a",
-                         cfg, raw["train"], torch.device("cpu"), out / "checkpoint.pt",
-                         out / "metrics.json", out / "tb", **kw)
+    metrics = train_fold(TrainJob("a", fold, L.crops("train"), L.crop_index("train"), L.labels(),
+                                  L.folds(), out / "checkpoint.pt", out / "metrics.json", out / "tb",
+                                  resume=resume_file),
+                         {"train": raw["train"], "models.a": cfg}, **kw)
     return metrics, torch.load(out / "checkpoint.pt", weights_only=True)
 
 
@@ -167,9 +168,10 @@ def test_resume_state_of_other_crops_with_the_same_index_is_not_trusted(setup, t
     cfg = copy.deepcopy(raw["models"]["a"])
     cfg["epochs"] = 2
     with caplog.at_level(logging.INFO, logger="maskpipe.train.resume"):
-        metrics = train_fold(recropped, L.crop_index("train"), L.labels(), L.folds(), 0, "a", cfg,
-                             raw["train"], torch.device("cpu"), tmp_path / "checkpoint.pt",
-                             tmp_path / "metrics.json", tmp_path / "tb", resume_file=resume)
+        metrics = train_fold(TrainJob("a", 0, recropped, L.crop_index("train"), L.labels(), L.folds(),
+                                      tmp_path / "checkpoint.pt", tmp_path / "metrics.json",
+                                      tmp_path / "tb", resume=resume),
+                             {"train": raw["train"], "models.a": cfg})
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]  # started over
     assert "other inputs; starting over" in caplog.text
 
@@ -250,7 +252,7 @@ def test_a_killed_job_releases_its_gpu(tmp_path):
 def test_claim_device_on_cpu_and_under_a_scheduler(tmp_path, monkeypatch):
     with claim_device("cpu", tmp_path, device_count=4) as device:
         assert device.type == "cpu"
-    monkeypatch.setattr("maskpipe.train.devices.resolve_device", lambda s: torch.device("cuda"))
+    monkeypatch.setattr("maskpipe.devices.resolve_device", lambda s: torch.device("cuda"))
     with claim_device("cuda", tmp_path, device_count=2) as first, \
             claim_device("cuda", tmp_path, device_count=2) as second:
         assert {first.index, second.index} == {0, 1}

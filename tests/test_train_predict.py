@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from maskpipe.io import MaskpipeError
-from maskpipe.predict import PROB_COLUMNS, load_checkpoint, predict_probs
+from maskpipe.train.predict import PROB_COLUMNS, load_checkpoint, predict_probs
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset
 from maskpipe.train.model import create_model
@@ -47,7 +47,7 @@ def test_oof_covers_every_labelled_image_once_per_model(tiny_run):
 
 
 def test_tta_is_the_mean_of_the_views_probabilities(tiny_run):
-    from maskpipe.predict import tta_label, views
+    from maskpipe.train.predict import tta_label, views
 
     _, L = tiny_run
     model, ckpt = load_checkpoint(L.checkpoint("a", 0), torch.device("cpu"))
@@ -100,7 +100,7 @@ def test_checkpoint_that_is_not_one(tmp_path):
 def test_same_seed_same_result(tiny_run, tmp_path):
     import yaml
 
-    from maskpipe.train.loop import train_fold
+    from maskpipe.train.loop import TrainJob, train_fold
 
     config_path, L = tiny_run
     cfg = yaml.safe_load(open(config_path))
@@ -110,9 +110,9 @@ def test_same_seed_same_result(tiny_run, tmp_path):
     runs = []
     for i in range(2):
         out = tmp_path / str(i)
-        runs.append(train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0,
-                               "a", raw["models"]["a"], raw["train"], torch.device("cpu"),
-                               out / "c.pt", out / "m.json", out / "tb"))
+        runs.append(train_fold(TrainJob("a", 0, L.crops("train"), L.crop_index("train"), L.labels(),
+                                        L.folds(), out / "c.pt", out / "m.json", out / "tb"),
+                               {"train": raw["train"], "models.a": raw["models"]["a"]}))
         runs[-1]["state"] = torch.load(out / "c.pt", weights_only=True)["state_dict"]
     a, b = runs
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]

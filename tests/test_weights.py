@@ -157,15 +157,16 @@ def test_offline_pretrained_without_a_file_names_the_packaged_weights(monkeypatc
 
 def test_train_and_predict_start_from_packaged_weights(tiny_run, tmp_path):
     from maskpipe.config import load_raw
-    from maskpipe.predict import run as predict
-    from maskpipe.train.loop import train_fold
+    from maskpipe.train.predict import PredictJob, predict_fold
+    from maskpipe.train.loop import TrainJob, train_fold
 
     config_path, L = tiny_run
     raw = load_raw(config_path)
     cfg = {**raw["models"]["a"], "arch": "tf_efficientnet_lite0", "pretrained_file": LITE0, "head": "multitask"}
     ckpt_path = tmp_path / "c.pt"
-    train_fold(L.crops("train"), L.crop_index("train"), L.labels(), L.folds(), 0, "lite", cfg,
-               raw["train"], torch.device("cpu"), ckpt_path, tmp_path / "m.json", tmp_path / "tb")
+    train_fold(TrainJob("lite", 0, L.crops("train"), L.crop_index("train"), L.labels(), L.folds(),
+                        ckpt_path, tmp_path / "m.json", tmp_path / "tb"),
+               {"train": raw["train"], "models.lite": cfg})
     ckpt = torch.load(ckpt_path, weights_only=True)
     assert ckpt["mean"] == ckpt["std"] == [0.5, 0.5, 0.5]  # what predict normalises with
     # one epoch moved the packaged stem only a little: training started from it, not from noise
@@ -173,9 +174,9 @@ def test_train_and_predict_start_from_packaged_weights(tiny_run, tmp_path):
     trained = ckpt["state_dict"]["backbone.conv_stem.weight"]
     assert torch.corrcoef(torch.stack([stem.flatten(), trained.flatten()]))[0, 1] > 0.95
     oof, test = tmp_path / "oof.csv", tmp_path / "test.csv"
-    predict(ckpt_path, 0, "lite", L.crops("train"), L.crop_index("train"), L.crops("eval"),
-            L.crop_index("eval"), L.labels(), L.folds(), {"hflip": True, "zooms": []}, 8,
-            torch.device("cpu"), oof, test)
+    predict_fold(PredictJob("lite", 0, ckpt_path, L.crops("train"), L.crop_index("train"), L.crops("eval"),
+                            L.crop_index("eval"), L.labels(), L.folds(), oof, test),
+                 {"tta": {"hflip": True, "zooms": []}, "batch_size": 8})
     probs = pd.read_csv(test)
     assert len(probs) == len(pd.read_csv(L.crop_index("eval")))
     assert np.allclose(probs[[f"p{i:02d}" for i in range(18)]].sum(axis=1), 1, atol=1e-4)

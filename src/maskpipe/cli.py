@@ -1,7 +1,7 @@
 """The ``maskpipe`` command: one subcommand per pipeline step.
 
 Snakemake rules and DVC stages run exactly these commands. A pipeline step's options are built
-from the step table (:mod:`maskpipe.pipeline`): ``--NAME`` for each file it reads and
+from the step table (:mod:`maskpipe.dag.table`): ``--NAME`` for each file it reads and
 ``--out-NAME`` for each file it writes; it reads only its own config sections.
 """
 
@@ -13,8 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+from maskpipe import commands
+from maskpipe.config import Config
+from maskpipe.dag.ports import Job, Step
+from maskpipe.dag.runner import run_step
+from maskpipe.dag.table import STEPS, module_of
 from maskpipe.io import MaskpipeError
-from maskpipe.pipeline import STEPS, Step
 
 log = logging.getLogger("maskpipe")
 
@@ -42,48 +46,20 @@ def _common(p: argparse.ArgumentParser, threads: bool = False) -> None:
         p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
-def _validate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", type=Path, help="data folder (default: data.root from the config)")
-
-
-def _crop_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None,
-                   help="chunks of crop.batch_size images cropped at once, in threads with one "
-                        "torch thread each (default: usable cores, capped by OMP_NUM_THREADS, "
-                        "plus 1); the crops are the same for any number")
-
-
-def _mislabels_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--accept", nargs="+", default=[], metavar="SUSPECT",
-                   help="accept these suspects: a suspect id (PERSON:TASK, from suspects.csv) or a "
-                        "person with a single suspect")
-    p.add_argument("--accept-marked", action="store_true",
-                   help="accept the rows whose accept column in suspects.csv says yes")
-    p.add_argument("--suspects", type=Path, metavar="PATH",
-                   help="accepting: suspects.csv (default: the one under the config's results)")
-
-
-#: Options for people, beyond the files the engines pass (which come from the step table).
-_EXTRA = {"validate": _validate_args, "crop": _crop_args, "mislabels": _mislabels_args}
-#: Functions of maskpipe.steps that run a subcommand of another name.
+#: Functions of maskpipe.commands that run a subcommand of another name.
 _COMMANDS = {"steps": "step_table"}
-#: Steps that set torch's thread count.
-_THREADS = {"validate", "train", "predict", "retrain", "repredict"}
-_MISLABELS = ("Without --accept: rank every label the ensemble's out-of-fold probabilities "
-              "disagree with (cleanlab, per task; gender and age per person, mask per photo, "
-              "incorrect/normal swaps as pairs) into suspects.csv, review.html and summary.json. "
-              "With --accept or --accept-marked: append the chosen suspects' fixes to the "
-              "corrections file named by labels.corrections; the next pipeline run applies them "
-              "(labels and everything after it rerun, validate and crop do not).")
 
 
 def _step_parser(sub, step: Step) -> None:
-    """A pipeline step's subcommand: its files and wildcards from the step table."""
+    """A pipeline step's subcommand: its files and wildcards from the step table, and the options
+    for people its module adds (``add_arguments``; their values reach its ``run`` in
+    ``Job.extra``)."""
+    module = module_of(step)
     sections = f" [{', '.join(s.replace('{model}', 'MODEL') for s in step.sections)}]" if step.sections else ""
     p = sub.add_parser(step.name, help=step.help + sections,
-                       description=_MISLABELS if step.name == "mislabels" else None)
-    # mislabels --accept needs none of the ranking's files
-    required = step.name != "mislabels"
+                       description=getattr(module, "DESCRIPTION", None))
+    # a step with a mode of its own by hand (mislabels --accept) needs none of its files then
+    required = not hasattr(module, "by_hand")
     if step.fan_out:
         p.add_argument("--model", required=True, help="a name under models: in the config")
         p.add_argument("--fold", type=int, required=True, help="the validation fold")
@@ -101,11 +77,11 @@ def _step_parser(sub, step: Step) -> None:
                                nargs="+" if port.every_job else "*" if port.many else None,
                                default=[] if port.many else None,
                                metavar="PATH", help=help_text)
-    if step.name in _EXTRA:
-        _EXTRA[step.name](p)
+    extra = module.add_arguments(p) if hasattr(module, "add_arguments") else []
     if step.sections:
         _config_arg(p)
-    _common(p, threads=step.name in _THREADS)
+    _common(p, threads=step.threads_option)
+    p.set_defaults(extra=[a.dest for a in extra] + ["threads"] * step.threads_option)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,10 +196,35 @@ def _setup_logging(args: argparse.Namespace) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
 
-def _config(args: argparse.Namespace):
-    from maskpipe.config import Config
-
+def _config(args: argparse.Namespace) -> Config:
     return Config.load(args.config or [Path("config.yaml")])
+
+
+def _job(step: Step, args: argparse.Namespace, config: Config) -> Job:
+    """The job the parsed arguments name. An option left out (by hand) is where the step table
+    puts it for the config, unless the table says it stays out (train's --resume)."""
+    def given(port, output: bool = False):
+        return getattr(args, ("out_" if output else "") + port.name)
+
+    options = {}
+    for port in step.options:
+        value = given(port)
+        if value is None and port.fill:
+            paths = port.paths(config.raw)
+            value = Path(paths[0]) if paths else None
+        options[port.name] = value
+    return Job(step.name, {p.name: given(p) for p in step.inputs if p.cli},
+               {p.name: given(p, True) for p in step.outputs}, options,
+               args.model if step.fan_out else None, args.fold if step.fan_out else None,
+               getattr(args, "log", None), {name: getattr(args, name) for name in args.extra})
+
+
+def _run_step(step: Step, args: argparse.Namespace) -> None:
+    module = module_of(step)
+    if hasattr(module, "by_hand") and module.by_hand(args, _config(args)):
+        return
+    config = _config(args) if step.sections else Config({})  # a step without sections has no --config
+    run_step(_job(step, args, config), config)
 
 
 def _torch_setup(args: argparse.Namespace) -> None:
@@ -253,13 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         _torch_setup(args)
-        from maskpipe import steps
-
-        name = (STEPS[args.command].runs if args.command in STEPS
-                else _COMMANDS.get(args.command, args.command.replace("-", "_")))
-        output = getattr(steps, name)(args, _config)
-        if output:
-            _print(output)
+        if args.command in STEPS:
+            _run_step(STEPS[args.command], args)
+        else:
+            name = _COMMANDS.get(args.command, args.command.replace("-", "_"))
+            output = getattr(commands, name)(args, _config)
+            if output:
+                _print(output)
     except (MaskpipeError, OSError) as e:
         reason = str(e)
         if isinstance(e, OSError):

@@ -5,7 +5,7 @@ its defaults filled by :func:`load_raw`, which ``workflow/rules/common.smk`` als
 Snakemake's ``config`` from the same files, so Snakemake's ``config`` and maskpipe's
 :class:`Config` always agree.
 
-Each step reads only the sections listed for it in the step table (:mod:`maskpipe.pipeline`).
+Each step reads only the sections listed for it in the step table (``Step.sections``, :mod:`maskpipe.dag.ports`).
 The Snakemake rules and the DVC stages declare exactly those sections as ``params``; that is what
 makes "after a config edit, only the steps that read the edited keys run again" true.
 
@@ -26,11 +26,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from maskpipe.dag.rounds import extra_rounds
 from maskpipe.io import MaskpipeError
-from maskpipe.pipeline import STEPS
 
-#: The config sections each step reads (from the step table). ``{model}``: the job's model.
-STEP_SECTIONS: dict[str, tuple[str, ...]] = {name: s.sections for name, s in STEPS.items()}
 #: Top-level key of a config file listing the sections it replaces instead of merging into.
 REPLACE = "replace"
 
@@ -150,9 +148,10 @@ def section(raw: dict, name: str) -> Any:
     return node
 
 
-def step_params(raw: dict, step: str, **wildcards: str) -> dict[str, Any]:
-    """The sections one step reads, keyed by dotted name: what its rule and stage declare."""
-    names = [s.format(**wildcards) for s in STEP_SECTIONS[step]]
+def step_params(raw: dict, sections: Iterable[str], **wildcards: str) -> dict[str, Any]:
+    """The ``sections`` a step reads (its ``Step.sections``; ``{model}`` filled from
+    ``wildcards``), keyed by dotted name: what its rule and stage declare."""
+    names = [s.format(**wildcards) for s in sections]
     return {name: copy.deepcopy(section(raw, name)) for name in names}
 
 
@@ -188,8 +187,6 @@ class Config:
     @property
     def rounds(self) -> list[int]:
         """The pseudo-label rounds after the first: 2 .. ``pseudo.rounds`` + 1."""
-        from maskpipe.rounds import extra_rounds
-
         return extra_rounds(self.raw)
 
     def model(self, name: str) -> dict:
@@ -197,9 +194,6 @@ class Config:
             known = ", ".join(self.raw["models"])
             raise MaskpipeError(f"config: no model {name!r} under models (known: {known})")
         return self.raw["models"][name]
-
-    def params(self, step: str, **wildcards: str) -> dict[str, Any]:
-        return step_params(self.raw, step, **wildcards)
 
     @property
     def search(self) -> SearchConfig:

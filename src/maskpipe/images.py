@@ -1,7 +1,7 @@
 """Reading photos: every image becomes 8-bit RGB the same way, for validation and for crops.
 
 Kept out of :mod:`maskpipe.io` (plumbing, which reruns nothing when edited): how a photo is read
-decides the crops, so editing this module reruns the crop step (see :mod:`maskpipe.code`).
+decides the crops, so editing this module reruns the crop step (see :mod:`maskpipe.dag.sources`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -221,6 +221,23 @@ def read_csv(path: str | os.PathLike, required: list[str] | None = None, **kwarg
         if missing:
             raise MaskpipeError(f"{path}: missing column(s) {', '.join(missing)}")
     return df
+
+
+def read_json(path: str | os.PathLike, required: Sequence[str] = ()) -> dict:
+    """A JSON object from ``path`` that holds the ``required`` keys; a one-line error naming the
+    file otherwise."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise MaskpipeError(f"{path}: file not found") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MaskpipeError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise MaskpipeError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise MaskpipeError(f"{path}: missing key(s) {', '.join(missing)}")
+    return obj
 
 
 def _undecodable(path: Path, encoding: str) -> str:

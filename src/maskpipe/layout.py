@@ -1,6 +1,6 @@
 """Where every step writes, under the configured results folder.
 
-The step table (:mod:`maskpipe.pipeline`) names each step's files by these methods, so the
+The steps (:mod:`maskpipe.steps`) name each of their files by these methods, so the
 engines, the CLI and the steps cannot disagree about a file's name. Methods called without arguments return Snakemake
 wildcard patterns (``{model}``, ``{fold}``); with arguments, concrete paths.
 """
@@ -18,6 +18,11 @@ class Layout:
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.results.rstrip("/"), *parts])
+
+    def file(self, *parts: str) -> str:
+        """A file below the results that no method here names: a new step's own (its port:
+        ``layout_port(NAME, "file", "folder", "name.csv", ...)``)."""
+        return self._p(*parts)
 
     def round(self, number: str | int = "{round}") -> Layout:
         """Pseudo-label round ``number`` (2, 3, ...): its models, predictions, ensemble and

@@ -62,7 +62,7 @@ def summarise(table: pd.DataFrame, per_task: dict[str, np.ndarray], threshold: f
     }
 
 
-def run(probs_path: Path, threshold: float, task_thresholds: dict[str, float] | None,
+def label_confident(probs_path: Path, threshold: float, task_thresholds: dict[str, float] | None,
         out_labels: Path, out_summary: Path) -> dict:
     """Write the passing photos (``LABEL_COLUMNS``) and a summary; return the summary."""
     probs = read_csv(probs_path, required=["key", *PROB_COLUMNS], dtype={"key": str})

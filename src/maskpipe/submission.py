@@ -46,7 +46,7 @@ def check_submission(sub: pd.DataFrame, eval_manifest: pd.DataFrame) -> None:
         raise MaskpipeError(f"submission: ans must be integers 0..{NUM_CLASSES - 1}")
 
 
-def run(ensemble_test: Path, eval_manifest: Path, out: Path) -> pd.DataFrame:
+def write_submission(ensemble_test: Path, eval_manifest: Path, out: Path) -> pd.DataFrame:
     """Build, check and write the submission."""
     probs = read_csv(ensemble_test, required=["key", *PROB_COLUMNS], dtype={"key": str})
     manifest = read_csv(eval_manifest, required=["key"], dtype={"key": str})

@@ -1,9 +1,10 @@
-# Config loading and the small helpers every rule uses. Each rule's files, params, resources and
-# shell line come from the step table (maskpipe.pipeline); logic lives in the maskpipe package.
-import maskpipe.code as mcode
+# Config loading and the small helpers the step rules (steps.smk) use. Each rule's files,
+# params, resources and shell line come from the step table (maskpipe.dag.table); logic lives
+# in the maskpipe package.
+import maskpipe.dag.sources as mcode
 import maskpipe.config as mcfg
-import maskpipe.jobs as J
-import maskpipe.pipeline as P
+import maskpipe.dag.jobs as J
+import maskpipe.dag.table as P
 from maskpipe.layout import Layout
 from snakemake.exceptions import WorkflowError
 
@@ -60,7 +61,7 @@ def _paths(step, side):
 
 
 def step_inputs(step):
-    """The step's input files, and its source files (editing one reruns it; maskpipe.code)."""
+    """The step's input files, and its source files (editing one reruns it; maskpipe.dag.sources)."""
     return {**_paths(step, "inputs"), "code": mcode.step_sources(step)}
 
 
@@ -81,7 +82,7 @@ def step_params(step):
     if not P.STEPS[step].sections:
         return _paths(step, "options")
     sections = lambda wildcards: mcfg.step_params(
-        config, step, **dict(wildcards.items())
+        config, P.STEPS[step].sections, **dict(wildcards.items())
     )
     return {"sections": sections, "config": CONFIG_ARGS, **_paths(step, "options")}
 
@@ -90,16 +91,8 @@ def step_log(step):
     return J.log_path(P.STEPS[step], config)
 
 
-def step_threads(step):
-    return P.STEPS[step].threads
-
-
 def step_resources(step):
     return {"gpu": 1} if P.STEPS[step].gpu else {}
-
-
-def step_local(step):
-    return P.STEPS[step].local
 
 
 def step_shell(step):

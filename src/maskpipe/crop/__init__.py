@@ -14,8 +14,8 @@ from maskpipe.crop.geometry import CropGeometry, crop_region, cut, fallback_box,
 from maskpipe.crop.shoots import ShootGrouping, group_shoots
 from maskpipe.images import look
 from maskpipe.crop.placement import SOURCES, Placement
-from maskpipe.crop.step import DetectionPass, crop_split, detector_passes, run
+from maskpipe.crop.splits import DetectionPass, crop_split, crop_splits, detector_passes
 
 __all__ = ["SOURCES", "BoxCache", "CropGeometry", "DetectionPass", "DetectorSettings", "Placement",
            "ShootGrouping", "crop_region", "crop_split", "cut", "detect_boxes", "detector_passes",
-           "fallback_box", "group_boxes", "group_shoots", "look", "make_detector", "run"]
+           "fallback_box", "group_boxes", "group_shoots", "look", "make_detector", "crop_splits"]

@@ -2,7 +2,7 @@
 
 ``rank`` scores every label against the ensemble's out-of-fold probabilities with cleanlab,
 ``review`` draws the HTML review page, ``accept`` appends accepted fixes to the corrections file
-the ``labels`` step reads, and ``step`` ties them to files.
+the ``labels`` step reads, and ``suspects`` ties them to files.
 """
 
 #: The columns of ``suspects.csv`` (see :func:`maskpipe.mislabels.rank.rank_suspects`). Defined here,

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from maskpipe.io import MaskpipeError, atomic_path
-from maskpipe.labels import read_corrections
+from maskpipe.data.labels import read_corrections
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ logged), falling back to the ``history`` in its metrics.json when a log folder h
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from maskpipe import classes
-from maskpipe.io import MaskpipeError, read_csv
+from maskpipe.io import MaskpipeError, read_csv, read_json
 from maskpipe.metrics import macro_f1
 from maskpipe.mislabels import SUSPECT_COLUMNS
 from maskpipe.report.rounds import Rounds
@@ -107,21 +106,6 @@ class Run:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_json(path: Path, required: Sequence[str]) -> dict:
-    try:
-        obj = json.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise MaskpipeError(f"{path}: file not found") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MaskpipeError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise MaskpipeError(f"{path}: expected a JSON object, found {type(obj).__name__}")
-    missing = [k for k in required if k not in obj]
-    if missing:
-        raise MaskpipeError(f"{path}: missing key(s) {', '.join(missing)}")
-    return obj
-
-
 def _read_png(path: Path) -> bytes:
     try:
         data = Path(path).read_bytes()
@@ -134,7 +118,7 @@ def _read_png(path: Path) -> bytes:
 
 def _read_train_metrics(path: Path) -> dict:
     """One model x fold's training metrics, its history as a table."""
-    obj = _read_json(path, ["model", "fold", "best_epoch", "best_val_f1", "history"])
+    obj = read_json(path, ["model", "fold", "best_epoch", "best_val_f1", "history"])
     obj["history"] = pd.DataFrame(obj["history"])
     missing = {"epoch", "train_loss", "val_loss", "val_f1"} - set(obj["history"].columns)
     if missing:
@@ -241,13 +225,13 @@ def load(inputs: ReportInputs) -> Run:
         train=[_read_train_metrics(p) for p in i.train_metrics],
         scores=read_csv(i.scores, SCORE_COLUMNS, dtype={"model": str, "fold": str, "tta": str}),
         oof=read_csv(i.ensemble_oof, ["key", "person", "label", "pred", *PROB_COLUMNS], dtype=_STR),
-        metrics=_read_json(i.metrics, ["oof_macro_f1", "oof_accuracy", "f1_definition", "per_class_f1",
+        metrics=read_json(i.metrics, ["oof_macro_f1", "oof_accuracy", "f1_definition", "per_class_f1",
                                        "tasks"]),
         submission=read_csv(i.submission, ["ImageID", "ans"], dtype={"ImageID": str}),
         suspects=read_csv(i.mislabels, SUSPECT_COLUMNS, dtype={"person": str, "image": str, "given": str,
                                                               "suggested": str, "fix_value": str},
                           keep_default_na=False),
-        suspects_summary=_read_json(i.mislabels_summary, ["method", "oof_macro_f1", "suspects"]),
+        suspects_summary=read_json(i.mislabels_summary, ["method", "oof_macro_f1", "suspects"]),
         persons=None if i.persons is None else read_csv(i.persons, ["key", "group", "size", "confidence"],
                                                         dtype={"key": str}),
         rounds=read_rounds(i.round_metrics, i.round_tests, i.pseudo_summaries),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from maskpipe.classes import PROB_COLUMNS, TASK_CLASS_NAMES, TASKS, class_names
-from maskpipe.io import MaskpipeError, read_csv
+from maskpipe.io import MaskpipeError, read_csv, read_json
 from maskpipe.report.markup import Figures, join, pct, table
 
 
@@ -28,8 +28,6 @@ class Rounds:
 def read(metrics: Sequence[Path], tests: Sequence[Path], summaries: Sequence[Path]) -> Rounds | None:
     """The rounds' table from every round's ensemble metrics and eval probabilities (round 1
     first) and every later round's pseudo-label summary; None without pseudo-label rounds."""
-    from maskpipe.report.inputs import _read_json as _json  # inputs imports this module
-
     if not metrics:
         return None
     if len(tests) != len(metrics) or len(summaries) != len(metrics) - 1:
@@ -38,13 +36,13 @@ def read(metrics: Sequence[Path], tests: Sequence[Path], summaries: Sequence[Pat
                             f"fewer (got {len(summaries)})")
     rows, per_task, per_class, previous = [], {}, {}, None
     for i, (m, t) in enumerate(zip(metrics, tests, strict=True)):
-        met = _json(m, ["oof_macro_f1", "tasks"])
+        met = read_json(m, ["oof_macro_f1", "tasks"])
         probs = read_csv(t, ["key", *PROB_COLUMNS], dtype={"key": str}).set_index("key")
         pred = pd.Series(probs[PROB_COLUMNS].to_numpy().argmax(1), index=probs.index)
         row = {"round": i + 1, "OOF macro F1": met["oof_macro_f1"],
                **{f"{task} F1": met["tasks"].get(task, np.nan) for task in TASKS}}
         if i:
-            s = _json(summaries[i - 1], ["pseudo_labelled", "share", "per_class", "per_task"])
+            s = read_json(summaries[i - 1], ["pseudo_labelled", "share", "per_class", "per_task"])
             row.update({"pseudo-labelled": s["pseudo_labelled"], "share of eval": s["share"],
                         "eval predictions changed": int((pred != previous.reindex(pred.index)).sum())})
             per_class[f"round {i + 1}"] = s["per_class"]

@@ -1,7 +1,7 @@
 """One search trial: a model config trained and predicted by the pipeline's own steps, scored.
 
-A trial runs the ``train`` and ``predict`` functions of :mod:`maskpipe.steps` with the arguments
-the engines would pass them (from the step table), reading the pipeline's crops, labels and
+A trial runs the ``train`` and ``predict`` steps in this process (:mod:`maskpipe.dag.runner`)
+with the files the engines would pass them (from the step table), reading the pipeline's crops, labels and
 folds and writing below ``search/trials/<key>/`` (the step table's layout under that folder).
 ``<key>`` hashes the trial's model config, the ``train`` and ``predict`` sections, the folds and
 the contents of every pipeline file trials read (train and eval crops and their indexes, labels,
@@ -15,15 +15,11 @@ folds; hashed once per search, :func:`inputs_digest`), so:
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import copy
 import hashlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +28,10 @@ import yaml
 from maskpipe import config as mconfig
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_json
 from maskpipe.layout import Layout
-from maskpipe.jobs import argv
-from maskpipe.pipeline import STEPS, Port, Step
+from maskpipe.dag.jobs import Job, resolve
+from maskpipe.dag.ports import Port, Step
+from maskpipe.dag.runner import run_job
+from maskpipe.dag.table import STEPS
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +118,10 @@ def run_trial(setup: Setup, cfg: dict) -> Result:
     for fold in setup.folds:
         L = Layout(str(folder))
         if not Path(L.train_metrics(setup.model, fold)).is_file():
-            run_step(STEPS["train"], setup.raw, trial_raw, configs, setup.model, fold)
+            run_trial_job(STEPS["train"], setup.raw, trial_raw, configs, setup.model, fold)
         oof, ckpt = Path(L.oof(setup.model, fold)), Path(L.checkpoint(setup.model, fold))
         if not (oof.is_file() and oof.stat().st_mtime >= ckpt.stat().st_mtime):
-            run_step(STEPS["predict"], setup.raw, trial_raw, configs, setup.model, fold)
+            run_trial_job(STEPS["predict"], setup.raw, trial_raw, configs, setup.model, fold)
     seconds = round(time.perf_counter() - start, 1)
     oofs = [Path(Layout(str(folder)).oof(setup.model, f)) for f in setup.folds]
     score, per_fold = oof_score(oofs, Path(Layout(str(setup.raw["results"])).labels()),
@@ -139,7 +137,7 @@ def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, di
 
     from maskpipe.classes import PROB_COLUMNS, TASK_COLUMNS, TASKS
     from maskpipe.metrics import head_score
-    from maskpipe.predict import tta_label
+    from maskpipe.train.predict import tta_label
 
     lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
     oof = pd.concat([read_csv(p, required=["key", "fold", "head", "tta"], dtype={"key": str})
@@ -154,10 +152,9 @@ def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, di
     return f1(oof), {str(f): f1(part) for f, part in oof.groupby("fold")}
 
 
-def job_argv(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str,
-             fold: int) -> list[str]:
-    """The step's arguments as the engines build them (:func:`maskpipe.jobs.argv`), but its
-    shared inputs from the pipeline's results and the job's own files (outputs, options, its
+def trial_job(step: Step, raw: dict, trial_raw: dict, model: str, fold: int) -> Job:
+    """The step's job as the engines would resolve it (:func:`maskpipe.dag.jobs.resolve`), but
+    its shared inputs from the pipeline's results and the job's own files (outputs, options, its
     per-job inputs such as predict's checkpoint) and log under the trial's."""
     pipeline, trial = str(raw["results"]), str(trial_raw["results"])
 
@@ -165,35 +162,9 @@ def job_argv(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: 
         shared = port is not None and port in step.inputs and not port.per_job
         return pipeline if shared else trial
 
-    return argv(step, trial_raw, configs, model, fold, root=root)
+    return resolve(step, trial_raw, model, fold, root=root)
 
 
-def run_step(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str, fold: int) -> None:
-    """Run one train or predict job in this process: the CLI's parser and step function."""
-    from maskpipe import steps
-    from maskpipe.cli import build_parser
-
-    args = build_parser().parse_args(job_argv(step, raw, trial_raw, configs, model, fold))
-    with _job_log(args.log):
-        getattr(steps, step.runs)(args, _load_config)
-
-
-def _load_config(args: argparse.Namespace) -> mconfig.Config:
-    return mconfig.Config.load(args.config)
-
-
-@contextlib.contextmanager
-def _job_log(path: Path) -> Iterator[None]:
-    """This thread's log records also go to the job's log file (as ``--log`` does for a job)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    thread = threading.get_ident()
-    handler.addFilter(lambda record: record.thread == thread)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
+def run_trial_job(step: Step, raw: dict, trial_raw: dict, configs: list[str], model: str, fold: int) -> None:
+    """Run one train or predict job of a trial in this process, as the engines would run it."""
+    run_job(trial_job(step, raw, trial_raw, model, fold), configs)

@@ -13,6 +13,7 @@ import copy
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from maskpipe.metrics import head_score
 from maskpipe.train.build import (Data, Parts, build_data, build_model, build_parts, pseudo_split,
                                   split_fold)
 from maskpipe.train.heads import probabilities
-from maskpipe.train.devices import resolve_workers
+from maskpipe.devices import resolve_workers
 from maskpipe.train.resume import ResumeState, fingerprint, runtime
 from maskpipe.train.weights import resolve_weights_file
 
@@ -83,34 +84,45 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> t
     return x.to(device, non_blocking=True, memory_format=fmt)
 
 
-def train_fold(
-    crops: Path,
-    crop_index: Path,
-    labels: Path,
-    folds: Path,
-    fold: int,
-    model_name: str,
-    model_cfg: dict,
-    train_cfg: dict,
-    device: torch.device,
-    out_checkpoint: Path,
-    out_metrics: Path,
-    tensorboard_dir: Path,
-    resume_file: Path | None = None,
-    stop_after_epoch: int | None = None,
-    pseudo: tuple[Path, Path, Path] | None = None,
-) -> dict:
-    """Train ``model_cfg`` on every fold but ``fold``; validate on ``fold``.
+@dataclass(frozen=True)
+class TrainJob:
+    """One model trained on one fold: its files and the device it runs on.
 
-    Learns ``train_label`` (labels.train_age_bounds) and scores against the official ``label``.
-    Writes the best checkpoint (by validation macro F1), a metrics JSON with the per-epoch
-    history and the sections it was trained with, and TensorBoard scalars. With
-    ``resume_file``, the state after every epoch is kept there and a rerun with the same
-    config and inputs continues from it. ``stop_after_epoch`` simulates a kill (tests).
-    ``pseudo`` (eval crops, eval crop index, pseudo-labels): a pseudo-label round's job, whose
-    training rows also hold the pseudo-labelled eval photos (validation stays the fold's).
+    ``resume``: the state after every epoch is kept there, and a rerun with the same config and
+    inputs continues from it (None: no resuming). ``pseudo`` (eval crops, eval crop index,
+    pseudo-labels): a pseudo-label round's job, whose training rows also hold the
+    pseudo-labelled eval photos (validation stays the fold's).
+    """
+
+    model: str
+    fold: int
+    crops: Path
+    crop_index: Path
+    labels: Path
+    folds: Path
+    checkpoint: Path
+    metrics: Path
+    tensorboard: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    resume: Path | None = None
+    pseudo: tuple[Path, Path, Path] | None = None
+
+
+def train_fold(job: TrainJob, cfg: dict[str, dict], stop_after_epoch: int | None = None) -> dict:
+    """Train ``job.model`` on every fold but ``job.fold``; validate on ``job.fold``.
+
+    ``cfg``: the train step's config sections, ``train`` and ``models.MODEL``. Learns
+    ``train_label`` (labels.train_age_bounds) and scores against the official ``label``. Writes
+    the best checkpoint (by validation macro F1), a metrics JSON with the per-epoch history and
+    the sections it was trained with, and TensorBoard scalars. ``stop_after_epoch`` simulates a
+    kill (tests).
     """
     from torch.utils.tensorboard import SummaryWriter
+
+    model_name, fold, device = job.model, job.fold, job.device
+    model_cfg, train_cfg = cfg[f"models.{model_name}"], cfg["train"]
+    crops, crop_index, labels, folds = job.crops, job.crop_index, job.labels, job.folds
+    resume_file, pseudo = job.resume, job.pseudo
 
     where, seed = f"models.{model_name}", train_cfg["seed"] + fold
     generator = seed_everything(seed)
@@ -141,7 +153,7 @@ def train_fold(
         state = ResumeState.load(resume_file, key, *_resumable(parts), run_on) or state
     # fit and evaluate, epoch by epoch
     name = f"{model_name} fold {fold}"
-    writer = SummaryWriter(str(tensorboard_dir))
+    writer = SummaryWriter(str(job.tensorboard))
     for row in state.history:  # a resumed run's earlier epochs, so the curves stay whole
         _log_scalars(writer, row)
     try:
@@ -160,7 +172,7 @@ def train_fold(
         writer.close()
     # write
     metrics = write_outputs(state, data, model_name, fold, model_cfg, train_cfg, parts.ema is not None,
-                            len(tr) + n_pseudo, len(va), device, out_checkpoint, out_metrics, n_pseudo)
+                            len(tr) + n_pseudo, len(va), device, job.checkpoint, job.metrics, n_pseudo)
     if resume_file is not None:
         resume_file.unlink(missing_ok=True)
     return metrics

@@ -1,15 +1,15 @@
-"""The ``ensemble`` step: soft (or hard) vote over folds and models, scored out of fold."""
+"""The ensemble: soft (or hard) vote over folds and models, scored out of fold."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from maskpipe import ensemble_search
+from maskpipe.ensemble import weights as weight_fitting
 from maskpipe.classes import MASK_STATES, PROB_COLUMNS, TASK_COLUMNS, TASKS, joint
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, head_score, macro_f1, per_class_f1, task_f1
@@ -78,11 +78,35 @@ def _model_rows(m: str, mo: pd.DataFrame, lab: pd.DataFrame, tta: str) -> tuple[
     return rows, mo
 
 
-def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str,
-        weights: dict[str, float], out_oof: Path, out_test: Path, out_scores: Path,
-        out_metrics: Path, search_weights: bool = False, age_bias: bool = False,
-        seed: int = 0, persons: Path | None = None, person_options: dict | None = None,
-        prior_shift: bool = False) -> dict:
+@dataclass(frozen=True)
+class EnsembleJob:
+    """An ensemble's files: every model x fold's out-of-fold and eval predictions and the labels
+    in (``persons``: the persons step's eval photo groups, if any), the ensemble's files out."""
+
+    oof: list[Path]
+    test: list[Path]
+    labels: Path
+    out_oof: Path
+    out_test: Path
+    out_scores: Path
+    out_metrics: Path
+    persons: Path | None = None
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """The ``ensemble`` config section (its keys; the defaults are the schema's)."""
+
+    method: str = "soft"
+    weights: dict[str, float] = field(default_factory=dict)
+    search_weights: bool = False
+    age_bias: bool = False
+    seed: int = 0
+    persons: dict = field(default_factory=dict)
+    prior_shift: bool = False
+
+
+def ensemble_folds(job: EnsembleJob, cfg: EnsembleConfig) -> dict:
     """Combine every model × fold prediction; write ensemble OOF, test, scores and metrics.
 
     Models with an 18-class output vote directly. Single-task models (head mask / gender / age)
@@ -90,16 +114,17 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     probabilities, then the product of the three (see :mod:`maskpipe.train.heads`); the member
     votes with the mean weight of its models. Each model is scored with its TTA setting and,
     where the OOF file has them, without TTA. ``search_weights`` and ``age_bias`` fit on half
-    the persons and report on the other half (:mod:`maskpipe.ensemble_search`). ``prior_shift``
-    and ``person_options`` (with the ``persons`` step's groups) then adjust the eval probabilities
+    the persons and report on the other half (:mod:`maskpipe.ensemble.weights`). ``prior_shift``
+    and ``persons`` (with the ``persons`` step's groups) then adjust the eval probabilities
     only (:func:`maskpipe.persons.adjust.adjust_eval`).
 
     Raises:
         MaskpipeError: ``weights`` names a model that is not in the predictions, or a model
             does not predict every labelled image exactly once out of fold.
     """
-    lab = read_csv(labels, required=["key", "label"], dtype={"key": str}).set_index("key")
-    oof, test = _read_predictions(oof_paths), _read_predictions(test_paths)
+    method, weights = cfg.method, cfg.weights
+    lab = read_csv(job.labels, required=["key", "label"], dtype={"key": str}).set_index("key")
+    oof, test = _read_predictions(job.oof), _read_predictions(job.test)
     y, models = lab["label"].to_numpy(), sorted(oof["model"].unique())
     unknown = sorted(set(weights) - set(models))
     if unknown:
@@ -109,16 +134,16 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
     if "tasks" in configured:
         rows.append({"model": "tasks", "fold": "all", "tta": "-", **_score(y, members[-1].oof)})
     w = np.array([m.weight for m in members])
-    fit, holdout = ensemble_search.person_halves(lab["person"].to_numpy(), seed)
+    fit, holdout = weight_fitting.person_halves(lab["person"].to_numpy(), cfg.seed)
     fitted = _fit_choices(members, y, lab["person"].to_numpy(), fit, holdout, w, method,
-                          search_weights, age_bias)
+                          cfg.search_weights, cfg.age_bias)
     w, keys = fitted["weights"], members[0].test.index
     ens_oof = vote([m.oof for m in members], w, method)
     ens_test = vote([m.test.loc[keys].to_numpy() for m in members], w, method)
-    if age_bias:
-        ens_oof = ensemble_search.apply_age_bias(ens_oof, fitted["bias"])
-        ens_test = ensemble_search.apply_age_bias(ens_test, fitted["bias"])
-    ens_test, eval_info = adjust_eval(ens_test, keys, y, persons, person_options or {}, prior_shift,
+    if cfg.age_bias:
+        ens_oof = weight_fitting.apply_age_bias(ens_oof, fitted["bias"])
+        ens_test = weight_fitting.apply_age_bias(ens_test, fitted["bias"])
+    ens_test, eval_info = adjust_eval(ens_test, keys, y, job.persons, cfg.persons, cfg.prior_shift,
                                       oof=ens_oof)
     score = _score(y, ens_oof)
     rows.append({"model": "ensemble", "fold": "all", "tta": "-", **score})
@@ -133,8 +158,8 @@ def run(oof_paths: list[Path], test_paths: list[Path], labels: Path, method: str
         "tta_gain": tta_gain, "weight_search": fitted["search"], "age_bias": fitted["age_bias"],
         **eval_info,
     }
-    _write(lab, y, ens_oof, keys, ens_test, pd.DataFrame(rows), metrics, out_oof, out_test,
-           out_scores, out_metrics)
+    _write(lab, y, ens_oof, keys, ens_test, pd.DataFrame(rows), metrics, job.out_oof, job.out_test,
+           job.out_scores, job.out_metrics)
     log.info("ensemble of %d member(s) from %d model(s): out-of-fold macro F1 %.4f, accuracy %.4f",
              len(members), len(models), score["macro_f1"], score["accuracy"])
     return metrics
@@ -184,12 +209,12 @@ def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit:
     member_oof = [m.oof for m in members]
 
     def ens_f1(ww, rows_mask, bias=0.0):
-        p = ensemble_search.apply_age_bias(vote([o[rows_mask] for o in member_oof], ww, method), bias)
+        p = weight_fitting.apply_age_bias(vote([o[rows_mask] for o in member_oof], ww, method), bias)
         return macro_f1(y[rows_mask], p.argmax(1))
 
     search = {"enabled": search_weights}
     if search_weights:
-        found = ensemble_search.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
+        found = weight_fitting.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
         search.update(weights={m.name: float(x) for m, x in zip(members, found, strict=True)},
                       fit_half_f1=ens_f1(found, fit), holdout_half_f1=ens_f1(found, holdout),
                       equal_weights_holdout_f1=ens_f1(w, holdout),
@@ -198,7 +223,7 @@ def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit:
         w = found
     bias, b = {"enabled": age_bias}, 0.0
     if age_bias:
-        b = ensemble_search.fit_age_bias(vote(member_oof, w, method), y, fit)
+        b = weight_fitting.fit_age_bias(vote(member_oof, w, method), y, fit)
         bias.update(bias=b, fit_half_f1_without=ens_f1(w, fit), fit_half_f1_with=ens_f1(w, fit, b),
                     holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
     return {"weights": w, "bias": b, "search": search, "age_bias": bias}

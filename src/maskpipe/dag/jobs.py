@@ -1,22 +1,25 @@
 """Each job of the step table for a config: its wildcards, its files, its command.
 
-What :data:`maskpipe.pipeline.STEPS` says per step, resolved per job: the jobs of a step (one
+What :data:`maskpipe.dag.table.STEPS` says per step, resolved per job: the jobs of a step (one
 per model x fold, per pseudo-label round, both, or one), every job of a config in an order that
 runs, the jobs a step's outputs need, a job's files and log, and the ``maskpipe STEP ...``
 command every engine runs (an engine's placeholders, or the resolved arguments). The engines
-(``workflow/rules/common.smk``, :mod:`maskpipe.dvcgen`), the search's trials, the benchmarks
-and the tests' in-process runner all build their commands here.
+(``workflow/rules/common.smk``, :mod:`maskpipe.dag.dvc`), the search's trials, the benchmarks
+and the tests' in-process runner all build their commands here; :func:`resolve` gives one job's
+files as a :class:`Job`, what a step's ``run`` receives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from maskpipe.dag.ports import FOLD, MODEL, ROUND, Job, Port, PortValue, Step, model_folds
+from maskpipe.dag.rounds import extra_rounds, retrained
+from maskpipe.dag.table import ROUND_STEPS, STEPS
 from maskpipe.layout import Layout
-from maskpipe.pipeline import FOLD, MODEL, ROUND, ROUND_STEPS, STEPS, Port, Step, model_folds
-from maskpipe.rounds import extra_rounds, retrained
 
 
 def jobs(step: Step, raw: dict) -> list[dict[str, Any]]:
@@ -119,6 +122,17 @@ def command(step: Step, value: Callable[[Arg], str], raw: dict) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _results(raw: dict, root: Callable[[Port | None], str] | None) -> Callable[[Port | None], dict]:
+    """The config a port (None: the log) is resolved under: ``raw``, or with ``root(port)`` as
+    its results folder (a port's ``round`` applies below it; a config key's path stays)."""
+    def under(port: Port | None) -> dict:
+        if root is None or (port is not None and port.config is not None):
+            return raw
+        return {**raw, "results": root(port)}
+
+    return under
+
+
 def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
          fold: str | int = FOLD, round: str | int = ROUND,
          root: Callable[[Port | None], str] | None = None) -> list[str]:
@@ -129,12 +143,7 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
     the quality bench). Default: every file under ``raw["results"]``.
     """
     fold = str(fold)
-
-    def under(port: Port | None) -> dict:
-        if root is None or (port is not None and port.config is not None):
-            return raw
-        return {**raw, "results": root(port)}
-
+    under = _results(raw, root)
     out = [step.name]
     for arg in command_args(step):
         if arg.absent(raw):
@@ -153,3 +162,27 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
                 raise ValueError(f"{step.name}: {arg.flag} ({arg.kind}) has no port in the step table")
             out += arg.port.paths(under(arg.port), model, fold, round)
     return out
+
+
+def port_value(port: Port, paths: list[str]) -> PortValue:
+    """``paths`` of ``port`` as a :class:`Job` holds them."""
+    if port.many:
+        return [Path(p) for p in paths]
+    return Path(paths[0]) if paths else None
+
+
+def resolve(step: Step, raw: dict, model: str | None = None, fold: int | None = None,
+            round: int | None = None, root: Callable[[Port | None], str] | None = None) -> Job:
+    """One job of ``step`` for config ``raw`` with the files its command would be given
+    (:func:`argv`'s, ``root`` likewise)."""
+    under = _results(raw, root)
+    wildcards = {"model": model if model is not None else MODEL,
+                 "fold": str(fold) if fold is not None else FOLD,
+                 "round": round if round is not None else ROUND}
+
+    def side(ports: tuple[Port, ...]) -> dict[str, PortValue]:
+        return {p.name: port_value(p, p.paths(under(p), **wildcards)) for p in ports if p.cli}
+
+    return Job(step.name, side(step.inputs), side(step.outputs), side(step.options),
+               model if step.fan_out else None, int(fold) if step.fan_out else None,
+               Path(log_path(step, under(None), **wildcards)))

@@ -187,8 +187,8 @@ def default_workers() -> int:
 
     The budget is the usable cores (CPU affinity: Slurm's and taskset's binding), capped by
     ``OMP_NUM_THREADS`` where set: Snakemake sets it to the rule's ``threads`` for every job,
-    locally and inside Slurm jobs (:func:`maskpipe.train.devices.usable_cores`)."""
-    from maskpipe.train.devices import usable_cores
+    locally and inside Slurm jobs (:func:`maskpipe.devices.usable_cores`)."""
+    from maskpipe.devices import usable_cores
 
     return usable_cores() + 1
 
@@ -277,7 +277,7 @@ def crop_split(
     return index
 
 
-def run(
+def crop_splits(
     train_manifest: Path,
     eval_manifest: Path,
     root: Path,
@@ -294,7 +294,7 @@ def run(
     Also writes two contact sheets: a fixed random sample of training crops, and every crop that
     did not come from its own detection (capped at ``max_sheet``, which the log then says).
     ``outputs``: where each file goes, by the step table's names (``train``, ``train_index``,
-    ``eval``, ``eval_index``, ``sample_sheet``, ``fallback_sheet``; :mod:`maskpipe.pipeline`).
+    ``eval``, ``eval_index``, ``sample_sheet``, ``fallback_sheet``; :mod:`maskpipe.dag.table`).
     ``workers``: chunks cropped at once (default: :func:`default_workers`).
     """
     from maskpipe.config import as_hw

@@ -1,12 +1,13 @@
 """The step table for people: what ``maskpipe steps`` prints and docs/pipeline.md shows.
 
-Rendering only; every fact comes from :data:`maskpipe.pipeline.STEPS`.
+Rendering only; every fact comes from :data:`maskpipe.dag.table.STEPS`.
 """
 
 from __future__ import annotations
 
 from maskpipe.layout import Layout
-from maskpipe.pipeline import FOLD, MODEL, STEPS, Port, Step
+from maskpipe.dag.ports import FOLD, MODEL, Port, Step
+from maskpipe.dag.table import STEPS
 
 
 def port_path(port: Port) -> str:

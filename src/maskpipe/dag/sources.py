@@ -5,7 +5,7 @@ only tracks what ``deps`` lists. So each rule lists the files below as inputs an
 as ``deps``; both engines then rerun a step, and everything after it, when one of its files
 changes (DVC by hash; Snakemake by mtime and, for files under its checksum limit, by content).
 
-A step's modules are listed in the step table (``modules`` in :mod:`maskpipe.pipeline`) and
+A step's modules are listed in its declaration (``STEP.modules`` in :mod:`maskpipe.steps`) and
 followed through every import they make (function-level ones too), so a helper module a step
 starts to use is tracked without editing the table. Modules in :data:`PLUMBING` are left out:
 they parse arguments, name paths, write files atomically or pick a device, and editing them must
@@ -20,27 +20,33 @@ import ast
 import os
 from pathlib import Path
 
-from maskpipe.pipeline import STEPS
+from maskpipe.dag.table import STEPS
 
 PACKAGE = "maskpipe"
 
 #: Modules whose edits rerun nothing (use ``snakemake -R <rule>`` / ``dvc repro -f -s <stage>``
-#: after an edit there that should change results).
+#: after an edit there that should change results), with every module of
+#: :data:`PLUMBING_PACKAGES`: the step table's machinery and the steps' thin shells (a step's
+#: results depend on the library code its ``STEP.modules`` name).
 PLUMBING = frozenset({
-    "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.steps", "maskpipe.config",
-    "maskpipe.layout", "maskpipe.io", "maskpipe.dvcgen", "maskpipe.code", "maskpipe.pipeline",
-    "maskpipe.jobs",
-    "maskpipe.rounds", "maskpipe.steptable",
-    "maskpipe.train.devices",
+    "maskpipe", "maskpipe.__main__", "maskpipe.cli", "maskpipe.commands", "maskpipe.config",
+    "maskpipe.layout", "maskpipe.io", "maskpipe.devices",
 })
+PLUMBING_PACKAGES = ("maskpipe.dag", "maskpipe.steps")
+
+
+def is_plumbing(module: str) -> bool:
+    """Editing ``module`` reruns no step (:data:`PLUMBING`, :data:`PLUMBING_PACKAGES`)."""
+    return module in PLUMBING or any(module == p or module.startswith(p + ".") for p in PLUMBING_PACKAGES)
+
 
 #: Modules no pipeline step runs: the demo data generators (``maskpipe demo-data``, upstream of
 #: the pipeline; with ``--faces`` the real-face modules), and the scorers of benchmarks and tests
 #: (planted errors, eval person groups), and the hyperparameter search (``maskpipe search``, which
 #: runs the train and predict steps' code on its own trial folders).
 OFFLINE = frozenset({
-    "maskpipe.data.demo", "maskpipe.data.realfaces", "maskpipe.data.competition",
-    "maskpipe.data.shoot", "maskpipe.data.masks", "maskpipe.data.landmarks", "maskpipe.data.dedupe",
+    "maskpipe.demo", "maskpipe.demo.synthetic", "maskpipe.demo.realfaces", "maskpipe.demo.competition",
+    "maskpipe.demo.shoot", "maskpipe.demo.masks", "maskpipe.demo.landmarks", "maskpipe.demo.dedupe",
     "maskpipe.mislabels.planted", "maskpipe.persons.score",
     "maskpipe.search", "maskpipe.search.space", "maskpipe.search.trial", "maskpipe.search.study",
     "maskpipe.search.results", "maskpipe.search.page",
@@ -49,7 +55,7 @@ OFFLINE = frozenset({
 
 def package_dir() -> Path:
     """The directory of the maskpipe package that runs (``src/maskpipe`` in a clone)."""
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parents[1]
 
 
 def file_of(module: str, root: Path) -> Path | None:
@@ -84,7 +90,7 @@ def closure(modules: set[str] | list[str] | tuple[str, ...], root: Path) -> set[
     seen, todo = set(), list(modules)
     while todo:
         m = todo.pop()
-        if m in seen or m in PLUMBING:
+        if m in seen or is_plumbing(m):
             continue
         path = file_of(m, root)
         if path is None:

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from maskpipe.classes import IMAGE_STEMS, MASK_BY_STEM
-from maskpipe.data.competition import HEIGHT, WIDTH
-from maskpipe.data.masks import MaskStyle, draw_mask, random_mask
+from maskpipe.demo.competition import HEIGHT, WIDTH
+from maskpipe.demo.masks import MaskStyle, draw_mask, random_mask
 
 _WRONG = ("below_nose", "chin", "mouth")
 _WEAR_STEMS = [s for s in IMAGE_STEMS if MASK_BY_STEM[s] == 0]

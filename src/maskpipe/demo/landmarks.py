@@ -1,6 +1,6 @@
 """Face landmarks of a folder of labelled face photos, found once with MTCNN and cached.
 
-The real-faces generator (:mod:`maskpipe.data.realfaces`) draws masks from each face's own eyes,
+The real-faces generator (:mod:`maskpipe.demo.realfaces`) draws masks from each face's own eyes,
 nose and mouth corners. Finding them is the slow part (MTCNN, ~20 ms a face), so they are kept
 in a CSV keyed by the photo's content hash: a rerun, or another output folder made from the same
 faces, detects nothing again.

@@ -28,7 +28,7 @@ WIDTH, HEIGHT = 384, 512
 # set of >= 6 persons has each of them: (suffix, PIL format, image mode).
 _QUIRKS = {1: (".png", "PNG", "RGBA"), 3: (".jpeg", "JPEG", "RGB"), 5: (".png", "PNG", "RGB")}
 _QUIRK_PERIOD = 23
-#: Kinds of planted label errors, named like the corrections that undo them (maskpipe.labels).
+#: Kinds of planted label errors, named like the corrections that undo them (maskpipe.data.labels).
 PLANT_KINDS = ("gender", "age", "swap_incorrect_normal")
 PLANTED_FILE = "planted_errors.csv"
 PLANTED_COLUMNS = ["person", "id", "kind", "given", "truth"]

@@ -43,7 +43,7 @@ def load_table(oof_path: Path, labels_path: Path) -> tuple[pd.DataFrame, np.ndar
     return table, oof[PROB_COLUMNS].to_numpy(dtype=np.float64)
 
 
-def run(oof_path: Path, labels_path: Path, crops_path: Path, crop_index_path: Path, method: str,
+def rank_mislabels(oof_path: Path, labels_path: Path, crops_path: Path, crop_index_path: Path, method: str,
         top: int, thumbnail: int, out_suspects: Path, out_review: Path, out_summary: Path) -> dict:
     """Rank the suspects; write ``suspects.csv``, ``review.html`` and ``summary.json``.
 

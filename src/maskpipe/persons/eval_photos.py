@@ -34,7 +34,7 @@ def read_features(manifest: pd.DataFrame, root: Path, crops: np.ndarray,
     return np.stack(looks), faces
 
 
-def run(eval_manifest: Path, root: Path, eval_crops: Path, eval_index: Path, grouping: Grouping,
+def group_eval_photos(eval_manifest: Path, root: Path, eval_crops: Path, eval_index: Path, grouping: Grouping,
         out_groups: Path) -> pd.DataFrame:
     """Group the eval photos; write ``key, group, size, confidence`` in manifest order."""
     manifest = read_csv(eval_manifest, required=["key", "path"], dtype={"key": str})

@@ -1,4 +1,4 @@
-"""The ``predict`` step: out-of-fold and test probabilities of one model × fold, with TTA.
+"""Prediction: out-of-fold and test probabilities of one model × fold, with TTA.
 
 Each row holds the 18-class probabilities ``p00..p17`` (empty for a single-task model) and the
 per-task probabilities ``mask0..2``, ``gender0..1``, ``age0..2`` (a task model fills its own).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from maskpipe.classes import NUM_CLASSES, PROB_COLUMNS, TASK_COLUMNS
 from maskpipe.io import load_torch, read_csv, write_csv
 from maskpipe.train.augment import build_transforms
 from maskpipe.train.data import CropDataset, join_split
-from maskpipe.train.devices import resolve_workers
+from maskpipe.devices import resolve_workers
 from maskpipe.train.heads import TASKS, probabilities
 from maskpipe.train.model import create_model
 
@@ -97,30 +98,49 @@ def _table(keys: pd.DataFrame, probs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([keys.reset_index(drop=True), probs.round(6)], axis=1)
 
 
-def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_index: Path,
-        eval_crops: Path, eval_index: Path, labels: Path, folds: Path, tta: dict,
-        batch_size: int, device: torch.device, out_oof: Path, out_test: Path,
-        amp: str = "none") -> None:
+@dataclass(frozen=True)
+class PredictJob:
+    """One model x fold's predictions: its checkpoint and the crops in, its out-of-fold (``oof``)
+    and eval (``test``) probabilities out, and the device it runs on."""
+
+    model: str
+    fold: int
+    checkpoint: Path
+    train_crops: Path
+    train_index: Path
+    eval_crops: Path
+    eval_index: Path
+    labels: Path
+    folds: Path
+    oof: Path
+    test: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def predict_fold(job: PredictJob, cfg: dict) -> None:
     """Write OOF probabilities for the fold's validation images and test probabilities.
 
-    The OOF file holds each image once with TTA (``tta`` column = the setting) and, when TTA is
-    on, once more without (``tta`` = ``none``), so the ensemble can show what TTA gains.
+    ``cfg``: the ``predict`` section (``tta``, ``batch_size``, ``amp``). The OOF file holds each
+    image once with TTA (``tta`` column = the setting) and, when TTA is on, once more without
+    (``tta`` = ``none``), so the ensemble can show what TTA gains.
     """
-    model, ckpt = load_checkpoint(checkpoint, device)
+    model_name, fold, device = job.model, job.fold, job.device
+    tta, batch_size = cfg["tta"], cfg["batch_size"]
+    model, ckpt = load_checkpoint(job.checkpoint, device)
     head = ckpt.get("head", "single")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.get("amp", "none"))
     tf = build_transforms(tuple(ckpt["image_size"]), ckpt["mean"], ckpt["std"],
                           ckpt.get("preprocess", []), None)
     label = tta_label(tta)
     # CPU: the model is the bottleneck and workers would take its cores; CUDA: feed it.
     workers = resolve_workers("auto", device.type) if device.type == "cuda" else 0
-    table = join_split(train_index, labels, folds)
+    table = join_split(job.train_index, job.labels, job.folds)
     val = table[table["fold"] == fold]
-    oof_plain, oof = predict_probs(model, CropDataset(train_crops, val["row"].to_numpy(), None, tf),
+    oof_plain, oof = predict_probs(model, CropDataset(job.train_crops, val["row"].to_numpy(), None, tf),
                                    device, tta, batch_size, f"predict {model_name} fold {fold} oof",
                                    head, dtype, workers)
-    eval_idx = read_csv(eval_index, required=["key", "row"], dtype={"key": str})
-    _, test = predict_probs(model, CropDataset(eval_crops, eval_idx["row"].to_numpy(), None, tf),
+    eval_idx = read_csv(job.eval_index, required=["key", "row"], dtype={"key": str})
+    _, test = predict_probs(model, CropDataset(job.eval_crops, eval_idx["row"].to_numpy(), None, tf),
                             device, tta, batch_size, f"predict {model_name} fold {fold} test",
                             head, dtype, workers)
     meta = dict(model=model_name, fold=fold, head=head, for_mask=ckpt.get("for_mask") or "")
@@ -128,7 +148,7 @@ def run(checkpoint: Path, fold: int, model_name: str, train_crops: Path, train_i
     parts = [_table(keys.assign(**meta, tta=label), oof)]
     if label != "none":
         parts.append(_table(keys.assign(**meta, tta="none"), oof_plain))
-    write_csv(pd.concat(parts, ignore_index=True), out_oof)
-    write_csv(_table(eval_idx[["key"]].assign(**meta, tta=label), test), out_test)
+    write_csv(pd.concat(parts, ignore_index=True), job.oof)
+    write_csv(_table(eval_idx[["key"]].assign(**meta, tta=label), test), job.test)
     log.info("%s fold %d: %d out-of-fold and %d test predictions (head %s, tta %s)",
              model_name, fold, len(val), len(eval_idx), head, label)

@@ -1,12 +1,12 @@
 """Competition-layout data made of real faces: each person is one labelled face photo.
 
-``maskpipe demo-data --faces DIR`` writes what :mod:`maskpipe.data.demo` writes (train persons in
+``maskpipe demo-data --faces DIR`` writes what :mod:`maskpipe.demo.synthetic` writes (train persons in
 the competition's layout and file-format quirks, an eval set, ``demo_truth.csv``, optional planted
 errors), but each person is a real face from ``DIR/labels.csv`` (``file,age,gender``) placed in a
 photo shoot of seven portraits with masks drawn from the face's own landmarks
-(:mod:`maskpipe.data.shoot`, :mod:`maskpipe.data.masks`). A face is used for one person only, so
+(:mod:`maskpipe.demo.shoot`, :mod:`maskpipe.demo.masks`). A face is used for one person only, so
 train and eval never share a face; copies of one photo under several names (UTKFace has them)
-are dropped first, all but one (:mod:`maskpipe.data.dedupe`).
+are dropped first, all but one (:mod:`maskpipe.demo.dedupe`).
 
 The statistics follow the real competition data (``DESIGN.md``), as options:
 
@@ -32,10 +32,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from maskpipe.classes import GENDER_NAMES, IMAGE_STEMS, MASK_BY_STEM, age_bin, encode
-from maskpipe.data.competition import TrainWriter, check_out, finish, plant_plan, save_image, write_eval_tables
-from maskpipe.data.dedupe import HASH_SIZE, NEAR_BITS, find_duplicates
-from maskpipe.data.landmarks import POINT_COLUMNS, face_path, face_paths, find_landmarks
-from maskpipe.data.shoot import plan_shoot, render
+from maskpipe.demo.competition import TrainWriter, check_out, finish, plant_plan, save_image, write_eval_tables
+from maskpipe.demo.dedupe import HASH_SIZE, NEAR_BITS, find_duplicates
+from maskpipe.demo.landmarks import POINT_COLUMNS, face_path, face_paths, find_landmarks
+from maskpipe.demo.shoot import plan_shoot, render
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_csv
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 _VERSION = 2  # bump when the images change (2: duplicate faces dropped)
 #: Which face each person is (split, person: train folder or eval person, file, the face's age).
 FACES_FILE = "demo_faces.csv"
-#: The faces left out as copies of another (file, kept, kind, bits: see maskpipe.data.dedupe).
+#: The faces left out as copies of another (file, kept, kind, bits: see maskpipe.demo.dedupe).
 DUPLICATES_FILE = "demo_duplicates.csv"
-#: How much of a face photo a portrait keeps (maskpipe.data.shoot): the first is the default.
+#: How much of a face photo a portrait keeps (maskpipe.demo.shoot): the first is the default.
 FACE_REGIONS = ("oval", "square")
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
 _YOUNG_SHARE = 1281 / (1281 + 1227)
@@ -199,10 +199,10 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
                        landmark_cache: Path | None = None, face_region: str = FACE_REGIONS[0]) -> dict:
     """Write a data set in the competition's layout under ``out``, one real face per person.
 
-    Writes what :func:`maskpipe.data.demo.generate_demo` writes (``demo_truth.csv`` with a
+    Writes what :func:`maskpipe.demo.synthetic.generate_demo` writes (``demo_truth.csv`` with a
     ``person`` column: the eval person of each photo), ``demo_faces.csv``: the face of every
     person, so that a face is seen to be used once, and ``demo_duplicates.csv``: the faces left
-    out as copies of another photo (:func:`maskpipe.data.dedupe.find_duplicates`).
+    out as copies of another photo (:func:`maskpipe.demo.dedupe.find_duplicates`).
 
     Args:
         out: Folder to create; may exist if empty or if it holds a set made with these arguments.
@@ -212,13 +212,13 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
         eval_persons: Eval persons (7 photos each, shuffled under 40-hex names).
         seed: Seed of every random choice.
         plant_errors: Share of the train persons (0..1) given a wrong label (see
-            :mod:`maskpipe.data.competition`).
+            :mod:`maskpipe.demo.competition`).
         priors: Statistics of the set (default: the competition's, :class:`Priors`).
         landmark_cache: CSV of the faces' landmarks, kept between runs (default: beside ``out``,
             ``<out>.landmarks.csv``).
         face_region: How much of each face photo a portrait keeps: ``oval`` (the face on a
             drawn head of hair) or ``square`` (the photo's whole square, its own hair and all);
-            see :mod:`maskpipe.data.shoot`.
+            see :mod:`maskpipe.demo.shoot`.
 
     Returns:
         Counts: ``persons``, ``eval_persons``, ``train_images``, ``eval_images``, ``faces`` (usable
@@ -240,7 +240,7 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     labels_path = faces_dir / "labels.csv"
     if not labels_path.is_file():
         raise MaskpipeError(f"{labels_path}: not found (--faces needs a folder with labels.csv: file,age,gender)")
-    params = {"generator": "maskpipe.data.realfaces", "version": _VERSION, "faces": str(faces_dir),
+    params = {"generator": "maskpipe.demo.realfaces", "version": _VERSION, "faces": str(faces_dir),
               "labels_sha256": sha256_file(labels_path), "persons": persons, "eval_persons": eval_persons,
               "seed": seed, "priors": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(priors).items()},
               "dedupe": {"hash_size": HASH_SIZE, "near_bits": NEAR_BITS}, "face_region": face_region}

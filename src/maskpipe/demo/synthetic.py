@@ -7,7 +7,7 @@ group are painted as a forehead band (hue = gender, dark stripes = age group) th
 any face crop, is never covered by a mask and is symmetric under horizontal flips.
 
 With ``plant_errors`` > 0 some persons get a wrong label while their photos keep showing the
-truth (see :mod:`maskpipe.data.competition`). ``planted_errors.csv`` lists them, so
+truth (see :mod:`maskpipe.demo.competition`). ``planted_errors.csv`` lists them, so
 ``maskpipe mislabels`` can be measured (``bench/mislabels.py``).
 """
 
@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from maskpipe.classes import IMAGE_STEMS, MASK_BY_STEM, OFFICIAL_AGE_BOUNDS, age_bin, encode
-from maskpipe.data.competition import (HEIGHT, PLANT_KINDS, PLANTED_COLUMNS, PLANTED_FILE, WIDTH, TrainWriter,
+from maskpipe.demo.competition import (HEIGHT, PLANT_KINDS, PLANTED_COLUMNS, PLANTED_FILE, WIDTH, TrainWriter,
                                        check_out, finish, plant_plan, save_image, write_eval_tables)
 from maskpipe.io import MaskpipeError
 
@@ -219,7 +219,7 @@ def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: i
     if persons < 0 or eval_images < 0:
         raise MaskpipeError(f"demo: persons and eval_images must be >= 0, got {persons} and {eval_images}")
     plan = plant_plan(seed, persons, plant_errors)
-    params = {"generator": "maskpipe.data.demo", "version": _VERSION, "persons": persons,
+    params = {"generator": "maskpipe.demo.synthetic", "version": _VERSION, "persons": persons,
               "eval_images": eval_images, "seed": seed}
     summary = {"persons": persons, "train_images": persons * len(IMAGE_STEMS), "eval_images": eval_images}
     if plant_errors:  # only then, so a clean demo's demo.json (and folder) stays what it was

@@ -1,20 +1,14 @@
-"""Pseudo-label rounds in the step table: which rounds a config has, which models they train
-again, in which round's folder a port lives, and a round's step made from a round-1 step.
+"""Pseudo-label rounds of a config: which rounds it has, which models they train again, and in
+which round's folder a port lives.
 
 Round 1 is the plain pipeline. Each round 2 .. ``pseudo.rounds`` + 1 labels the eval photos the
 previous round's ensemble is sure of, then trains, predicts and ensembles again
-(:data:`maskpipe.pipeline.ROUND_STEPS`), its files in :meth:`Layout.round`'s folder.
+(:data:`maskpipe.dag.table.ROUND_STEPS`), its files in :meth:`Layout.round`'s folder.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
-
 from maskpipe.layout import Layout
-
-if TYPE_CHECKING:  # the step table's types; maskpipe.pipeline imports this module
-    from maskpipe.pipeline import Port, Step
 
 #: Where a port lives, by its ``round``: "" the plain pipeline's files (round 1); "this" the
 #: job's round (an ``every_job`` port: for a model ``pseudo.models`` leaves out, its round-1
@@ -51,19 +45,3 @@ def round_layouts(kind: str, base: Layout, raw: dict, round: str | int, port: st
     return {"": [base], "this": [base.round(round)], "last": [base.round(last_round(raw))],
             "rounds": [base.round(r) for r in ([1, *extra] if extra else [])],
             "extra": [base.round(r) for r in extra]}[kind]
-
-
-_IN_ROUND = " (in the round's folder)"
-
-
-def again(step: Step, name: str, help: str, moved: tuple[str, ...], extra: tuple[Port, ...] = ()
-          ) -> Step:
-    """``step`` as a pseudo-label round runs it: the same function on the round's files. Its
-    outputs and options, and the inputs named in ``moved`` (what an earlier round step wrote),
-    live in the round's folder; ``extra`` inputs are added."""
-    def here(p: Port) -> Port:
-        return replace(p, round="this", help=p.help + _IN_ROUND)
-
-    return replace(step, name=name, help=help, function=step.runs, rounds=True,
-                   inputs=tuple(here(p) if p.name in moved else p for p in step.inputs) + extra,
-                   outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
