@@ -240,7 +240,9 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     labels_path = faces_dir / "labels.csv"
     if not labels_path.is_file():
         raise MaskpipeError(f"{labels_path}: not found (--faces needs a folder with labels.csv: file,age,gender)")
-    params = {"generator": "maskpipe.demo.realfaces", "version": _VERSION, "faces": str(faces_dir),
+    # The generator's name in the marker is the one sets were made under before the module
+    # moved: a rename changes no photo, and a set made earlier must stay valid.
+    params = {"generator": "maskpipe.data.realfaces", "version": _VERSION, "faces": str(faces_dir),
               "labels_sha256": sha256_file(labels_path), "persons": persons, "eval_persons": eval_persons,
               "seed": seed, "priors": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(priors).items()},
               "dedupe": {"hash_size": HASH_SIZE, "near_bits": NEAR_BITS}, "face_region": face_region}

@@ -219,7 +219,9 @@ def generate_demo(out: Path, persons: int = 150, eval_images: int = 120, seed: i
     if persons < 0 or eval_images < 0:
         raise MaskpipeError(f"demo: persons and eval_images must be >= 0, got {persons} and {eval_images}")
     plan = plant_plan(seed, persons, plant_errors)
-    params = {"generator": "maskpipe.demo.synthetic", "version": _VERSION, "persons": persons,
+    # The generator's name in the marker is the one sets were made under before the module
+    # moved: a rename changes no photo, and a set made earlier must stay valid.
+    params = {"generator": "maskpipe.data.demo", "version": _VERSION, "persons": persons,
               "eval_images": eval_images, "seed": seed}
     summary = {"persons": persons, "train_images": persons * len(IMAGE_STEMS), "eval_images": eval_images}
     if plant_errors:  # only then, so a clean demo's demo.json (and folder) stays what it was
