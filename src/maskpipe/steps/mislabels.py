@@ -10,14 +10,12 @@ from maskpipe.config import Config
 from maskpipe.dag.ports import Job, Step, layout_port
 from maskpipe.io import MaskpipeError
 from maskpipe.layout import Layout
-
-_TRAIN_CROPS = (layout_port("crops", "crops", "train", help="training crops (.npy)"),
-                layout_port("crop_index", "crop_index", "train", help="training crop index (.csv)"))
+from maskpipe.steps.train import TRAIN_CROPS
 
 STEP = Step(
     "mislabels", "rank suspected label errors with cleanlab; accept fixes", ("mislabels",),
     inputs=(layout_port("oof", "ensemble_oof", help="ensemble OOF probabilities"),
-            layout_port("labels", "labels", help="corrected labels"), *_TRAIN_CROPS),
+            layout_port("labels", "labels", help="corrected labels"), *TRAIN_CROPS),
     outputs=(layout_port("suspects", "mislabels_suspects", help="ranked suspects (.csv)"),
              layout_port("review", "mislabels_review", help="review page (.html)"),
              layout_port("summary", "mislabels_summary", help="summary (.json)")),

@@ -6,12 +6,13 @@ from typing import Any
 
 from maskpipe.dag.ports import Again, Job, Step, layout_port
 
-_TRAIN_CROPS = (layout_port("crops", "crops", "train", help="training crops (.npy)"),
-                layout_port("crop_index", "crop_index", "train", help="training crop index (.csv)"))
+#: The training crops and their index, as train reads them (mislabels reads them too).
+TRAIN_CROPS = (layout_port("crops", "crops", "train", help="training crops (.npy)"),
+               layout_port("crop_index", "crop_index", "train", help="training crop index (.csv)"))
 
 STEP = Step(
     "train", "train one model on one fold", ("train", "models.{model}"),
-    inputs=(*_TRAIN_CROPS, layout_port("labels", "labels", help="corrected labels"),
+    inputs=(*TRAIN_CROPS, layout_port("labels", "labels", help="corrected labels"),
             layout_port("folds", "folds", help="person -> fold")),
     outputs=(layout_port("checkpoint", "checkpoint", per_job=True, help="best weights (.pt)"),
              layout_port("metrics", "train_metrics", per_job=True, help="history and best epoch (.json)"),
