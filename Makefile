@@ -10,7 +10,8 @@ DEMO_PERSONS ?= 150
 DEMO_EVAL    ?= 120
 PYTEST_ARGS  ?=
 # Test files run in 2 pytest-xdist workers (a file stays in one worker, so its module fixtures,
-# e.g. the engine runs of tests/test_engines.py, run once); TEST_WORKERS=0 runs them in-process.
+# e.g. the engine runs of tests/test_engines.py, run once), handed out in the order
+# tests/conftest.py gives (the engine-run files first); TEST_WORKERS=0 runs them in-process.
 # Each worker's own torch work takes one thread (tests/conftest.py); engine runs are unchanged.
 TEST_WORKERS ?= 2
 
@@ -46,7 +47,7 @@ demo: $(STAMP)
 	@$(BIN)/maskpipe summary
 
 test: $(STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
