@@ -277,6 +277,23 @@ def crop_split(
     return index
 
 
+def crop_setup(crop: dict, cache_dir: Path, device: str = "cpu") -> tuple[CropGeometry, list[DetectionPass]]:
+    """The crop geometry and the detection passes (with their box caches under ``cache_dir``)
+    of the ``crop`` config section, on ``device``: what every set of photos is cropped with."""
+    from maskpipe.config import as_hw
+
+    height, width = as_hw(crop["size"])
+    fb = crop["fallback"]
+    geometry = CropGeometry(height, width, crop["margin"],
+                            (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
+    # the device type is in the cache key: MTCNN's boxes on CPU and CUDA differ in the last digits
+    settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]),
+                                device.split(":")[0])
+    passes = [DetectionPass(s, BoxCache(cache_dir, s), functools.partial(make_detector, s, device))
+              for s in detector_passes(crop, settings)]  # the second pass keeps the device type
+    return geometry, passes
+
+
 def crop_splits(
     train_manifest: Path,
     eval_manifest: Path,
@@ -297,17 +314,7 @@ def crop_splits(
     ``eval``, ``eval_index``, ``sample_sheet``, ``fallback_sheet``; :mod:`maskpipe.dag.table`).
     ``workers``: chunks cropped at once (default: :func:`default_workers`).
     """
-    from maskpipe.config import as_hw
-
-    height, width = as_hw(crop["size"])
-    fb = crop["fallback"]
-    geometry = CropGeometry(height, width, crop["margin"],
-                            (fb["center_x"], fb["center_y"], fb["width"], fb["height"]))
-    # the device type is in the cache key: MTCNN's boxes on CPU and CUDA differ in the last digits
-    settings = DetectorSettings(crop["detect_scale"], crop["min_face_size"], tuple(crop["thresholds"]),
-                                device.split(":")[0])
-    passes = [DetectionPass(s, BoxCache(cache_dir, s), functools.partial(make_detector, s, device))
-              for s in detector_passes(crop, settings)]  # the second pass keeps the device type
+    geometry, passes = crop_setup(crop, cache_dir, device)
     manifests = {}
     for split, manifest_path in (("train", train_manifest), ("eval", eval_manifest)):
         manifests[split] = read_csv(manifest_path, required=["key", "path", "sha256"],

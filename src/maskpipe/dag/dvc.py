@@ -75,6 +75,8 @@ def stages(cfg: Config, config_file: str, start: str = ".") -> dict:
     cannot name the previous round's folder), the round steps grouped round by round."""
     out = {}
     for step in STEPS.values():
+        if not step.active(cfg.raw):
+            continue
         if not step.rounds:
             out[step.name] = _stage(step, cfg, config_file, start)
         elif step is ROUND_STEPS[0]:

@@ -25,6 +25,8 @@ from maskpipe.layout import Layout
 def jobs(step: Step, raw: dict) -> list[dict[str, Any]]:
     """The wildcards of every job of ``step``: one per model x fold (of a round: per model
     ``pseudo.models`` selects), per round, both, or one job without any."""
+    if not step.active(raw):
+        return []
     rounds = [{"round": r} for r in extra_rounds(raw)] if step.rounds else [{}]
     if not step.fan_out:
         return rounds
@@ -88,8 +90,9 @@ class Arg:
 
     def absent(self, raw: dict) -> bool:
         """Left out of the command: a per-round list, and the config has no pseudo-label rounds
-        (so the command is the same as before rounds existed)."""
-        return (self.port is not None and self.port.round in ("rounds", "extra")
+        (so the command is the same as before rounds existed), or a port whose ``when`` key the
+        config leaves empty."""
+        return (self.port is not None and (self.port.round in ("rounds", "extra") or bool(self.port.when))
                 and not self.port.paths(raw))
 
 

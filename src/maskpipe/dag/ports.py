@@ -47,11 +47,15 @@ class Port:
     #: for options: left out of a command, it is where this port puts it for the config (False:
     #: it stays out, e.g. train's resume file, which by hand means no resuming)
     fill: bool = True
+    #: a config key: while it is empty (null, [], false) the port has no path and is left out of
+    #: the command (an input only some configs have, e.g. the external faces' crops)
+    when: str = ""
+    listed: bool = False  #: ``config`` holds a list of paths: one path per entry
 
     @property
     def many(self) -> bool:
-        """A list of paths (one per model x fold or per round), not one path."""
-        return self.every_job or self.round in ("rounds", "extra")
+        """A list of paths (one per model x fold, per round or per listed entry), not one path."""
+        return self.every_job or self.listed or self.round in ("rounds", "extra")
 
     def flag(self, output: bool = False) -> str:
         """The command line option: ``--NAME`` for inputs, ``--out-NAME`` for outputs."""
@@ -60,14 +64,15 @@ class Port:
     def paths(self, raw: dict, model: str = MODEL, fold: str = FOLD,
               round: str | int = ROUND) -> list[str]:
         """Where this port lives for a config (and a job's round); empty when its config key is
-        null, or for the rounds of a config without pseudo-label rounds."""
+        null, for the rounds of a config without pseudo-label rounds, or while ``when`` is empty."""
+        if self.when and not config_value(raw, self.when):
+            return []
         if self.config is not None:
-            node: Any = raw
-            for part in self.config.split("."):
-                node = node[part]
+            node = config_value(raw, self.config)
             if node is None:
                 return []
-            return [f"{str(node).rstrip('/')}/{self.under}" if self.under else str(node)]
+            return [f"{str(n).rstrip('/')}/{self.under}" if self.under else str(n)
+                    for n in (node if self.listed else [node])]
         base = Layout(str(raw["results"]))
         out = []
         for layout in round_layouts(self.round, base, raw, round, self.name):
@@ -99,6 +104,13 @@ class Step:
     rounds: bool = False  #: once per pseudo-label round 2, 3, ... (its files: ``round="this"``)
     threads_option: bool = False  #: its command takes ``--threads`` (torch's CPU threads)
     function: str = ""  #: the step whose ``run`` it runs (a round step's round-1 step)
+    #: a config key: while it is empty (null, [], false) the step has no job (no rule is asked
+    #: for its outputs, no DVC stage is written)
+    when: str = ""
+
+    def active(self, raw: dict) -> bool:
+        """Whether the step has jobs under config ``raw`` (:attr:`when`)."""
+        return not self.when or bool(config_value(raw, self.when))
 
     @property
     def runs(self) -> str:
@@ -168,6 +180,14 @@ class Job:
     fold: int | None = None
     log: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def config_value(raw: dict, key: str) -> Any:
+    """The value of dotted ``key`` in config ``raw``."""
+    node: Any = raw
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def model_folds(raw: dict) -> list[tuple[str, int]]:

@@ -82,7 +82,8 @@ def _check_and_hash(path: Path) -> str:
     return sha256_file(path)
 
 
-def _hash_all(paths: list[Path], workers: int, desc: str) -> list[str]:
+def hash_images(paths: list[Path], workers: int, desc: str) -> list[str]:
+    """Each image decoded (:func:`check_image`) and its SHA-256, in ``paths`` order."""
     # Hashing and decoding release the GIL, so threads overlap the I/O and both cores.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         it = pool.map(_check_and_hash, paths)
@@ -148,7 +149,7 @@ def build_train_manifest(root: Path, workers: int = 4) -> pd.DataFrame:
         log.warning("%d folder(s) in %s are not in train.csv and are ignored (first: %s)",
                     len(orphans), images_dir, orphans[0])
     df = pd.DataFrame(rows)
-    df["sha256"] = _hash_all([root / p for p in df["path"]], workers, "validate train")
+    df["sha256"] = hash_images([root / p for p in df["path"]], workers, "validate train")
     return df
 
 
@@ -167,5 +168,5 @@ def build_eval_manifest(root: Path, workers: int = 4) -> pd.DataFrame:
         if not (root / "eval" / "images" / image_id).is_file():
             raise MaskpipeError(f"{csv_path}: row {i}: image eval/images/{image_id} not found")
     df = pd.DataFrame({"key": ids, "path": [f"eval/images/{i}" for i in ids]})
-    df["sha256"] = _hash_all([root / p for p in df["path"]], workers, "validate eval")
+    df["sha256"] = hash_images([root / p for p in df["path"]], workers, "validate eval")
     return df

@@ -18,6 +18,11 @@ The statistics follow the real competition data (``DESIGN.md``), as options:
   real eval set's predictions say ~60% male and many more over-60s (the winning team predicted
   >=60 for 31% of the photos), so by default 60% male and 25% of persons 60 or over, drawn from
   every face aged 60+. ``demo_truth.csv`` names the eval person of each photo.
+
+The faces no person uses (of those left after dropping copies, with landmarks found) are
+written to ``OUT/external/`` with their ``labels.csv``: a public face set for the ``external``
+config section, disjoint from every train and eval person's face. It does not change the set
+itself, so a folder made before it existed gets it on the next run.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from maskpipe.demo.competition import TrainWriter, check_out, finish, plant_plan
 from maskpipe.demo.dedupe import HASH_SIZE, NEAR_BITS, find_duplicates
 from maskpipe.demo.landmarks import POINT_COLUMNS, face_path, face_paths, find_landmarks
 from maskpipe.demo.shoot import plan_shoot, render
-from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_csv
+from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ _VERSION = 2  # bump when the images change (2: duplicate faces dropped)
 FACES_FILE = "demo_faces.csv"
 #: The faces left out as copies of another (file, kept, kind, bits: see maskpipe.demo.dedupe).
 DUPLICATES_FILE = "demo_duplicates.csv"
+#: The faces no person uses, with ``labels.csv`` (file, age, gender): external training faces.
+EXTERNAL_DIR = "external"
 #: How much of a face photo a portrait keeps (maskpipe.demo.shoot): the first is the default.
 FACE_REGIONS = ("oval", "square")
 # Real train set: <30 1,281, 30-59 1,227 persons; the share of the young among the under-60s.
@@ -223,7 +230,8 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     Returns:
         Counts: ``persons``, ``eval_persons``, ``train_images``, ``eval_images``, ``faces`` (usable
         faces in the folder), ``duplicate_faces`` and ``faces_without_landmarks`` (left out; the
-        three absent when skipped), ``planted`` (when planting) and ``skipped``.
+        three absent when skipped), ``external_faces`` (written to ``OUT/external``; absent when
+        skipped and already there), ``planted`` (when planting) and ``skipped``.
 
     Raises:
         MaskpipeError: bad arguments, a bad labels.csv, too few faces, or ``out`` holding
@@ -253,10 +261,14 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
                "eval_images": 7 * eval_persons}
     if plant_errors:
         summary["planted"] = len(plan)
+    cache = landmark_cache or out.with_name(out.name + ".landmarks.csv")
     if check_out(out, params, what):
+        if not (out / EXTERNAL_DIR / "labels.csv").is_file():  # a set made before OUT/external
+            faces = _read_faces(faces_dir, cache)[0]
+            used = read_csv(out / FACES_FILE, required=["file"], dtype={"file": str})["file"]
+            summary["external_faces"] = write_external(out / EXTERNAL_DIR, faces_dir, faces, used)
         return {**summary, "skipped": True}
-    faces, marks, duplicates, missed = _read_faces(faces_dir,
-                                                   landmark_cache or out.with_name(out.name + ".landmarks.csv"))
+    faces, marks, duplicates, missed = _read_faces(faces_dir, cache)
     summary.update(faces=len(faces), duplicate_faces=len(duplicates), faces_without_landmarks=missed)
     train, evals = assign_faces(faces, persons, eval_persons, priors, seed, where=str(labels_path))
     folders = _write_train(out, faces_dir, marks, train, seed, plan, bool(plant_errors), face_region)
@@ -264,11 +276,25 @@ def generate_realfaces(out: Path, faces_dir: Path, persons: int = 150, eval_pers
     used = [pd.DataFrame({"split": "train", "person": folders, "file": train["file"], "age": train["age"]}),
             pd.DataFrame({"split": "eval", "person": [str(j) for j in range(len(evals))], "file": evals["file"],
                           "age": evals["age"]})]
-    write_csv(pd.concat(used), out / FACES_FILE)
+    used = pd.concat(used)
+    write_csv(used, out / FACES_FILE)
     write_csv(duplicates, out / DUPLICATES_FILE)
+    summary["external_faces"] = write_external(out / EXTERNAL_DIR, faces_dir, faces, used["file"])
     finish(out, params)
     log.info("wrote %d train and %d eval persons from %s to %s", persons, eval_persons, faces_dir, out)
     return {**summary, "skipped": False}
+
+
+def write_external(folder: Path, faces_dir: Path, faces: pd.DataFrame, used: pd.Series) -> int:
+    """Copy the ``faces`` not in ``used`` into ``folder`` with their ``labels.csv`` (file, age,
+    gender; the file under ``images/``), in ``faces``' order; returns how many."""
+    rest = faces[~faces["file"].isin(set(used))]
+    for name, path in zip(rest["file"], face_paths(faces_dir, rest["file"].tolist()), strict=True):
+        write_bytes_if_changed(folder / "images" / name, path.read_bytes())
+    write_csv(pd.DataFrame({"file": [f"images/{f}" for f in rest["file"]], "age": rest["age"].to_numpy(),
+                            "gender": [GENDER_NAMES[g] for g in rest["gender"]]}), folder / "labels.csv")
+    log.info("wrote the %d faces no person uses to %s", len(rest), folder)
+    return len(rest)
 
 
 def _write_train(out: Path, faces_dir: Path, marks: pd.DataFrame, train: pd.DataFrame, seed: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from maskpipe.dag.ports import Again, Job, Step, layout_port
+from maskpipe.steps.external import EXTERNAL_CROPS
 
 #: The training crops and their index, as train reads them (mislabels reads them too).
 TRAIN_CROPS = (layout_port("crops", "crops", "train", help="training crops (.npy)"),
@@ -13,7 +14,7 @@ TRAIN_CROPS = (layout_port("crops", "crops", "train", help="training crops (.npy
 STEP = Step(
     "train", "train one model on one fold", ("train", "models.{model}"),
     inputs=(*TRAIN_CROPS, layout_port("labels", "labels", help="corrected labels"),
-            layout_port("folds", "folds", help="person -> fold")),
+            layout_port("folds", "folds", help="person -> fold"), *EXTERNAL_CROPS),
     outputs=(layout_port("checkpoint", "checkpoint", per_job=True, help="best weights (.pt)"),
              layout_port("metrics", "train_metrics", per_job=True, help="history and best epoch (.json)"),
              layout_port("tensorboard", "tensorboard", per_job=True, folder=True,
@@ -41,7 +42,9 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     i, o = job.inputs, job.outputs
     # retrain (a pseudo-label round) runs this too, given the round's pseudo-labels
     pseudo = (i["eval_crops"], i["eval_index"], i["pseudo_labels"]) if "pseudo_labels" in i else None
+    # the external faces (config external.folders), when there are any
+    external = (i["external_crops"], i["external_labels"]) if i.get("external_crops") else None
     with devices.claim_device(cfg["train"]["device"]) as device:
         loop.train_fold(loop.TrainJob(job.model, job.fold, i["crops"], i["crop_index"], i["labels"],
                                       i["folds"], o["checkpoint"], o["metrics"], o["tensorboard"],
-                                      device, job.options.get("resume"), pseudo), cfg)
+                                      device, job.options.get("resume"), pseudo, external), cfg)

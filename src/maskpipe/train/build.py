@@ -8,6 +8,7 @@ Every builder takes the values it needs, never the whole config; ``where`` is th
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from maskpipe.classes import MASK_STATES, NUM_CLASSES, decode
 from maskpipe.config import as_hw
-from maskpipe.io import MaskpipeError
+from maskpipe.data.external import LABEL_COLUMNS, NOT_WEAR
+from maskpipe.io import MaskpipeError, read_csv
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split, pseudo_rows
-from maskpipe.train.heads import HeadLoss
+from maskpipe.train.heads import HeadLoss, head_tasks, hide_tasks
 from maskpipe.train.model import create_model
 from maskpipe.train.optim import Schedule, make_optimizer, make_schedule
 
@@ -43,6 +45,7 @@ class Data:
     size: tuple[int, int]
     mean: tuple
     std: tuple
+    partial: bool = False  # some training rows leave tasks unknown (hide_tasks): HeadLoss skips them
 
 
 @dataclass
@@ -97,6 +100,33 @@ def pseudo_split(eval_index: Path, pseudo_labels: Path, model_cfg: dict) -> pd.D
     return rows
 
 
+def external_split(external_labels: Path, model_cfg: dict, where: str) -> pd.DataFrame:
+    """The external faces a model trains on besides its fold's rows: ``row``, ``train_label``
+    and ``target`` (the label with the tasks it does not train them for marked unknown,
+    :func:`maskpipe.train.heads.hide_tasks`). Empty when ``external_tasks`` shares no task with
+    the head. They never join a validation fold: they have no fold.
+
+    Raises:
+        MaskpipeError: a single 18-class head given some tasks only (its one loss cannot leave
+            a task out), or CutMix/MixUp with tasks left out (a mixed pair's unknown task).
+    """
+    rows = read_csv(external_labels, required=LABEL_COLUMNS, dtype={"key": str})
+    learns = head_tasks(model_cfg["head"])
+    chosen = model_cfg["external_tasks"]
+    used = learns if chosen is None else tuple(t for t in learns if t in chosen)
+    if model_cfg["head"] == "single" and used not in ((), learns):
+        raise MaskpipeError(f"{where}.external_tasks: a single 18-class head learns the three tasks in "
+                            f"one loss: give all three or [] (or use head: multitask), not {list(chosen)}")
+    for_mask = model_cfg["for_mask"]
+    if not used or (for_mask is not None and MASK_STATES.index(for_mask) != NOT_WEAR):
+        return rows.iloc[:0].assign(target=rows["train_label"].iloc[:0])
+    hidden = tuple(t for t in learns if t not in used)
+    if hidden and model_cfg["mixup"]["prob"] > 0:
+        raise MaskpipeError(f"{where}.external_tasks: CutMix/MixUp (mixup.prob > 0) cannot mix a face "
+                            f"whose {', '.join(hidden)} is unknown; give every task the head learns")
+    return rows.assign(target=hide_tasks(rows["train_label"].to_numpy(), hidden))
+
+
 def build_model(model_cfg: dict, device: torch.device, where: str) -> nn.Module:
     """The timm model with its head, on ``device`` (channels-last on CUDA if configured)."""
     model = create_model(model_cfg["arch"], model_cfg["pretrained"], model_cfg["pretrained_file"],
@@ -109,19 +139,25 @@ def build_model(model_cfg: dict, device: torch.device, where: str) -> nn.Module:
 
 def build_data(crops: Path, tr: pd.DataFrame, va: pd.DataFrame, pretrained_cfg: dict,
                model_cfg: dict, num_workers: int, seed: int, generator: torch.Generator,
-               cuda: bool, where: str, extra: tuple[Path, pd.DataFrame] | None = None) -> Data:
-    """Datasets, transforms, sampler, CutMix/MixUp and the two loaders. ``extra``: more
-    training rows (``row``, ``train_label``) from another crops file (pseudo-labelled eval photos)."""
+               cuda: bool, where: str, extras: Sequence[tuple[Path, pd.DataFrame]] = ()) -> Data:
+    """Datasets, transforms, sampler, CutMix/MixUp and the two loaders. ``extras``: more
+    training rows (``row``, ``train_label``, and ``target`` where some tasks are unknown) from
+    other crops files (pseudo-labelled eval photos, external faces)."""
     mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
     size, preprocess = as_hw(model_cfg["image_size"]), model_cfg["preprocess"]
     train_tf = build_transforms(size, mean, std, preprocess, model_cfg["augment"], seed, where)
     val_tf = build_transforms(size, mean, std, preprocess, None, None, where)
     train_y = tr["train_label"].to_numpy()
     train_ds = CropDataset(crops, tr["row"].to_numpy(), train_y, train_tf)
-    if extra is not None and len(extra[1]):
-        more = CropDataset(extra[0], extra[1]["row"].to_numpy(), extra[1]["train_label"].to_numpy(), train_tf)
+    partial = False
+    for path, rows in extras:
+        if not len(rows):
+            continue
+        target = rows["target"] if "target" in rows else rows["train_label"]
+        more = CropDataset(path, rows["row"].to_numpy(), target.to_numpy(), train_tf)
         train_ds = ConcatDataset([train_ds, more])  # indices run on from the fold's rows, as train_y
-        train_y = np.concatenate([train_y, more.labels])
+        train_y = np.concatenate([train_y, rows["train_label"].to_numpy()])
+        partial = partial or bool((more.labels >= NUM_CLASSES).any())
     val_ds = CropDataset(crops, va["row"].to_numpy(), va["train_label"].to_numpy(), val_tf)
     bs = model_cfg["batch_size"]
     mixup = make_mixup(model_cfg["mixup"], NUM_CLASSES)
@@ -138,7 +174,7 @@ def build_data(crops: Path, tr: pd.DataFrame, va: pd.DataFrame, pretrained_cfg: 
         raise MaskpipeError(f"{where}.batch_size {bs} exceeds the {len(train_ds)} training images")
     val_dl = DataLoader(val_ds, batch_size=bs * 2, **loader_kw)
     return Data(train_dl, val_dl, train_tf, mixup, train_y, va["label"].to_numpy(), size,
-                tuple(mean), tuple(std))
+                tuple(mean), tuple(std), partial)
 
 
 def build_parts(model: nn.Module, data: Data, model_cfg: dict, device: torch.device,
@@ -151,7 +187,7 @@ def build_parts(model: nn.Module, data: Data, model_cfg: dict, device: torch.dev
                              f"{where}.scheduler")
     counts = np.bincount(data.train_y, minlength=NUM_CLASSES)
     loss_fn = HeadLoss(model_cfg["head"], model_cfg["loss"], counts, model_cfg["task_weights"],
-                       f"{where}.loss").to(device)
+                       f"{where}.loss", partial=data.partial).to(device)
     amp = AMP_DTYPES.get(model_cfg["amp"]) if device.type == "cuda" else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     ema = None

@@ -21,6 +21,28 @@ from maskpipe.train.losses import build_loss
 HEADS = ("single", "multitask", *TASKS)
 
 
+def head_tasks(head: str) -> tuple[str, ...]:
+    """The tasks a head learns: all three, or a task model's own."""
+    return tuple(TASKS) if head in ("single", "multitask") else (head,)
+
+
+# A training row may leave tasks unknown (an external face trains only its model's chosen
+# tasks): they ride in its label as ``class + NUM_CLASSES * bits``, bit i for the i-th task of
+# TASKS, so the loaders, samplers and datasets carry one integer per row as before.
+def hide_tasks(labels: np.ndarray, hidden: tuple[str, ...]) -> np.ndarray:
+    """18-class ``labels`` with the tasks ``hidden`` marked unknown (:class:`HeadLoss` skips them)."""
+    bits = sum(1 << list(TASKS).index(t) for t in hidden)
+    return np.asarray(labels, dtype=np.int64) + NUM_CLASSES * bits
+
+
+def known_tasks(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(18-class targets, ``(N, 3)`` bool: which tasks each row's label knows) from labels that
+    may carry :func:`hide_tasks`' marks."""
+    bits = target // NUM_CLASSES
+    known = torch.stack([(bits >> i) & 1 == 0 for i in range(len(TASKS))], dim=1)
+    return target % NUM_CLASSES, known
+
+
 def head_classes(head: str) -> int:
     """Output width of a head: 18, 3 + 2 + 3, or one task's classes."""
     return {"single": NUM_CLASSES, "multitask": sum(TASKS.values())}.get(head) or TASKS[head]
@@ -66,13 +88,15 @@ class HeadLoss(nn.Module):
     """The configured loss on each part of a head, summed with the task weights.
 
     Targets arrive as 18-class labels (or CutMix/MixUp's soft 18-class targets); each task
-    head learns the marginal of that target.
+    head learns the marginal of that target. With ``partial``, labels may mark tasks unknown
+    (:func:`hide_tasks`): each task's loss is then taken over the rows that know it only (a
+    row knowing no task of the head adds nothing).
     """
 
     def __init__(self, head: str, specs: list[dict], class_counts: np.ndarray,
-                 task_weights: dict[str, float], where: str):
+                 task_weights: dict[str, float], where: str, partial: bool = False):
         super().__init__()
-        self.head = head
+        self.head, self.partial = head, partial
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
         part_counts = {"all": counts, **marginals(counts[None])}
         parts = ["all"] if head == "single" else list(TASKS) if head == "multitask" else [head]
@@ -83,8 +107,18 @@ class HeadLoss(nn.Module):
             for p in parts})
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        known = None
         if target.dim() == 1:
+            if self.partial:  # only then: reading the marks costs a device sync per batch
+                target, known = known_tasks(target)
             target = nn.functional.one_hot(target, NUM_CLASSES).float()
         targets = {"all": target, **marginals(target.float())}
         parts = split_logits(logits, self.head)
-        return sum(self.weights[p] * self.losses[p](parts[p], targets[p]) for p in self.losses)
+        if known is None:
+            return sum(self.weights[p] * self.losses[p](parts[p], targets[p]) for p in self.losses)
+        total = logits.sum() * 0.0  # a batch that knows no task still backpropagates (zeros)
+        for p in self.losses:
+            keep = known.all(dim=1) if p == "all" else known[:, list(TASKS).index(p)]
+            if keep.any():
+                total = total + self.weights[p] * self.losses[p](parts[p][keep], targets[p][keep])
+        return total

@@ -23,10 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from maskpipe.classes import NUM_CLASSES
 from maskpipe.io import save_torch, write_json
 from maskpipe.metrics import head_score
-from maskpipe.train.build import (Data, Parts, build_data, build_model, build_parts, pseudo_split,
-                                  split_fold)
+from maskpipe.train.build import (Data, Parts, build_data, build_model, build_parts, external_split,
+                                  pseudo_split, split_fold)
 from maskpipe.train.heads import probabilities
 from maskpipe.devices import resolve_workers
 from maskpipe.train.resume import ResumeState, fingerprint, runtime
@@ -91,7 +92,8 @@ class TrainJob:
     ``resume``: the state after every epoch is kept there, and a rerun with the same config and
     inputs continues from it (None: no resuming). ``pseudo`` (eval crops, eval crop index,
     pseudo-labels): a pseudo-label round's job, whose training rows also hold the
-    pseudo-labelled eval photos (validation stays the fold's).
+    pseudo-labelled eval photos (validation stays the fold's). ``external`` (external crops,
+    their labels): external faces join the training rows of every fold, never its validation.
     """
 
     model: str
@@ -106,6 +108,7 @@ class TrainJob:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     resume: Path | None = None
     pseudo: tuple[Path, Path, Path] | None = None
+    external: tuple[Path, Path] | None = None
 
 
 def train_fold(job: TrainJob, cfg: dict[str, dict], stop_after_epoch: int | None = None) -> dict:
@@ -122,21 +125,20 @@ def train_fold(job: TrainJob, cfg: dict[str, dict], stop_after_epoch: int | None
     model_name, fold, device = job.model, job.fold, job.device
     model_cfg, train_cfg = cfg[f"models.{model_name}"], cfg["train"]
     crops, crop_index, labels, folds = job.crops, job.crop_index, job.labels, job.folds
-    resume_file, pseudo = job.resume, job.pseudo
+    resume_file, pseudo, external = job.resume, job.pseudo, job.external
 
     where, seed = f"models.{model_name}", train_cfg["seed"] + fold
     generator = seed_everything(seed)
     # build: the split, the model (its initial weights drawn right after seeding), the data, the rest
     tr, va = split_fold(crop_index, labels, folds, fold, model_cfg, where)
-    extra = None if pseudo is None else (pseudo[0], pseudo_split(pseudo[1], pseudo[2], model_cfg))
-    n_pseudo = 0 if extra is None else len(extra[1])
+    extras = fold_extras(pseudo, external, model_cfg, where)
+    n_pseudo, n_external = (len(extras[k][1]) if k in extras else 0 for k in ("pseudo", "external"))
     log.info("%s fold %d: %d training%s and %d validation images on %s", model_name, fold,
-             len(tr) + n_pseudo, f" ({n_pseudo} of them pseudo-labelled eval photos)" if extra else "",
-             len(va), device)
+             len(tr) + n_pseudo + n_external, _extra_counts(n_pseudo, n_external), len(va), device)
     model = build_model(model_cfg, device, where)
     data = build_data(crops, tr, va, model.pretrained_cfg, model_cfg,
                       resolve_workers(train_cfg["num_workers"], device.type), seed,
-                      generator, device.type == "cuda", where, extra)
+                      generator, device.type == "cuda", where, list(extras.values()))
     parts = build_parts(model, data, model_cfg, device, where)
     # where it runs is part of the key: a resume.pt written on the CPU starts over on CUDA, whose
     # results would differ from an uninterrupted run's
@@ -149,7 +151,8 @@ def train_fold(job: TrainJob, cfg: dict[str, dict], stop_after_epoch: int | None
         weights = ([resolve_weights_file(model_cfg["pretrained_file"], where)]
                    if model_cfg["pretrained_file"] else [])
         key = fingerprint(model_name, fold, model_cfg, train_cfg,
-                          [crops, crop_index, labels, folds, *(pseudo or ()), *weights], run_on)
+                          [crops, crop_index, labels, folds, *(pseudo or ()), *(external or ()), *weights],
+                          run_on)
         state = ResumeState.load(resume_file, key, *_resumable(parts), run_on) or state
     # fit and evaluate, epoch by epoch
     name = f"{model_name} fold {fold}"
@@ -172,10 +175,30 @@ def train_fold(job: TrainJob, cfg: dict[str, dict], stop_after_epoch: int | None
         writer.close()
     # write
     metrics = write_outputs(state, data, model_name, fold, model_cfg, train_cfg, parts.ema is not None,
-                            len(tr) + n_pseudo, len(va), device, job.checkpoint, job.metrics, n_pseudo)
+                            len(tr) + n_pseudo + n_external, len(va), device, job.checkpoint, job.metrics,
+                            n_pseudo, n_external)
     if resume_file is not None:
         resume_file.unlink(missing_ok=True)
     return metrics
+
+
+def fold_extras(pseudo: tuple[Path, Path, Path] | None, external: tuple[Path, Path] | None,
+                model_cfg: dict, where: str) -> dict[str, tuple[Path, Any]]:
+    """The training rows a fold's own rows are joined by, by kind (``pseudo``: the round's
+    pseudo-labelled eval photos, ``external``: the external faces the model takes), each as
+    (crops file, rows); none of them is ever a validation row."""
+    extras = {}
+    if pseudo is not None:
+        extras["pseudo"] = (pseudo[0], pseudo_split(pseudo[1], pseudo[2], model_cfg))
+    if external is not None:
+        extras["external"] = (external[0], external_split(external[1], model_cfg, where))
+    return extras
+
+
+def _extra_counts(n_pseudo: int, n_external: int) -> str:
+    parts = [f"{n} {what}" for n, what in ((n_pseudo, "pseudo-labelled eval photos"),
+                                           (n_external, "external faces")) if n]
+    return f" ({' and '.join(parts)} among them)" if parts else ""
 
 
 def run_epoch(parts: Parts, data: Data, device: torch.device, epoch: int, epoch_seed: int,
@@ -215,7 +238,7 @@ def fit_epoch(parts: Parts, data: Data, device: torch.device, desc: str) -> dict
     parts.optimizer.zero_grad(set_to_none=True)
     train_true, train_pred = [], []
     for step, (x, y) in enumerate(bar, start=1):
-        train_true.append(y)  # the loader's CPU labels: no GPU sync per batch
+        train_true.append(y % NUM_CLASSES)  # the loader's CPU labels (no hide_tasks marks): no GPU sync
         x, y = _to(x, device, parts.channels_last), y.to(device, non_blocking=True)
         if data.mixup is not None:
             x, y = data.mixup(x, y)
@@ -273,7 +296,7 @@ def _patience_ran_out(state: ResumeState, epoch: int, patience: int | None, name
 
 def write_outputs(state: ResumeState, data: Data, model_name: str, fold: int, model_cfg: dict,
                   train_cfg: dict, ema: bool, n_train: int, n_val: int, device: torch.device,
-                  out_checkpoint: Path, out_metrics: Path, n_pseudo: int = 0) -> dict:
+                  out_checkpoint: Path, out_metrics: Path, n_pseudo: int = 0, n_external: int = 0) -> dict:
     """Write the best checkpoint, then the metrics JSON that describes it; return the metrics."""
     where = f"models.{model_name}"
     checkpoint = {
@@ -289,7 +312,7 @@ def write_outputs(state: ResumeState, data: Data, model_name: str, fold: int, mo
     save_torch(checkpoint, out_checkpoint)
     metrics = {"model": model_name, "fold": fold, "arch": model_cfg["arch"],
                "best_epoch": state.best["epoch"], "best_val_f1": state.best["val_f1"],
-               "n_train": n_train, "n_pseudo": n_pseudo, "n_val": n_val, "device": device.type,
+               "n_train": n_train, "n_pseudo": n_pseudo, "n_external": n_external, "n_val": n_val, "device": device.type,
                "history": state.history, "config": {"train": train_cfg, where: model_cfg}}
     write_json(metrics, out_metrics)
     log.info("%s fold %d: best validation macro F1 %.4f at epoch %d",

@@ -1,0 +1,233 @@
+"""External labelled faces (config ``external``): checked, cropped, and in training rows only.
+
+The faces here are small drawn images (no photo needed): MTCNN finds no face on them, so each
+takes the fixed fallback crop, which is all these tests need from the crop library.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import ConcatDataset
+
+from maskpipe.classes import NUM_CLASSES, decode, encode
+from maskpipe.config import validate
+from maskpipe.dag.dvc import stages
+from maskpipe.config import Config
+from maskpipe.dag.jobs import argv, jobs, jobs_for, resolve
+from maskpipe.dag.runner import run_job
+from maskpipe.dag.table import STEPS
+from maskpipe.data.external import NOT_WEAR, parse_age, read_folders, read_labels
+from maskpipe.io import MaskpipeError
+from maskpipe.layout import Layout
+from maskpipe.train.build import build_data, external_split, split_fold
+from maskpipe.train.heads import HeadLoss, known_tasks
+
+#: The faces of the test folder: (file, age as written, gender as written).
+FACES = [("a.png", "24", "male"), ("b.png", "60-69", "Female"), ("c.png", "more than 70", "male"),
+         ("d.png", "45", "female"), ("e.png", "70+", "female"), ("f.png", "3-9", "male")]
+
+
+def _face_folder(folder: Path, rows=FACES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (file, _, _) in enumerate(rows):
+        if not (folder / file).exists():
+            colour = (40 * k % 256, 90, 200 - 20 * k)
+            Image.new("RGB", (130, 150), colour).save(folder / file)  # >= crop.min_face_size
+    pd.DataFrame(rows, columns=["file", "age", "gender"]).to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
+# --- checking labels.csv -----------------------------------------------------------------------------
+
+def test_ages_and_ranges_parse():
+    assert [parse_age(t) for t in ("24", "60-69", "50-59", "more than 70", "70+", "0-2", " 3 - 9 ")] == \
+        [24, 64, 54, 70, 70, 1, 6]
+    assert [parse_age(t) for t in ("", "abc", "69-60", "-3", "130", "24.5")] == [None] * 6
+
+
+def test_labels_read_with_ranges_and_any_case_gender(tmp_path):
+    table = read_labels(_face_folder(tmp_path / "f"))
+    assert table["age"].tolist() == [24, 64, 70, 45, 70, 6]
+    assert table["gender"].tolist() == [0, 1, 0, 1, 1, 0]
+    assert all(Path(p).is_file() for p in table["path"])
+
+
+@pytest.mark.parametrize("row, message", [
+    (("zz.png", "30", "male"), r"labels\.csv: row 3: file 'zz\.png' not found in "),
+    (("b.png", "old", "male"), r"labels\.csv: row 3: age 'old' is not a whole number or a range such as 60-69"),
+    (("b.png", "30", "x"), r"labels\.csv: row 3: gender 'x' is not male or female"),
+    (("a.png", "30", "male"), r"labels\.csv: row 3: file 'a\.png' is already listed in row 2"),
+    (("../a.png", "30", "male"), r"labels\.csv: row 3: path '\.\./a\.png' leaves the data folder"),
+])
+def test_a_bad_row_is_one_line_naming_file_and_row(tmp_path, row, message):
+    folder = _face_folder(tmp_path / "f", FACES[:2])
+    pd.DataFrame([FACES[0], row], columns=["file", "age", "gender"]).to_csv(folder / "labels.csv", index=False)
+    with pytest.raises(MaskpipeError, match=message) as err:
+        read_labels(folder)
+    assert "\n" not in str(err.value) and str(folder / "labels.csv") in str(err.value)
+
+
+def test_missing_labels_or_columns(tmp_path):
+    with pytest.raises(MaskpipeError, match=r"nowhere/labels\.csv: not found"):
+        read_labels(tmp_path / "nowhere")
+    folder = _face_folder(tmp_path / "f")
+    (folder / "labels.csv").write_text("file,age\na.png,3\n")
+    with pytest.raises(MaskpipeError, match=r"labels\.csv: missing column\(s\) gender"):
+        read_labels(folder)
+
+
+def test_folders_keys_are_unique_across_folders(tmp_path):
+    faces = read_folders([_face_folder(tmp_path / "one"), _face_folder(tmp_path / "two", FACES[:2])])
+    assert len(faces) == 8 and faces["key"].is_unique
+    assert faces["key"].iloc[-1] == "external/1/b.png"
+
+
+# --- the external step in the table ----------------------------------------------------------------
+
+@pytest.fixture
+def configs(shipped_config, tmp_path):
+    """(config without external faces, config with two folders of them), validated."""
+    plain = copy.deepcopy(shipped_config)
+    plain["results"] = str(tmp_path / "results")
+    plain["crop"]["size"] = [40, 32]
+    with_faces = copy.deepcopy(plain)
+    with_faces["external"] = {"folders": [str(_face_folder(tmp_path / "faces1")),
+                                          str(_face_folder(tmp_path / "faces2", FACES[:3]))]}
+    return validate(plain), validate(with_faces)
+
+
+def test_default_config_has_no_external_job_and_train_command_is_unchanged(configs):
+    plain, with_faces = configs
+    external, train = STEPS["external"], STEPS["train"]
+    assert jobs(external, plain) == [] and "external" not in stages(Config(plain), "config.yaml")
+    assert not any(a.startswith("--external") for a in argv(train, plain, ["c.yaml"], "demo", 0))
+    assert jobs(external, with_faces) == [{}]
+    L = Layout(with_faces["results"])
+    args = argv(train, with_faces, ["c.yaml"], "demo", 0)
+    assert args[args.index("--external-crops") + 1] == L.crops("external")
+    assert args[args.index("--external-labels") + 1] == L.file("labels", "external.csv")
+    assert "external" in {s.name for s, _ in jobs_for("train", with_faces)}
+    dvc = stages(Config(with_faces), "config.yaml")
+    assert dvc["external"]["params"] == [{"config.yaml": ["external", "crop", "labels.train_age_bounds"]}]
+    assert set(with_faces["external"]["folders"]) <= set(dvc["external"]["deps"])
+    assert L.crops("external") in dvc["train"]["deps"]
+
+
+def test_external_step_crops_every_face_with_the_crop_settings(configs, tmp_path):
+    _, raw = configs
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    job = resolve(STEPS["external"], raw)
+    run_job(job, [config_file])
+    crops = np.load(job.outputs["external_crops"])
+    assert crops.shape == (9, 40, 32, 3) and crops.dtype == np.uint8
+    index = pd.read_csv(job.outputs["external_index"])
+    assert len(index) == 9 and set(index["source"]) == {"fallback"}  # no face on a flat image
+    labels = pd.read_csv(job.outputs["external_labels"])
+    assert labels["row"].tolist() == list(range(9))
+    mask, gender, age = decode(labels["train_label"].to_numpy())
+    assert (mask == NOT_WEAR).all() and gender.tolist() == [0, 1, 0, 1, 1, 0, 0, 1, 0]
+    assert age.tolist() == [0, 2, 2, 1, 2, 0, 0, 2, 2]  # 24, 60-69, >70, 45, 70+, 3-9, then again
+    # a flat image crops to its own colour: row k is face k of the folders, in order
+    assert (crops[1] == crops[1, 0, 0]).all() and (crops[6] == crops[0]).all()
+
+
+# --- training rows -----------------------------------------------------------------------------------
+
+def _training_set(folder: Path) -> tuple[Path, Path, Path, Path, Path, Path]:
+    """A competition training set of 12 persons x 2 photos in 3 folds and 6 external faces, as
+    files: (crops, crop index, labels, folds, external crops, external labels)."""
+    rng = np.random.default_rng(0)
+    persons = [f"p{i}" for i in range(12)]
+    keys = [f"{p}/{s}" for p in persons for s in ("mask1", "normal")]
+    labels = pd.DataFrame({"key": keys, "person": [k.split("/")[0] for k in keys],
+                           "label": [int(encode(k.endswith("normal") * 2, i % 2, i % 3)) for i, k in enumerate(keys)]})
+    labels["train_label"] = labels["label"]
+    labels["mask"] = decode(labels["label"].to_numpy())[0]
+    paths = [folder / n for n in ("train.npy", "train.csv", "labels.csv", "folds.csv", "ext.npy", "ext.csv")]
+    np.save(paths[0], rng.integers(0, 255, (len(keys), 16, 16, 3), dtype=np.uint8))
+    pd.DataFrame({"key": keys, "row": range(len(keys))}).to_csv(paths[1], index=False)
+    labels.to_csv(paths[2], index=False)
+    pd.DataFrame({"person": persons, "fold": [i % 3 for i in range(12)]}).to_csv(paths[3], index=False)
+    np.save(paths[4], rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8))
+    ages = np.array([24, 64, 70, 45, 70, 6])
+    gender = np.array([0, 1, 0, 1, 1, 0])
+    ext = pd.DataFrame({"key": [f"external/0/{c}.png" for c in "abcdef"], "row": range(6), "folder": "f",
+                        "file": [f"{c}.png" for c in "abcdef"], "age": ages, "gender": gender, "mask": NOT_WEAR})
+    ext["label"] = ext["train_label"] = encode(NOT_WEAR, gender, np.digitize(ages, (30, 60)))
+    ext.to_csv(paths[5], index=False)
+    return tuple(paths)
+
+
+def _model(shipped_config, **kw) -> dict:
+    cfg = copy.deepcopy(shipped_config)
+    cfg["models"] = {"m": {**cfg["models"]["demo"], "image_size": [16, 16], "batch_size": 4, **kw}}
+    return validate(cfg)["models"]["m"]
+
+
+@pytest.mark.parametrize("fold", [0, 1, 2])
+def test_external_faces_join_every_folds_training_rows_never_its_validation(tmp_path, shipped_config, fold):
+    crops, index, labels, folds, ext_crops, ext_labels = _training_set(tmp_path)
+    model = _model(shipped_config)
+    tr, va = split_fold(index, labels, folds, fold, model, "models.m")
+    ext = external_split(ext_labels, model, "models.m")
+    data = build_data(crops, tr, va, {"mean": (0.5,) * 3, "std": (0.5,) * 3}, model, 0, 0,
+                      torch.Generator().manual_seed(0), False, "models.m", [(ext_crops, ext)])
+    train_ds, val_ds = data.train.dataset, data.val.dataset
+    assert isinstance(train_ds, ConcatDataset)
+    fold_rows, external_rows = train_ds.datasets
+    assert (fold_rows.npy_path, external_rows.npy_path) == (crops, ext_crops)
+    assert external_rows.rows.tolist() == list(range(6)) and len(train_ds) == len(tr) + 6
+    # validation (and so the out-of-fold predictions, made on the same rows) holds the fold only
+    assert val_ds.npy_path == crops and sorted(val_ds.rows) == sorted(va["row"])
+    assert set(va["key"]) == set(pd.read_csv(index)["key"][va["row"]]) and not va["key"].str.startswith("external").any()
+    assert data.train_y[len(tr):].tolist() == ext["train_label"].tolist() and not data.partial
+
+
+def test_a_task_restricted_model_trains_its_tasks_only(tmp_path, shipped_config):
+    *_, ext_labels = _training_set(tmp_path)
+    # a multitask head told [gender, age]: the mask task is marked unknown on the external rows
+    multi = external_split(ext_labels, _model(shipped_config, head="multitask", external_tasks=["gender", "age"]),
+                           "models.m")
+    target, known = known_tasks(torch.tensor(multi["target"].to_numpy()))
+    assert target.tolist() == multi["train_label"].tolist()
+    assert known.tolist() == [[False, True, True]] * 6
+    # task models: the age model takes them, the mask model does not; an age model of one mask state
+    # only for the state they show
+    assert len(external_split(ext_labels, _model(shipped_config, head="age", external_tasks=["gender", "age"]), "m")) == 6
+    assert len(external_split(ext_labels, _model(shipped_config, head="mask", external_tasks=["gender", "age"]), "m")) == 0
+    assert len(external_split(ext_labels, _model(shipped_config, head="age", for_mask="wear"), "m")) == 0
+    assert len(external_split(ext_labels, _model(shipped_config, head="age", for_mask="not_wear"), "m")) == 6
+    assert len(external_split(ext_labels, _model(shipped_config, external_tasks=[]), "m")) == 0
+    assert (external_split(ext_labels, _model(shipped_config), "m")["target"] < NUM_CLASSES).all()
+    with pytest.raises(MaskpipeError, match=r"models\.m\.external_tasks: a single 18-class head learns"):
+        external_split(ext_labels, _model(shipped_config, external_tasks=["age"]), "models.m")
+    with pytest.raises(MaskpipeError, match=r"models\.m\.external_tasks: CutMix/MixUp .* whose mask is unknown"):
+        external_split(ext_labels, _model(shipped_config, head="multitask", external_tasks=["age", "gender"],
+                                          mixup={"prob": 0.5}), "models.m")
+
+
+def test_an_unknown_task_adds_no_loss_and_no_gradient():
+    """The multitask loss on rows whose mask is unknown: the mask logits get no gradient, the
+    others do; a row knowing every task is scored as before."""
+    ce = [{"name": "ce", "weight": 1.0, "label_smoothing": 0.0, "class_weights": "none", "gamma": 2.0}]
+    weights = {"mask": 1, "gender": 1, "age": 1}
+    loss = HeadLoss("multitask", ce, np.ones(NUM_CLASSES), weights, "m", partial=True)
+    plain = HeadLoss("multitask", ce, np.ones(NUM_CLASSES), weights, "m")
+    logits = torch.randn(4, 8, requires_grad=True)
+    labels = torch.tensor([encode(2, 1, 2)] * 4)
+    hidden = labels + NUM_CLASSES * 1  # bit 0: the mask task
+    loss(logits, hidden).backward()
+    grad = logits.grad.clone()
+    assert (grad[:, :3] == 0).all() and (grad[:, 3:] != 0).all()
+    assert torch.isclose(loss(logits, labels), plain(logits, labels))
+    masked_only = loss(logits, labels + NUM_CLASSES * 7)  # every task unknown: nothing to learn
+    assert masked_only.item() == 0 and masked_only.requires_grad
