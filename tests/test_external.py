@@ -231,3 +231,20 @@ def test_an_unknown_task_adds_no_loss_and_no_gradient():
     assert torch.isclose(loss(logits, labels), plain(logits, labels))
     masked_only = loss(logits, labels + NUM_CLASSES * 7)  # every task unknown: nothing to learn
     assert masked_only.item() == 0 and masked_only.requires_grad
+
+
+def test_train_fold_counts_the_external_faces_and_validates_on_the_fold_only(tmp_path, shipped_config):
+    """One real epoch of a multitask model taking the external faces for gender and age only:
+    the masked loss trains, and the metrics say what it trained and validated on."""
+    from maskpipe.train.loop import TrainJob, train_fold
+
+    crops, index, labels, folds, ext_crops, ext_labels = _training_set(tmp_path)
+    model = _model(shipped_config, arch="test_resnet", head="multitask", external_tasks=["gender", "age"],
+                   image_size=[32, 32], epochs=1, augment=[])
+    cfg = {"train": {**validate(copy.deepcopy(shipped_config))["train"], "num_workers": 0}, "models.m": model}
+    out = tmp_path / "m"
+    metrics = train_fold(TrainJob("m", 1, crops, index, labels, folds, out / "best.pt", out / "metrics.json",
+                                  out / "tb", external=(ext_crops, ext_labels)), cfg)
+    tr, va = split_fold(index, labels, folds, 1, model, "models.m")
+    assert (metrics["n_external"], metrics["n_train"], metrics["n_val"]) == (6, len(tr) + 6, len(va))
+    assert np.isfinite(metrics["history"][0]["train_loss"])

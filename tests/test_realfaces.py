@@ -7,6 +7,7 @@ table of made-up faces, which needs no photo.
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ from maskpipe.classes import IMAGE_STEMS, age_bin, decode
 from maskpipe.cli import main as cli_main
 from maskpipe.demo.competition import MARKER, PLANTED_FILE
 from maskpipe.data.manifest import build_eval_manifest, build_train_manifest
-from maskpipe.demo.realfaces import DUPLICATES_FILE, FACES_FILE, Priors, assign_faces, generate_realfaces
+from maskpipe.data.external import read_labels
+from maskpipe.demo.realfaces import (DUPLICATES_FILE, EXTERNAL_DIR, FACES_FILE, Priors, assign_faces,
+                                     generate_realfaces)
 from maskpipe.io import MaskpipeError
 
 # (gender, youngest, oldest): faces; enough for 12 train and 6 eval persons whatever the draws.
@@ -159,6 +162,33 @@ def test_copies_of_a_photo_are_dropped_before_persons_get_faces(faces, cache, tm
     assert (dropped["kept"] == dropped["file"].str[2:]).all() and (dropped["kind"] == "same bytes").all()
     used = pd.read_csv(out / FACES_FILE)
     assert used["file"].isin(labels["file"]).all() and used["file"].is_unique
+
+
+def test_unused_faces_go_to_external_with_labels(real, faces, cache, tmp_path):
+    """OUT/external holds every usable face no person got (none of a train or eval person's),
+    as the external config section reads it; a set made before OUT/external existed gets it on
+    the next run, the set itself untouched."""
+    external = real / EXTERNAL_DIR
+    table = read_labels(external)  # the external step's own check passes
+    used = set(pd.read_csv(real / FACES_FILE)["file"])
+    names = [Path(f).name for f in table["file"]]
+    labels = pd.read_csv(faces / "labels.csv").set_index("file")
+    assert names and not set(names) & used and len(set(names)) == len(table)
+    assert (table["age"].to_numpy() == labels.loc[names, "age"].to_numpy()).all()
+    assert (table["gender"].map({0: "male", 1: "female"}).to_numpy() == labels.loc[names, "gender"].to_numpy()).all()
+    assert all((external / "images" / n).read_bytes() == (faces / "images" / n).read_bytes() for n in names)
+    # with the faces the set left out as copies: every listed face is either used, external,
+    # a dropped copy or one without landmarks
+    dropped = set(pd.read_csv(real / DUPLICATES_FILE)["file"])
+    assert not set(names) & dropped and len(names) + len(used) + len(dropped) <= len(labels)
+    # an older set without OUT/external: the next run adds it, changing nothing else
+    old = tmp_path / "old"
+    generate_realfaces(old, faces, persons=PERSONS, eval_persons=EVAL, seed=0, landmark_cache=cache)
+    before = _files(old)
+    shutil.rmtree(old / EXTERNAL_DIR)
+    summary = generate_realfaces(old, faces, persons=PERSONS, eval_persons=EVAL, seed=0, landmark_cache=cache)
+    assert summary["skipped"] is True and summary["external_faces"] == len(table)
+    assert _files(old) == before
 
 
 def test_too_many_persons_names_what_it_has_and_needs(faces, cache, tmp_path):
