@@ -121,6 +121,32 @@ def test_default_config_has_no_external_job_and_train_command_is_unchanged(confi
     assert L.crops("external") in dvc["train"]["deps"]
 
 
+def test_snakemake_plans_the_external_step_and_train_reads_its_outputs(shipped_config, demo_root, tmp_path):
+    """Snakemake's own plan (in-process dry run) with external folders: one external job, and
+    every train job reads its crops and labels and passes them in its command."""
+    import shlex
+
+    from conftest import make_project, shrink, snakemake_jobs
+
+    cfg = shrink(shipped_config, demo_root, results="results/tiny")
+    cfg["external"] = {"folders": [str(_face_folder(tmp_path / "faces"))]}
+    raw = validate(copy.deepcopy(cfg))
+    project = make_project(tmp_path / "project", cfg)
+    planned, _ = snakemake_jobs(project)
+    L = Layout(raw["results"])
+    external = [j for j in planned if j.rule.name == "external"]
+    assert len(external) == 1 and list(external[0].input["folders"]) == cfg["external"]["folders"]
+    assert shlex.split(external[0].shellcmd) == ["maskpipe", *argv(STEPS["external"], raw, ["config.yaml"])]
+    trains = [j for j in planned if j.rule.name == "train"]
+    assert len(trains) == 4
+    for job in trains:
+        assert job.input["external_crops"] == L.crops("external")
+        assert job.input["external_labels"] == L.file("labels", "external.csv")
+        wc = job.wildcards_dict
+        assert shlex.split(job.shellcmd) == ["maskpipe", *argv(STEPS["train"], raw, ["config.yaml"],
+                                                              wc["model"], wc["fold"])]
+
+
 def test_external_step_crops_every_face_with_the_crop_settings(configs, tmp_path):
     _, raw = configs
     config_file = tmp_path / "config.yaml"

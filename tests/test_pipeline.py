@@ -122,7 +122,8 @@ def rounds_raw(shipped_config) -> dict:
 
 @pytest.mark.parametrize("rounds", [2, 0])
 def test_argv_with_every_port_under_one_folder_is_argv_with_that_results_folder(rounds_raw, rounds):
-    raw = {**rounds_raw, "pseudo": {**rounds_raw["pseudo"], "rounds": rounds}}
+    raw = {**rounds_raw, "pseudo": {**rounds_raw["pseudo"], "rounds": rounds},
+           "external": {"folders": ["faces/fairface"]}}  # every step has jobs
     moved = {**raw, "results": "elsewhere/x"}
     seen = set()
     for step in STEPS.values():

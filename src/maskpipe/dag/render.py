@@ -13,14 +13,15 @@ from maskpipe.dag.table import STEPS
 def port_path(port: Port) -> str:
     """Where ``port`` lives, for people: below ``results`` (``{model}``/``{fold}`` for a job's
     own file, ``round{round}/`` for a pseudo-label round's), or ``{KEY}/under`` for a path taken
-    from the config key KEY."""
+    from the config key KEY; a port only some configs have says which key (``with KEY``)."""
     if port.config is not None:
         return "/".join(["{" + port.config + "}", *([port.under] if port.under else [])])
     wildcards = (MODEL, FOLD) if port.per_job or port.every_job else ()
     path = getattr(Layout("."), port.layout)(*port.args, *wildcards).removeprefix("./")
     folder = {"": "", "this": "round{round}/", "previous": "round{round-1}/", "last": "round{last}/",
               "rounds": "round{r}/", "extra": "round{r}/"}[port.round]
-    notes = (EVERY_JOB if port.every_job else "") + ROUND_NOTES.get(port.round, "")
+    notes = ((EVERY_JOB if port.every_job else "") + ROUND_NOTES.get(port.round, "")
+             + (f" (with {port.when})" if port.when else ""))
     return folder + path + ("/" if port.folder else "") + notes
 
 
