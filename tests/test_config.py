@@ -69,7 +69,9 @@ def test_step_params_are_exactly_the_declared_sections(shipped_config):
     raw = load_raw(REPO / "config.yaml")
     assert set(step_params(raw, STEPS["train"].sections, model="demo")) == {"train", "models.demo"}
     assert step_params(raw, STEPS["submit"].sections) == {}
-    assert set(STEPS) == {"validate", "crop", "persons", "labels", "folds", "train", "predict",
+    assert step_params(raw, STEPS["external"].sections) == {
+        "external": {"folders": []}, "crop": raw["crop"], "labels.train_age_bounds": [30, 60]}
+    assert set(STEPS) == {"external", "validate", "crop", "persons", "labels", "folds", "train", "predict",
                           "ensemble", "mislabels", "pseudo", "retrain", "repredict", "reensemble",
                           "submit", "report"}
     assert step_params(raw, STEPS["pseudo"].sections) == {"pseudo.threshold": 0.9, "pseudo.task_thresholds": None}
