@@ -69,6 +69,25 @@ def link_real_faces(folder: Path, counts: dict[tuple[str, int, int], int]) -> Pa
     return folder
 
 
+#: External faces for the ``external`` config section: (file, age as written, gender as written).
+EXTERNAL_FACES = [("a.png", "24", "male"), ("b.png", "60-69", "Female"), ("c.png", "more than 70", "male"),
+                  ("d.png", "45", "female"), ("e.png", "70+", "female"), ("f.png", "3-9", "male")]
+
+
+def write_face_folder(folder: Path, rows: list[tuple[str, str, str]] = EXTERNAL_FACES) -> Path:
+    """``folder`` made a folder of external faces: flat-coloured images (no face for MTCNN to
+    find: each takes the fallback crop), one colour each, and their labels.csv."""
+    import pandas as pd
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (file, _, _) in enumerate(rows):
+        if not (folder / file).exists():
+            Image.new("RGB", (130, 150), (40 * k % 256, 90, 200 - 20 * k)).save(folder / file)  # >= min_face_size
+    pd.DataFrame(rows, columns=["file", "age", "gender"]).to_csv(folder / "labels.csv", index=False)
+    return folder
+
+
 def every_group(n: int) -> dict[tuple[str, int, int], int]:
     """``n`` faces of each gender x age range."""
     return {(g, lo, hi): n for g in ("male", "female") for lo, hi in AGE_RANGES}

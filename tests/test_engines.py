@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import dvc_changed, dvc_init, make_project, scheduled, sh, shrink
+from conftest import dvc_changed, dvc_init, make_project, scheduled, sh, shrink, write_face_folder
 
 pytestmark = pytest.mark.slow
 
@@ -208,6 +208,27 @@ def test_rerun_table_rows(snakemake_project, dvc_project, section, edit, jobs, s
         assert dvc_changed(dvc_project) == stages
     finally:
         (dvc_project / "config.yaml").write_text(before)
+
+
+def test_external_folders_edit_adds_the_external_step_and_retrains(snakemake_project, dvc_project, tmp_path):
+    """The `external` row: naming a folder of external faces runs the external step and every
+    train job and what follows; for DVC the stages change (dvc.yaml is regenerated): the new
+    external stage and every train stage (its command and deps now name the external crops)."""
+    faces = str(write_face_folder(tmp_path / "faces"))
+    edit = lambda c: c["external"].update(folders=[faces])  # noqa: E731
+    before = edit_config(snakemake_project, edit)
+    try:
+        assert scheduled(snakemake_project) == {("external", "")} | ALL_TRAIN | ALL_PREDICT | TAIL
+    finally:
+        (snakemake_project / "config.yaml").write_text(before)
+    before = edit_config(dvc_project, edit)
+    sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], dvc_project)
+    try:
+        assert dvc_changed(dvc_project) == {"external"} | {f"train@{m}-{f}" for m in "ab" for f in (0, 1)}
+    finally:
+        (dvc_project / "config.yaml").write_text(before)
+        sh(["maskpipe", "dvc-yaml", "--config", "config.yaml"], dvc_project)
+    assert dvc_changed(dvc_project) == set()
 
 
 def test_data_edit_reruns_everything(snakemake_project, dvc_project, config):

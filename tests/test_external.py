@@ -14,13 +14,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
 from torch.utils.data import ConcatDataset
 
 from maskpipe.classes import NUM_CLASSES, decode, encode
-from maskpipe.config import validate
+from maskpipe.config import Config, validate
 from maskpipe.dag.dvc import stages
-from maskpipe.config import Config
 from maskpipe.dag.jobs import argv, jobs, jobs_for, resolve
 from maskpipe.dag.runner import run_job
 from maskpipe.dag.table import STEPS
@@ -30,19 +28,8 @@ from maskpipe.layout import Layout
 from maskpipe.train.build import build_data, external_split, split_fold
 from maskpipe.train.heads import HeadLoss, known_tasks
 
-#: The faces of the test folder: (file, age as written, gender as written).
-FACES = [("a.png", "24", "male"), ("b.png", "60-69", "Female"), ("c.png", "more than 70", "male"),
-         ("d.png", "45", "female"), ("e.png", "70+", "female"), ("f.png", "3-9", "male")]
-
-
-def _face_folder(folder: Path, rows=FACES) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, (file, _, _) in enumerate(rows):
-        if not (folder / file).exists():
-            colour = (40 * k % 256, 90, 200 - 20 * k)
-            Image.new("RGB", (130, 150), colour).save(folder / file)  # >= crop.min_face_size
-    pd.DataFrame(rows, columns=["file", "age", "gender"]).to_csv(folder / "labels.csv", index=False)
-    return folder
+from conftest import EXTERNAL_FACES as FACES
+from conftest import make_project, shrink, snakemake_jobs, write_face_folder
 
 
 # --- checking labels.csv -----------------------------------------------------------------------------
@@ -54,7 +41,7 @@ def test_ages_and_ranges_parse():
 
 
 def test_labels_read_with_ranges_and_any_case_gender(tmp_path):
-    table = read_labels(_face_folder(tmp_path / "f"))
+    table = read_labels(write_face_folder(tmp_path / "f"))
     assert table["age"].tolist() == [24, 64, 70, 45, 70, 6]
     assert table["gender"].tolist() == [0, 1, 0, 1, 1, 0]
     assert all(Path(p).is_file() for p in table["path"])
@@ -68,7 +55,7 @@ def test_labels_read_with_ranges_and_any_case_gender(tmp_path):
     (("../a.png", "30", "male"), r"labels\.csv: row 3: path '\.\./a\.png' leaves the data folder"),
 ])
 def test_a_bad_row_is_one_line_naming_file_and_row(tmp_path, row, message):
-    folder = _face_folder(tmp_path / "f", FACES[:2])
+    folder = write_face_folder(tmp_path / "f", FACES[:2])
     pd.DataFrame([FACES[0], row], columns=["file", "age", "gender"]).to_csv(folder / "labels.csv", index=False)
     with pytest.raises(MaskpipeError, match=message) as err:
         read_labels(folder)
@@ -78,14 +65,14 @@ def test_a_bad_row_is_one_line_naming_file_and_row(tmp_path, row, message):
 def test_missing_labels_or_columns(tmp_path):
     with pytest.raises(MaskpipeError, match=r"nowhere/labels\.csv: not found"):
         read_labels(tmp_path / "nowhere")
-    folder = _face_folder(tmp_path / "f")
+    folder = write_face_folder(tmp_path / "f")
     (folder / "labels.csv").write_text("file,age\na.png,3\n")
     with pytest.raises(MaskpipeError, match=r"labels\.csv: missing column\(s\) gender"):
         read_labels(folder)
 
 
 def test_folders_keys_are_unique_across_folders(tmp_path):
-    faces = read_folders([_face_folder(tmp_path / "one"), _face_folder(tmp_path / "two", FACES[:2])])
+    faces = read_folders([write_face_folder(tmp_path / "one"), write_face_folder(tmp_path / "two", FACES[:2])])
     assert len(faces) == 8 and faces["key"].is_unique
     assert faces["key"].iloc[-1] == "external/1/b.png"
 
@@ -99,8 +86,8 @@ def configs(shipped_config, tmp_path):
     plain["results"] = str(tmp_path / "results")
     plain["crop"]["size"] = [40, 32]
     with_faces = copy.deepcopy(plain)
-    with_faces["external"] = {"folders": [str(_face_folder(tmp_path / "faces1")),
-                                          str(_face_folder(tmp_path / "faces2", FACES[:3]))]}
+    with_faces["external"] = {"folders": [str(write_face_folder(tmp_path / "faces1")),
+                                          str(write_face_folder(tmp_path / "faces2", FACES[:3]))]}
     return validate(plain), validate(with_faces)
 
 
@@ -126,10 +113,8 @@ def test_snakemake_plans_the_external_step_and_train_reads_its_outputs(shipped_c
     every train job reads its crops and labels and passes them in its command."""
     import shlex
 
-    from conftest import make_project, shrink, snakemake_jobs
-
     cfg = shrink(shipped_config, demo_root, results="results/tiny")
-    cfg["external"] = {"folders": [str(_face_folder(tmp_path / "faces"))]}
+    cfg["external"] = {"folders": [str(write_face_folder(tmp_path / "faces"))]}
     raw = validate(copy.deepcopy(cfg))
     project = make_project(tmp_path / "project", cfg)
     planned, _ = snakemake_jobs(project)
