@@ -17,7 +17,11 @@ EXTERNAL_CROPS = (
 STEP = Step(
     "external", "check and crop the external labelled faces (config external)",
     ("external", "crop", "labels.train_age_bounds"),
-    inputs=(Port("folders", "external.folders", config="external.folders", listed=True, cli=False),),
+    # tracked by the engines, not passed (the step reads the folders from its section): each
+    # folder (DVC hashes its photos; Snakemake sees a photo added or removed) and its labels.csv
+    inputs=(Port("folders", "external.folders", config="external.folders", listed=True, cli=False),
+            Port("folder_labels", "external.folders/labels.csv", config="external.folders",
+                 under="labels.csv", listed=True, cli=False)),
     outputs=(EXTERNAL_CROPS[0],
              layout_port("external_index", "crop_index", "external", help="external crop index (.csv)",
                          when="external.folders"),
