@@ -62,6 +62,12 @@ def test_a_bad_row_is_one_line_naming_file_and_row(tmp_path, row, message):
     assert "\n" not in str(err.value) and str(folder / "labels.csv") in str(err.value)
 
 
+def test_photos_may_sit_in_images_as_utkface_keeps_them(tmp_path):
+    folder = write_face_folder(tmp_path / "f" / "images", FACES[:2]).parent
+    (folder / "images" / "labels.csv").rename(folder / "labels.csv")
+    assert read_labels(folder)["path"].tolist() == [str(folder / "images" / f) for f, _, _ in FACES[:2]]
+
+
 def test_missing_labels_or_columns(tmp_path):
     with pytest.raises(MaskpipeError, match=r"nowhere/labels\.csv: not found"):
         read_labels(tmp_path / "nowhere")
@@ -151,6 +157,38 @@ def test_external_step_crops_every_face_with_the_crop_settings(configs, tmp_path
     assert (crops[1] == crops[1, 0, 0]).all() and (crops[6] == crops[0]).all()
 
 
+def test_drawn_masks_put_real_faces_in_all_three_states(shipped_config, tmp_path):
+    """With `masks: drawn` a real face (UTKFace, skipped where absent) becomes three crops: a
+    mask worn, worn wrongly, and none; the two drawn ones differ from the photo below the eyes
+    only. A flat image (no landmarks) stays one unmasked crop."""
+    from conftest import link_real_faces
+    from maskpipe.crop.external import crop_external
+    from maskpipe.data.external import read_folders
+
+    real = link_real_faces(tmp_path / "real", {("female", 30, 59): 2, ("male", 60, 90): 1})
+    flat = write_face_folder(tmp_path / "flat", FACES[:1])
+    faces = read_folders([real, flat])
+    crop = {**validate(copy.deepcopy(shipped_config))["crop"], "size": [64, 48]}
+    out = tmp_path / "out"
+    labels = crop_external(faces, out / "x.npy", out / "x.csv", out / "x_labels.csv", tmp_path / "cache", crop,
+                           (30, 60), masks="drawn")
+    assert labels["mask"].tolist() == [0, 1, NOT_WEAR] * 3 + [NOT_WEAR]
+    assert labels["key"].tolist()[:3] == [f"{faces['key'][0]}#wear", f"{faces['key'][0]}#incorrect",
+                                          faces["key"][0]]
+    mask, gender, age = decode(labels["train_label"].to_numpy())
+    assert (mask == labels["mask"]).all() and gender.tolist() == [1] * 6 + [0] * 4
+    assert age.tolist() == [1] * 6 + [2] * 3 + [0]
+    crops = np.load(out / "x.npy").astype(int)
+    assert crops.shape == (10, 64, 48, 3)
+    for face in range(3):
+        worn, wrong, bare = crops[3 * face: 3 * face + 3]
+        assert np.abs(worn - bare)[40:].mean() > 10 and np.abs(wrong - bare)[40:].mean() > 3
+    # the same faces and settings again: byte-identical (the mask draws are seeded per face)
+    again = crop_external(faces, out / "y.npy", out / "y.csv", out / "y_labels.csv", tmp_path / "cache", crop,
+                          (30, 60), masks="drawn")
+    assert again.equals(labels) and (np.load(out / "y.npy") == crops).all()
+
+
 # --- training rows -----------------------------------------------------------------------------------
 
 def _training_set(folder: Path) -> tuple[Path, Path, Path, Path, Path, Path]:
@@ -215,7 +253,7 @@ def test_a_task_restricted_model_trains_its_tasks_only(tmp_path, shipped_config)
     # only for the state they show
     assert len(external_split(ext_labels, _model(shipped_config, head="age", external_tasks=["gender", "age"]), "m")) == 6
     assert len(external_split(ext_labels, _model(shipped_config, head="mask", external_tasks=["gender", "age"]), "m")) == 0
-    assert len(external_split(ext_labels, _model(shipped_config, head="age", for_mask="wear"), "m")) == 0
+    assert len(external_split(ext_labels, _model(shipped_config, head="age", for_mask="wear"), "m")) == 0  # none drawn
     assert len(external_split(ext_labels, _model(shipped_config, head="age", for_mask="not_wear"), "m")) == 6
     assert len(external_split(ext_labels, _model(shipped_config, external_tasks=[]), "m")) == 0
     assert (external_split(ext_labels, _model(shipped_config), "m")["target"] < NUM_CLASSES).all()

@@ -53,8 +53,15 @@ def parse_age(text: str) -> int | None:
     return age if age <= MAX_AGE else None
 
 
+def face_path(faces_dir: Path, name: str) -> Path:
+    """Where ``labels.csv``'s ``file`` lives: beside it, or in its ``images/`` folder (UTKFace)."""
+    direct = faces_dir / name
+    return direct if direct.is_file() else faces_dir / "images" / name
+
+
 def read_labels(folder: Path) -> pd.DataFrame:
-    """``folder/labels.csv`` checked: ``file`` (a path inside ``folder``, listed once, present),
+    """``folder/labels.csv`` checked: ``file`` (a path inside ``folder``, or inside its ``images/``
+    as UTKFace's folders hold them, listed once, present),
     ``age`` (:func:`parse_age`) and ``gender`` (``male``/``female``, any case).
 
     Returns:
@@ -79,7 +86,7 @@ def read_labels(folder: Path) -> pd.DataFrame:
         if file in seen:
             raise MaskpipeError(f"{where}: file {file!r} is already listed in row {seen[file]}")
         seen[file] = i
-        photo = path_inside(folder, file, where) if file else None
+        photo = face_path(Path(folder), file) if file and path_inside(folder, file, where) else None
         if photo is None or not photo.is_file():
             raise MaskpipeError(f"{where}: file {file!r} not found in {folder}")
         age = parse_age(age_text)
@@ -120,14 +127,16 @@ def read_folders(folders: list[str | Path]) -> pd.DataFrame:
 
 
 def external_labels(faces: pd.DataFrame, train_age_bounds: tuple[int, int]) -> pd.DataFrame:
-    """The labels of ``faces`` (:data:`FACE_COLUMNS`) as training reads
-    them: the official 18-class ``label`` and ``train_label`` (age groups by
-    ``train_age_bounds``, as :func:`maskpipe.data.labels.add_training_targets` makes them)."""
+    """The labels of ``faces`` (:data:`FACE_COLUMNS`, and ``mask`` where masks were drawn on
+    them; else every face is "not wear") as training reads them, one row per crop: the
+    official 18-class ``label`` and ``train_label`` (age groups by ``train_age_bounds``, as
+    :func:`maskpipe.data.labels.add_training_targets` makes them)."""
     gender = faces["gender"].to_numpy()
     ages = faces["age"].to_numpy()
+    mask = faces["mask"].to_numpy() if "mask" in faces else np.full(len(faces), NOT_WEAR)
     return pd.DataFrame({
         "key": faces["key"].to_numpy(), "row": np.arange(len(faces)), "folder": faces["folder"].to_numpy(),
-        "file": faces["file"].to_numpy(), "age": ages, "gender": gender, "mask": NOT_WEAR,
-        "label": classes.encode(NOT_WEAR, gender, classes.age_bin(ages)),
-        "train_label": classes.encode(NOT_WEAR, gender, classes.age_bin(ages, train_age_bounds)),
+        "file": faces["file"].to_numpy(), "age": ages, "gender": gender, "mask": mask,
+        "label": classes.encode(mask, gender, classes.age_bin(ages)),
+        "train_label": classes.encode(mask, gender, classes.age_bin(ages, train_age_bounds)),
     }, columns=LABEL_COLUMNS)

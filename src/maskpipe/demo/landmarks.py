@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from maskpipe.data.external import face_path
 from maskpipe.io import MaskpipeError, write_csv
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,6 @@ _PAD = 0.25
 _SCALE = 0.5
 _MIN_FACE = 40
 _BATCH = 32
-
-
-def face_path(faces_dir: Path, name: str) -> Path:
-    """Where ``labels.csv``'s ``file`` lives: beside it, or in its ``images/`` folder (UTKFace)."""
-    direct = faces_dir / name
-    return direct if direct.is_file() else faces_dir / "images" / name
 
 
 def face_paths(faces_dir: Path, files: list[str]) -> list[Path]:

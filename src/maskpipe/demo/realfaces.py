@@ -39,7 +39,8 @@ from tqdm import tqdm
 from maskpipe.classes import GENDER_NAMES, IMAGE_STEMS, MASK_BY_STEM, age_bin, encode
 from maskpipe.demo.competition import TrainWriter, check_out, finish, plant_plan, save_image, write_eval_tables
 from maskpipe.demo.dedupe import HASH_SIZE, NEAR_BITS, find_duplicates
-from maskpipe.demo.landmarks import POINT_COLUMNS, face_path, face_paths, find_landmarks
+from maskpipe.data.external import face_path
+from maskpipe.demo.landmarks import POINT_COLUMNS, face_paths, find_landmarks
 from maskpipe.demo.shoot import plan_shoot, render
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_csv
 

@@ -27,7 +27,7 @@ STEP = Step(
                          when="external.folders"),
              EXTERNAL_CROPS[1]),
     options=(layout_port("cache", "file", "cache", "boxes-external",
-                         help="detection cache folder of the external faces"),),
+                         help="detection cache folder of the external faces (and their landmarks)"),),
     modules=("maskpipe.crop.external", "maskpipe.data.external"), local=False, threads=2, gpu=True,
     when="external.folders")
 
@@ -43,5 +43,5 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     faces = read_folders(cfg["external"]["folders"])
     with devices.claim_device(settings["device"]) as device:
         crop_external(faces, o["external_crops"], o["external_index"], o["external_labels"],
-                      job.options["cache"], settings, tuple(cfg["labels.train_age_bounds"]), str(device),
-                      workers=default_workers())
+                      job.options["cache"], settings, tuple(cfg["labels.train_age_bounds"]),
+                      cfg["external"]["masks"], str(device), workers=default_workers())

@@ -21,7 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from maskpipe.classes import MASK_STATES, NUM_CLASSES, decode
 from maskpipe.config import as_hw
-from maskpipe.data.external import LABEL_COLUMNS, NOT_WEAR
+from maskpipe.data.external import LABEL_COLUMNS
 from maskpipe.io import MaskpipeError, read_csv
 from maskpipe.train.augment import balanced_sampler, build_transforms, make_mixup, reseed_worker
 from maskpipe.train.data import CropDataset, join_split, pseudo_rows
@@ -104,7 +104,8 @@ def external_split(external_labels: Path, model_cfg: dict, where: str) -> pd.Dat
     """The external faces a model trains on besides its fold's rows: ``row``, ``train_label``
     and ``target`` (the label with the tasks it does not train them for marked unknown,
     :func:`maskpipe.train.heads.hide_tasks`). Empty when ``external_tasks`` shares no task with
-    the head. They never join a validation fold: they have no fold.
+    the head; an age model of one mask state (``for_mask``) takes the faces in that state. They
+    never join a validation fold: they have no fold.
 
     Raises:
         MaskpipeError: a single 18-class head given some tasks only (its one loss cannot leave
@@ -117,9 +118,10 @@ def external_split(external_labels: Path, model_cfg: dict, where: str) -> pd.Dat
     if model_cfg["head"] == "single" and used not in ((), learns):
         raise MaskpipeError(f"{where}.external_tasks: a single 18-class head learns the three tasks in "
                             f"one loss: give all three or [] (or use head: multitask), not {list(chosen)}")
-    for_mask = model_cfg["for_mask"]
-    if not used or (for_mask is not None and MASK_STATES.index(for_mask) != NOT_WEAR):
-        return rows.iloc[:0].assign(target=rows["train_label"].iloc[:0])
+    if model_cfg["for_mask"] is not None:  # an age model of one mask state: its photos only
+        rows = rows[rows["mask"] == MASK_STATES.index(model_cfg["for_mask"])]
+    if not used:
+        rows = rows.iloc[:0]
     hidden = tuple(t for t in learns if t not in used)
     if hidden and model_cfg["mixup"]["prob"] > 0:
         raise MaskpipeError(f"{where}.external_tasks: CutMix/MixUp (mixup.prob > 0) cannot mix a face "
