@@ -20,7 +20,6 @@ from maskpipe.classes import NUM_CLASSES, decode, encode
 from maskpipe.config import Config, validate
 from maskpipe.dag.dvc import stages
 from maskpipe.dag.jobs import argv, jobs, jobs_for, resolve
-from maskpipe.dag.runner import run_job
 from maskpipe.dag.table import STEPS
 from maskpipe.data.external import NOT_WEAR, parse_age, read_folders, read_labels
 from maskpipe.io import MaskpipeError
@@ -138,12 +137,30 @@ def test_snakemake_plans_the_external_step_and_train_reads_its_outputs(shipped_c
                                                               wc["model"], wc["fold"])]
 
 
+def test_the_engines_train_command_parses_with_and_without_external_faces(configs):
+    """The command line every engine runs (the table's argv) parsed as `maskpipe train` parses
+    it: without external folders it has no external flags and needs none; with them the job
+    gets their files."""
+    from maskpipe.cli import _job, build_parser
+
+    for raw in configs:
+        args = build_parser().parse_args(argv(STEPS["train"], raw, ["config.yaml"], "demo", 0))
+        job = _job(STEPS["train"], args, Config(raw))
+        expected = resolve(STEPS["train"], raw, "demo", 0)
+        assert job.inputs == expected.inputs and job.outputs == expected.outputs
+    assert expected.inputs["external_crops"] == Path(Layout(raw["results"]).crops("external"))
+    plain = resolve(STEPS["train"], configs[0], "demo", 0)
+    assert plain.inputs["external_crops"] is None and plain.inputs["external_labels"] is None
+
+
 def test_external_step_crops_every_face_with_the_crop_settings(configs, tmp_path):
     _, raw = configs
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(raw))
+    from maskpipe.cli import main as cli_main
+
     job = resolve(STEPS["external"], raw)
-    run_job(job, [config_file])
+    assert cli_main(argv(STEPS["external"], raw, [str(config_file)])) == 0  # the engines' command
     crops = np.load(job.outputs["external_crops"])
     assert crops.shape == (9, 40, 32, 3) and crops.dtype == np.uint8
     index = pd.read_csv(job.outputs["external_index"])
@@ -280,6 +297,40 @@ def test_an_unknown_task_adds_no_loss_and_no_gradient():
     assert torch.isclose(loss(logits, labels), plain(logits, labels))
     masked_only = loss(logits, labels + NUM_CLASSES * 7)  # every task unknown: nothing to learn
     assert masked_only.item() == 0 and masked_only.requires_grad
+
+
+def test_maskpipe_train_as_the_engines_run_it_with_and_without_external_faces(tmp_path, shipped_config):
+    """`maskpipe train` with the command line the engines build from the table (argv), on the
+    files where the table puts them: with external folders it trains on the external faces, with
+    none its command and training set are the plain ones."""
+    import json
+    import shutil
+
+    from maskpipe.cli import main as cli_main
+
+    made = _training_set(tmp_path)
+    cfg = copy.deepcopy(shipped_config)
+    cfg["results"] = str(tmp_path / "results")
+    cfg["folds"]["k"] = 3
+    cfg["train"]["num_workers"] = 0
+    cfg["models"] = {"m": {**cfg["models"]["demo"], "arch": "test_resnet", "image_size": [32, 32], "epochs": 1,
+                           "batch_size": 4, "augment": []}}
+    L = Layout(cfg["results"])
+    for src, dest in zip(made, [L.crops("train"), L.crop_index("train"), L.labels(), L.folds(),
+                                L.crops("external"), L.file("labels", "external.csv")], strict=True):
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    counts = {}
+    for folders in ([], [str(write_face_folder(tmp_path / "faces"))]):
+        cfg["external"] = {"folders": folders}
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text(yaml.safe_dump(cfg))
+        args = argv(STEPS["train"], validate(copy.deepcopy(cfg)), [str(config_path)], "m", 0)
+        assert ("--external-crops" in args) == bool(folders)
+        assert cli_main(args) == 0
+        counts[bool(folders)] = json.loads(Path(L.train_metrics("m", 0)).read_text())
+    assert counts[False]["n_external"] == 0 and counts[True]["n_external"] == 6
+    assert counts[True]["n_train"] == counts[False]["n_train"] + 6 and counts[True]["n_val"] == counts[False]["n_val"]
 
 
 def test_train_fold_counts_the_external_faces_and_validates_on_the_fold_only(tmp_path, shipped_config):

@@ -70,10 +70,13 @@ def _step_parser(sub, step: Step) -> None:
         group = p.add_argument_group(title)
         for port in ports:
             output = port in step.outputs
-            help_text = port.help + (" (one per model x fold)" if port.every_job else "")
+            help_text = (port.help + (" (one per model x fold)" if port.every_job else "")
+                         + (f" (only with {port.when})" if port.when and not output else ""))
             group.add_argument(port.flag(output), dest=("out_" if output else "") + port.name,
-                               # per round: none without pseudo-label rounds
-                               type=Path, required=needed and (port.every_job or not port.many),
+                               # per round: none without pseudo-label rounds; an input only some
+                               # configs have (``when``: the external crops) is not required
+                               type=Path, required=needed and (port.every_job or not port.many)
+                               and not (port.when and not output),
                                nargs="+" if port.every_job else "*" if port.many else None,
                                default=[] if port.many else None,
                                metavar="PATH", help=help_text)
