@@ -70,7 +70,7 @@ def test_step_params_are_exactly_the_declared_sections(shipped_config):
     assert set(step_params(raw, STEPS["train"].sections, model="demo")) == {"train", "models.demo"}
     assert step_params(raw, STEPS["submit"].sections) == {}
     assert step_params(raw, STEPS["external"].sections) == {
-        "external": {"folders": []}, "crop": raw["crop"], "labels.train_age_bounds": [30, 60]}
+        "external": {"folders": [], "masks": "none"}, "crop": raw["crop"], "labels.train_age_bounds": [30, 60]}
     assert set(STEPS) == {"external", "validate", "crop", "persons", "labels", "folds", "train", "predict",
                           "ensemble", "mislabels", "pseudo", "retrain", "repredict", "reensemble",
                           "submit", "report"}
