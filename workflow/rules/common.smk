@@ -48,7 +48,7 @@ def _paths(step, side):
     """A step's files by name: patterns with {model}/{fold}/{round}; a list for every model x
     fold's (or every round's) files and for a path the config leaves empty (null); a function
     of the job's round for the previous round's file. A port whose ``when`` key the config
-    leaves empty is not there at all (the external faces' crops without external folders)."""
+    leaves empty is not there at all (the external crops without external folders)."""
     out = {}
     for port in getattr(P.STEPS[step], side):
         if port.when and not port.paths(config):
