@@ -72,8 +72,10 @@ def _step_parser(sub, step: Step) -> None:
             output = port in step.outputs
             help_text = port.help + (" (one per model x fold)" if port.every_job else "")
             group.add_argument(port.flag(output), dest=("out_" if output else "") + port.name,
-                               # per round: none without pseudo-label rounds
-                               type=Path, required=needed and (port.every_job or not port.many),
+                               # per round: none without pseudo-label rounds; a switched
+                               # port (``when``): none while its key is off
+                               type=Path, required=needed and port.when is None
+                               and (port.every_job or not port.many),
                                nargs="+" if port.every_job else "*" if port.many else None,
                                default=[] if port.many else None,
                                metavar="PATH", help=help_text)

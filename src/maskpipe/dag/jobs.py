@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maskpipe.dag.ports import FOLD, MODEL, ROUND, Job, Port, PortValue, Step, model_folds
+from maskpipe.dag.ports import FOLD, MODEL, ROUND, Job, Port, PortValue, Step, model_folds, switched_on
 from maskpipe.dag.rounds import extra_rounds, retrained
 from maskpipe.dag.table import ROUND_STEPS, STEPS
 from maskpipe.layout import Layout
@@ -24,7 +24,10 @@ from maskpipe.layout import Layout
 
 def jobs(step: Step, raw: dict) -> list[dict[str, Any]]:
     """The wildcards of every job of ``step``: one per model x fold (of a round: per model
-    ``pseudo.models`` selects), per round, both, or one job without any."""
+    ``pseudo.models`` selects), per round, both, or one job without any; none for a step its
+    ``when`` key switches off."""
+    if not switched_on(raw, step.when):
+        return []
     rounds = [{"round": r} for r in extra_rounds(raw)] if step.rounds else [{}]
     if not step.fan_out:
         return rounds
@@ -88,8 +91,9 @@ class Arg:
 
     def absent(self, raw: dict) -> bool:
         """Left out of the command: a per-round list, and the config has no pseudo-label rounds
-        (so the command is the same as before rounds existed)."""
-        return (self.port is not None and self.port.round in ("rounds", "extra")
+        (so the command is the same as before rounds existed), or a port its ``when`` key
+        switches off (the command is the same as without the port)."""
+        return (self.port is not None and (self.port.round in ("rounds", "extra") or self.port.when is not None)
                 and not self.port.paths(raw))
 
 

@@ -47,6 +47,9 @@ class Port:
     #: for options: left out of a command, it is where this port puts it for the config (False:
     #: it stays out, e.g. train's resume file, which by hand means no resuming)
     fill: bool = True
+    #: a boolean config key (dotted) that switches this port on: off, the port has no paths, so
+    #: the engines neither wait for its file nor pass it (an optional input of an optional step)
+    when: str | None = None
 
     @property
     def many(self) -> bool:
@@ -60,7 +63,10 @@ class Port:
     def paths(self, raw: dict, model: str = MODEL, fold: str = FOLD,
               round: str | int = ROUND) -> list[str]:
         """Where this port lives for a config (and a job's round); empty when its config key is
-        null, or for the rounds of a config without pseudo-label rounds."""
+        null, when its ``when`` key is false, or for the rounds of a config without pseudo-label
+        rounds."""
+        if not switched_on(raw, self.when):
+            return []
         if self.config is not None:
             node: Any = raw
             for part in self.config.split("."):
@@ -99,6 +105,9 @@ class Step:
     rounds: bool = False  #: once per pseudo-label round 2, 3, ... (its files: ``round="this"``)
     threads_option: bool = False  #: its command takes ``--threads`` (torch's CPU threads)
     function: str = ""  #: the step whose ``run`` it runs (a round step's round-1 step)
+    #: a boolean config key (dotted) that switches the step on: off, a config has no job of it
+    #: (no DVC stage; its Snakemake rule stays, and nothing asks for its files)
+    when: str | None = None
 
     @property
     def runs(self) -> str:
@@ -133,6 +142,16 @@ def again(step: Step, spec: Again) -> Step:
     return replace(step, name=spec.name, help=spec.help, function=step.runs, rounds=True,
                    inputs=tuple(here(p) if p.name in spec.moved else p for p in step.inputs) + spec.extra,
                    outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
+
+
+def switched_on(raw: dict, key: str | None) -> bool:
+    """Whether the boolean config key ``key`` (dotted; None: always on) is true in ``raw``."""
+    if key is None:
+        return True
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return bool(node)
 
 
 def layout_port(name: str, layout: str, *args: str, help: str, **kw: Any) -> Port:

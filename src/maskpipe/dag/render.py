@@ -21,6 +21,7 @@ def port_path(port: Port) -> str:
     folder = {"": "", "this": "round{round}/", "previous": "round{round-1}/", "last": "round{last}/",
               "rounds": "round{r}/", "extra": "round{r}/"}[port.round]
     notes = (EVERY_JOB if port.every_job else "") + ROUND_NOTES.get(port.round, "")
+    notes += f" (with {port.when})" if port.when else ""
     return folder + path + ("/" if port.folder else "") + notes
 
 
@@ -42,7 +43,10 @@ def table_rows() -> list[tuple[str, ...]]:
     def fan_out(s: Step) -> str:
         return " x ".join(["round"] * s.rounds + ["model x fold"] * s.fan_out)
 
-    return [(s.name, ", ".join(s.sections), paths(s.inputs), paths(s.outputs), paths(s.options),
+    def sections(s: Step) -> str:  # a switched step says so beside its sections
+        return ", ".join(s.sections) + (f" (runs with {s.when})" if s.when else "")
+
+    return [(s.name, sections(s), paths(s.inputs), paths(s.outputs), paths(s.options),
              fan_out(s), "yes" if s.gpu else "") for s in STEPS.values()]
 
 
