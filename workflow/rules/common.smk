@@ -47,7 +47,7 @@ wildcard_constraints:
 def _paths(step, side):
     """A step's files by name: patterns with {model}/{fold}/{round}; a list for every model x
     fold's (or every round's) files and for a path the config leaves empty (null); a function
-    of the job's round for the previous round's file."""
+    of the job's round for the previous round's file; none for a port switched off (``when``)."""
     out = {}
     for port in getattr(P.STEPS[step], side):
         if port.round == "previous":
@@ -56,6 +56,8 @@ def _paths(step, side):
             )[0]
             continue
         found = port.paths(config)
+        if port.when is not None and not found:
+            continue  # switched off: the rule is what it was without the port
         out[port.name] = found if port.many or not found else found[0]
     return out
 
