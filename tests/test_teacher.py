@@ -50,6 +50,9 @@ def test_age_groups_sum_the_ages_at_the_official_bounds():
 
 
 def test_a_real_old_face_aligns_and_is_estimated_old(estimator):
+    """Grace Hopper, 79: aligned and old. Not her gender: dlib's gender network calls this
+    portrait (uniform, short hair) male with P 0.99, in the package's own column order, which
+    the UTKFace test below confirms on 40 labelled faces."""
     found = estimator.estimate(_rgb(GRACE))
     assert found is not None
     assert found.age[2] > 0.9 and found.mean_age > 65  # she was 79

@@ -119,8 +119,8 @@ def share_within_persons(own: pd.DataFrame, persons: np.ndarray | None, min_scor
     """Every photo's estimate: its person's best-scored aligned face's (``persons``: a person or
     group per row; None: each photo keeps its own). Faces scored below ``min_score`` count as
     not aligned."""
-    usable = own["aligned"].to_numpy() & (own["score"].fillna(-np.inf).to_numpy() >= min_score)
-    out = own.copy()
+    out = own.reset_index(drop=True)  # row labels are positions below
+    usable = out["aligned"].to_numpy() & (out["score"].fillna(-np.inf).to_numpy() >= min_score)
     out["aligned"] = usable
     out["source"] = np.where(usable, "own", "none")
     out.loc[~usable, VALUE_COLUMNS + ["score"]] = np.nan
