@@ -15,6 +15,7 @@ from PIL import Image
 pytest.importorskip("dlib", reason="the teacher needs dlib-bin (make install)")
 pytest.importorskip("cv2")
 
+from conftest import REPO, UTKFACE, make_project, shrink, snakemake_jobs  # noqa: E402
 from maskpipe.config import Config, load_raw  # noqa: E402
 from maskpipe.dag.dvc import stages  # noqa: E402
 from maskpipe.dag.jobs import argv, jobs  # noqa: E402
@@ -29,7 +30,6 @@ from maskpipe.train.predict import PROB_COLUMNS  # noqa: E402
 
 #: A real portrait of Grace Hopper aged 79, shipped with matplotlib.
 GRACE = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-UTKFACE = Path(__file__).resolve().parents[2] / "shared" / "realfaces" / "utkface"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def test_a_real_old_face_aligns_and_is_estimated_old(estimator):
     assert np.argmax(again.gender) == np.argmax(found.gender)
 
 
-@pytest.mark.skipif(not UTKFACE.is_dir(), reason="../shared/realfaces/utkface is not here")
+@pytest.mark.skipif(not (UTKFACE / "labels.csv").is_file(),
+                    reason="../shared/realfaces/utkface is absent: the real faces are research-only")
 def test_gender_of_real_faces_is_mostly_right(estimator):
     """40 UTKFace faces (20 per gender): the gender columns are in the project's order."""
     labels = pd.read_csv(UTKFACE / "labels.csv")
@@ -266,8 +267,8 @@ def test_teacher_files_naming_other_photos_are_a_one_line_error(tmp_path):
 
 # --- the step, switched by teacher.enabled ------------------------------------------------------
 
-def test_teacher_enabled_switches_the_step_and_the_ensembles_inputs(shipped_config):
-    off = load_raw([Path(__file__).resolve().parents[1] / "config.yaml"])
+def test_teacher_enabled_switches_the_step_and_the_ensembles_inputs():
+    off = load_raw([REPO / "config.yaml"])
     on = copy.deepcopy(off)
     on["teacher"]["enabled"] = True
     ensemble = STEPS["ensemble"]
@@ -298,8 +299,6 @@ def test_invalid_teacher_config_is_one_line(tmp_path, shipped_config, edit, mess
 
 
 def test_snakemakes_plan_has_the_teacher_only_when_enabled(tmp_path, shipped_config, demo_root):
-    from conftest import make_project, shrink, snakemake_jobs
-
     plans = {}
     for enabled in (False, True):
         cfg = shrink(shipped_config, demo_root)
@@ -312,3 +311,42 @@ def test_snakemakes_plan_has_the_teacher_only_when_enabled(tmp_path, shipped_con
     assert not any(k.startswith("teacher") for k in off["ensemble"].input.keys())
     assert on["ensemble"].input["teacher_eval"] == on["teacher"].output["eval"] == "results/tiny/teacher/eval.csv"
     assert on["teacher"].input["persons"] == on["persons"].output["groups"]
+
+
+def test_the_steps_run_as_the_engines_run_them_on_the_tiny_run(tiny_run, tmp_path):
+    """The teacher job, then the ensemble job with the teacher on, through the runner with the
+    files the table gives (the tiny run's inputs, outputs under tmp_path): the demo's generated
+    faces align unmasked, masked photos take their person's estimate, and the ensemble's
+    metrics say how the teacher voted."""
+    import yaml
+
+    from maskpipe.dag.jobs import resolve
+    from maskpipe.dag.runner import run_job
+
+    config_path, L = tiny_run
+    on = tmp_path / "teacher.yaml"
+    on.write_text(yaml.safe_dump({"teacher": {"enabled": True}}))
+    raw = load_raw([config_path, on])
+    here = str(tmp_path)
+
+    def ours(step):  # this test's files: the step's outputs, the teacher's cache and estimates
+        mine = {*step.outputs, *(p for p in step.options if p.name == "cache"),
+                *(p for p in step.inputs if p.name.startswith("teacher_"))}
+        return lambda port: here if port is None or port in mine else L.results
+
+    teacher = resolve(STEPS["teacher"], raw, root=ours(STEPS["teacher"]))
+    run_job(teacher, [config_path, on])
+    estimates = pd.read_csv(tmp_path / "teacher" / "train.csv")
+    manifest = pd.read_csv(L.manifest("train"))
+    assert len(estimates) == len(manifest) and (tmp_path / "cache" / "teacher").is_dir()
+    unmasked = estimates[manifest["mask"].to_numpy() == 2]
+    assert unmasked["aligned"].mean() > 0.5 and (estimates["source"] == "person").any()
+    assert "aligned by mask state" in teacher.log.read_text()
+
+    ensemble = resolve(STEPS["ensemble"], raw, root=ours(STEPS["ensemble"]))
+    assert ensemble.inputs["teacher_eval"] == tmp_path / "teacher" / "eval.csv"
+    run_job(ensemble, [config_path, on])
+    metrics = json.loads((tmp_path / "ensemble" / "metrics.json").read_text())
+    assert 0 <= metrics["teacher"]["weight"] <= 1
+    assert metrics["teacher"]["oof_photos_with_estimate"] == int((estimates["source"] != "none").sum())
+    assert "teacher" not in json.loads(open(L.metrics()).read())
