@@ -47,7 +47,7 @@ wildcard_constraints:
 def _paths(step, side):
     """A step's files by name: patterns with {model}/{fold}/{round}; a list for every model x
     fold's (or every round's) files and for a path the config leaves empty (null); a function
-    of the job's round for the previous round's file; none for a port switched off (``when``)."""
+    of the job's round for the previous round's file; none for a port switched off."""
     out = {}
     for port in getattr(P.STEPS[step], side):
         if port.round == "previous":
