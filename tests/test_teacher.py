@@ -171,13 +171,15 @@ def _ensemble_inputs(tmp_path: Path, n: int = 60, seed: int = 0) -> dict:
     and age for the photos of two persons in three (the rest have no estimate; eval: e2)."""
     rng = np.random.default_rng(seed)
     persons = np.repeat(np.arange(n // 3), 3)
-    mask, gender, age = rng.integers(0, 3, n), rng.integers(0, 2, n // 3)[persons], rng.integers(0, 3, n // 3)[persons]
+    mask = rng.integers(0, 3, n)
+    gender, age = rng.integers(0, 2, n // 3)[persons], rng.integers(0, 3, n // 3)[persons]
     y = mask * 6 + gender * 3 + age
     probs = rng.dirichlet(np.ones(18), n) * 0.5
     probs[np.arange(n), y] += 0.3 * rng.random(n)
     probs /= probs.sum(1, keepdims=True)
     keys = [f"k{i}" for i in range(n)]
-    pd.DataFrame({"key": keys, "person": [f"p{p}" for p in persons], "label": y}).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame({"key": keys, "person": [f"p{p}" for p in persons], "label": y}).to_csv(
+        tmp_path / "labels.csv", index=False)
     oof, test = [], []
     for f in (0, 1):
         rows = np.flatnonzero(persons % 2 == f)
@@ -199,7 +201,8 @@ def _ensemble_inputs(tmp_path: Path, n: int = 60, seed: int = 0) -> dict:
 def _run(tmp_path: Path, name: str, inputs: dict, teacher: tuple[Path, Path] | None = None,
          cfg: EnsembleConfig = EnsembleConfig()) -> tuple[dict, dict[str, Path]]:
     out = {n: tmp_path / name / n for n in ("oof.csv", "test.csv", "scores.csv", "metrics.json")}
-    job = EnsembleJob(inputs["oof"], inputs["test"], inputs["labels"], *out.values(), None, *(teacher or (None, None)))
+    job = EnsembleJob(inputs["oof"], inputs["test"], inputs["labels"], *out.values(), None,
+                      *(teacher or (None, None)))
     return ensemble_folds(job, cfg), out
 
 
@@ -207,7 +210,8 @@ def test_the_teacher_votes_with_a_fitted_weight_where_it_has_an_estimate(tmp_pat
     inputs = _ensemble_inputs(tmp_path)
     plain, plain_out = _run(tmp_path, "plain", inputs)
     assert "teacher" not in plain
-    taught, out = _run(tmp_path, "taught", inputs, (tmp_path / "teacher_train.csv", tmp_path / "teacher_eval.csv"))
+    taught, out = _run(tmp_path, "taught", inputs,
+                       (tmp_path / "teacher_train.csv", tmp_path / "teacher_eval.csv"))
     t = taught["teacher"]
     assert 0 < t["weight"] <= 1 and t["fit_half_f1_with"] > t["fit_half_f1_without"]
     assert t["oof_photos_with_estimate"] == int(inputs["has"].sum()) and t["eval_photos_with_estimate"] == 2
@@ -309,7 +313,8 @@ def test_snakemakes_plan_has_the_teacher_only_when_enabled(tmp_path, shipped_con
     off, on = plans[False], plans[True]
     assert "teacher" not in off and set(on) == set(off) | {"teacher"}
     assert not any(k.startswith("teacher") for k in off["ensemble"].input.keys())
-    assert on["ensemble"].input["teacher_eval"] == on["teacher"].output["eval"] == "results/tiny/teacher/eval.csv"
+    assert on["ensemble"].input["teacher_eval"] == on["teacher"].output["eval"]
+    assert on["teacher"].output["eval"] == "results/tiny/teacher/eval.csv"
     assert on["teacher"].input["persons"] == on["persons"].output["groups"]
 
 

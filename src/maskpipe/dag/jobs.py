@@ -93,8 +93,9 @@ class Arg:
         """Left out of the command: a per-round list, and the config has no pseudo-label rounds
         (so the command is the same as before rounds existed), or a port its ``when`` key
         switches off (the command is the same as without the port)."""
-        return (self.port is not None and (self.port.round in ("rounds", "extra") or self.port.when is not None)
-                and not self.port.paths(raw))
+        port = self.port
+        return (port is not None and (port.round in ("rounds", "extra") or port.when is not None)
+                and not port.paths(raw))
 
 
 def command_args(step: Step) -> Iterator[Arg]:
