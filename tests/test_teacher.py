@@ -145,10 +145,17 @@ def test_estimates_are_shared_within_persons_cached_and_counted(tmp_path, monkey
         _teach(paths, TeacherSettings(enabled=True, upsample=1))
 
 
-def test_without_pooling_each_photo_keeps_its_own(tmp_path):
-    paths = _photos(tmp_path)
+def test_without_pooling_each_photo_keeps_its_own_and_no_groups_are_read(tmp_path):
+    paths = {**_photos(tmp_path), "groups": None}
     _teach(paths, TeacherSettings(enabled=True, pool=False))
     assert list(pd.read_csv(paths["out_eval"])["source"]) == ["own", "none", "none"]
+    with pytest.raises(MaskpipeError, match=r"^teacher.pool: .* needs the persons step's groups"):
+        _teach(paths)
+    on = load_raw([REPO / "config.yaml"])
+    on["teacher"].update(enabled=True, pool=False)
+    assert "--persons" not in argv(STEPS["teacher"], on, ["config.yaml"])
+    on["teacher"]["pool"] = True
+    assert "--persons" in argv(STEPS["teacher"], on, ["config.yaml"])
 
 
 def test_an_eval_photo_without_a_group_is_a_one_line_error(tmp_path):

@@ -16,7 +16,8 @@ STEP = Step(
             layout_port("eval_manifest", "manifest", "eval", help="eval manifest"),
             # The photos are read below the root option, as the crop step reads them; the
             # manifests hold their SHA-256, so an edited photo reruns this step anyway.
-            layout_port("persons", "persons_groups", help="eval photo groups (teacher.pool)")),
+            # Read only to pool: without teacher.pool, regrouping the eval photos reruns nothing.
+            layout_port("persons", "persons_groups", help="eval photo groups", when="teacher.pool")),
     outputs=ESTIMATES,
     options=(Port("root", "data folder the manifest paths start from (default: data.root)",
                   config="data.root"),
@@ -30,5 +31,5 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     from maskpipe.teacher.photos import TeacherSettings, teach_splits
 
     i, o = job.inputs, job.outputs
-    teach_splits(i["train_manifest"], i["eval_manifest"], i["persons"], job.options["root"],
+    teach_splits(i["train_manifest"], i["eval_manifest"], i.get("persons"), job.options["root"],
                  job.options["cache"], TeacherSettings(**cfg["teacher"]), o["train"], o["eval"])

@@ -138,14 +138,19 @@ def share_within_persons(own: pd.DataFrame, persons: np.ndarray | None, min_scor
     return out[COLUMNS]
 
 
-def teach_splits(train_manifest: Path, eval_manifest: Path, groups: Path, root: Path, cache_dir: Path,
+def teach_splits(train_manifest: Path, eval_manifest: Path, groups: Path | None, root: Path, cache_dir: Path,
                  settings: TeacherSettings, out_train: Path, out_eval: Path) -> dict[str, dict[str, int]]:
     """Estimate every train and eval photo; write each split's table (:data:`COLUMNS`); return
-    and log how many photos were aligned, got their person's estimate, or got none.
+    and log how many photos were aligned, got their person's estimate, or got none. ``groups``:
+    the persons step's eval photo groups, needed with ``settings.pool`` only.
 
     Raises:
-        MaskpipeError: a manifest or the groups lack a column, or an eval photo has no group.
+        MaskpipeError: a manifest or the groups lack a column, an eval photo has no group, or
+            ``settings.pool`` is on without ``groups``.
     """
+    if settings.pool and groups is None:
+        raise MaskpipeError("teacher.pool: sharing estimates within persons needs the persons step's "
+                            "groups (--persons)")
     cache = EstimateCache(cache_dir, settings)
     model = functools.cache(lambda: Estimator(settings.upsample, settings.max_side))
     train = read_csv(train_manifest, required=["key", "person", "path", "sha256"], dtype={"key": str})
