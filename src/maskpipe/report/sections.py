@@ -109,31 +109,33 @@ def _weight_search(metrics: dict) -> str:
     )
 
 
+def _halves(fitted: dict) -> str:
+    """A choice fitted on half the persons: macro F1 of both halves without and with it."""
+    return table(pd.DataFrame({
+        "half": ["fit", "held out"],
+        "macro F1 without": [fitted["fit_half_f1_without"], fitted["holdout_half_f1_without"]],
+        "macro F1 with": [fitted["fit_half_f1_with"], fitted["holdout_half_f1_with"]]}))
+
+
 def _age_bias(metrics: dict) -> str:
     ab = metrics.get("age_bias")
     if not isinstance(ab, dict) or not ab.get("enabled"):
         return "<p>No age-group bias was fitted (<code>ensemble.age_bias</code> is off).</p>"
-    rows = pd.DataFrame({"half": ["fit", "held out"],
-                         "macro F1 without": [ab["fit_half_f1_without"], ab["holdout_half_f1_without"]],
-                         "macro F1 with": [ab["fit_half_f1_with"], ab["holdout_half_f1_with"]]})
     return join(f"<p>A bias of <b>{ab['bias']:+.2f}</b> (log scale) on the &ge;60 age group was fitted "
                 "on half the persons' OOF predictions and applied; the held-out half is the honest "
-                "figure.</p>", table(rows))
+                "figure.</p>", _halves(ab))
 
 
 def _teacher(metrics: dict) -> str:
     t = metrics.get("teacher")
     if not isinstance(t, dict) or not t.get("enabled"):
         return "<p>No teacher voted (<code>teacher.enabled</code> is off).</p>"
-    rows = pd.DataFrame({"half": ["fit", "held out"],
-                         "macro F1 without": [t["fit_half_f1_without"], t["holdout_half_f1_without"]],
-                         "macro F1 with": [t["fit_half_f1_with"], t["holdout_half_f1_with"]]})
     return join(f"<p>dlib's pretrained age and gender networks voted on gender and age with weight "
                 f"<b>{t['weight']:.3f}</b>, fitted on half the persons' OOF predictions (0: it did not "
                 f"beat the models there); {t['oof_photos_with_estimate']} of {t['oof_photos']} OOF and "
                 f"{t['eval_photos_with_estimate']} of {t['eval_photos']} eval photos had an estimate, "
                 "the rest kept the models' prediction. The held-out half is the honest figure.</p>",
-                table(rows))
+                _halves(t))
 
 
 def scores(r: Run, figs: Figures) -> str:
