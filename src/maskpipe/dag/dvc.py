@@ -18,7 +18,7 @@ from maskpipe.dag.sources import step_sources
 from maskpipe.config import Config
 from maskpipe.layout import Layout
 from maskpipe.dag.jobs import Arg, command, files, log_path
-from maskpipe.dag.ports import Step
+from maskpipe.dag.ports import Step, switched_on
 from maskpipe.dag.table import ROUND_STEPS, STEPS
 from maskpipe.dag.rounds import retrained
 
@@ -72,7 +72,8 @@ def _stage(step: Step, cfg: Config, config_file: str, start: str, round: int = 1
 def stages(cfg: Config, config_file: str, start: str = ".") -> dict:
     """The ``stages:`` mapping of dvc.yaml, written in the directory ``start``: the steps in
     table order, a pseudo-label round step once a round (``NAME-roundR``: DVC's ``${item}``
-    cannot name the previous round's folder), the round steps grouped round by round."""
+    cannot name the previous round's folder), the round steps grouped round by round; a step its
+    ``when`` key switches off has no stage."""
     out = {}
     for step in STEPS.values():
         if not step.active(cfg.raw):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maskpipe.dag.ports import FOLD, MODEL, ROUND, Job, Port, PortValue, Step, model_folds
+from maskpipe.dag.ports import FOLD, MODEL, ROUND, Job, Port, PortValue, Step, model_folds, switched_on
 from maskpipe.dag.rounds import extra_rounds, retrained
 from maskpipe.dag.table import ROUND_STEPS, STEPS
 from maskpipe.layout import Layout

@@ -65,7 +65,7 @@ class Port:
               round: str | int = ROUND) -> list[str]:
         """Where this port lives for a config (and a job's round); empty when its config key is
         null, for the rounds of a config without pseudo-label rounds, or while ``when`` is empty."""
-        if self.when and not config_value(raw, self.when):
+        if not switched_on(raw, self.when):
             return []
         if self.config is not None:
             node = config_value(raw, self.config)
@@ -110,7 +110,7 @@ class Step:
 
     def active(self, raw: dict) -> bool:
         """Whether the step has jobs under config ``raw`` (:attr:`when`)."""
-        return not self.when or bool(config_value(raw, self.when))
+        return switched_on(raw, self.when)
 
     @property
     def runs(self) -> str:
@@ -145,6 +145,17 @@ def again(step: Step, spec: Again) -> Step:
     return replace(step, name=spec.name, help=spec.help, function=step.runs, rounds=True,
                    inputs=tuple(here(p) if p.name in spec.moved else p for p in step.inputs) + spec.extra,
                    outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
+
+
+def switched_on(raw: dict, key: str) -> bool:
+    """Whether config key ``key`` (dotted; "": always on) holds a value that is not empty (null,
+    [], false) in ``raw``: a port's or step's ``when``."""
+    if not key:
+        return True
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return bool(node)
 
 
 def layout_port(name: str, layout: str, *args: str, help: str, **kw: Any) -> Port:

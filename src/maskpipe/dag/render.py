@@ -43,7 +43,10 @@ def table_rows() -> list[tuple[str, ...]]:
     def fan_out(s: Step) -> str:
         return " x ".join(["round"] * s.rounds + ["model x fold"] * s.fan_out)
 
-    return [(s.name, ", ".join(s.sections), paths(s.inputs), paths(s.outputs), paths(s.options),
+    def sections(s: Step) -> str:  # a switched step says so beside its sections
+        return ", ".join(s.sections) + (f" (runs with {s.when})" if s.when else "")
+
+    return [(s.name, sections(s), paths(s.inputs), paths(s.outputs), paths(s.options),
              fan_out(s), "yes" if s.gpu else "") for s in STEPS.values()]
 
 

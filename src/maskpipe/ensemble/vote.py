@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from maskpipe.ensemble import teacher as teaching
 from maskpipe.ensemble import weights as weight_fitting
 from maskpipe.classes import MASK_STATES, PROB_COLUMNS, TASK_COLUMNS, TASKS, joint
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
@@ -81,7 +82,8 @@ def _model_rows(m: str, mo: pd.DataFrame, lab: pd.DataFrame, tta: str) -> tuple[
 @dataclass(frozen=True)
 class EnsembleJob:
     """An ensemble's files: every model x fold's out-of-fold and eval predictions and the labels
-    in (``persons``: the persons step's eval photo groups, if any), the ensemble's files out."""
+    in (``persons``: the persons step's eval photo groups, if any; ``teacher_train`` and
+    ``teacher_eval``: the teacher step's estimates, if it is on), the ensemble's files out."""
 
     oof: list[Path]
     test: list[Path]
@@ -91,6 +93,8 @@ class EnsembleJob:
     out_scores: Path
     out_metrics: Path
     persons: Path | None = None
+    teacher_train: Path | None = None
+    teacher_eval: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,9 @@ def ensemble_folds(job: EnsembleJob, cfg: EnsembleConfig) -> dict:
     probabilities, then the product of the three (see :mod:`maskpipe.train.heads`); the member
     votes with the mean weight of its models. Each model is scored with its TTA setting and,
     where the OOF file has them, without TTA. ``search_weights`` and ``age_bias`` fit on half
-    the persons and report on the other half (:mod:`maskpipe.ensemble.weights`). ``prior_shift``
+    the persons and report on the other half (:mod:`maskpipe.ensemble.weights`). With the
+    teacher step's estimates, the teacher votes on gender and age with a weight fitted on the
+    same half (:mod:`maskpipe.ensemble.teacher`), before the age bias. ``prior_shift``
     and ``persons`` (with the ``persons`` step's groups) then adjust the eval probabilities
     only (:func:`maskpipe.persons.adjust.adjust_eval`).
 
@@ -134,12 +140,18 @@ def ensemble_folds(job: EnsembleJob, cfg: EnsembleConfig) -> dict:
     if "tasks" in configured:
         rows.append({"model": "tasks", "fold": "all", "tta": "-", **_score(y, members[-1].oof)})
     w = np.array([m.weight for m in members])
+    keys = members[0].test.index
+    teacher = _read_teacher(job, lab.index, keys)
     fit, holdout = weight_fitting.person_halves(lab["person"].to_numpy(), cfg.seed)
     fitted = _fit_choices(members, y, lab["person"].to_numpy(), fit, holdout, w, method,
-                          cfg.search_weights, cfg.age_bias)
-    w, keys = fitted["weights"], members[0].test.index
+                          cfg.search_weights, cfg.age_bias, teacher and teacher[0])
+    w = fitted["weights"]
     ens_oof = vote([m.oof for m in members], w, method)
     ens_test = vote([m.test.loc[keys].to_numpy() for m in members], w, method)
+    if teacher:
+        tw, by_method = fitted["teacher"]["weight"], _method_vote(method)
+        ens_oof = teaching.with_teacher(ens_oof, teacher[0], tw, by_method)
+        ens_test = teaching.with_teacher(ens_test, teacher[1], tw, by_method)
     if cfg.age_bias:
         ens_oof = weight_fitting.apply_age_bias(ens_oof, fitted["bias"])
         ens_test = weight_fitting.apply_age_bias(ens_test, fitted["bias"])
@@ -158,6 +170,14 @@ def ensemble_folds(job: EnsembleJob, cfg: EnsembleConfig) -> dict:
         "tta_gain": tta_gain, "weight_search": fitted["search"], "age_bias": fitted["age_bias"],
         **eval_info,
     }
+    if teacher:  # only then: without the teacher, the metrics are what they were before it
+        taught = metrics["teacher"] = {**fitted["teacher"], "eval_photos": len(keys),
+                                       "eval_photos_with_estimate": int(teacher[1].has.sum())}
+        log.info("teacher: weight %.3f fitted on half the persons (holdout half macro F1 %.4f without, "
+                 "%.4f with); %d of %d OOF and %d of %d eval photos have an estimate, the rest keep "
+                 "the models' prediction", taught["weight"], taught["holdout_half_f1_without"],
+                 taught["holdout_half_f1_with"], taught["oof_photos_with_estimate"], len(y),
+                 taught["eval_photos_with_estimate"], len(keys))
     _write(lab, y, ens_oof, keys, ens_test, pd.DataFrame(rows), metrics, job.out_oof, job.out_test,
            job.out_scores, job.out_metrics)
     log.info("ensemble of %d member(s) from %d model(s): out-of-fold macro F1 %.4f, accuracy %.4f",
@@ -202,14 +222,36 @@ def _members(oof: pd.DataFrame, test: pd.DataFrame, lab: pd.DataFrame, models: l
     return rows, members, tta_gain, configured
 
 
+def _method_vote(method: str) -> teaching.Vote:
+    return lambda ps, ww: vote(ps, ww, method)
+
+
+def _read_teacher(job: EnsembleJob, train_keys: pd.Index,
+                  eval_keys: pd.Index) -> tuple[teaching.Estimates, teaching.Estimates] | None:
+    """The teacher's (OOF, eval) estimates in label and eval order, or None without the teacher."""
+    if job.teacher_train is None and job.teacher_eval is None:
+        return None
+    if job.teacher_train is None or job.teacher_eval is None:
+        raise MaskpipeError("ensemble: the teacher's estimates need both files (--teacher-train and "
+                            "--teacher-eval)")
+    return (teaching.read_estimates(job.teacher_train, train_keys),
+            teaching.read_estimates(job.teacher_eval, eval_keys))
+
+
 def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit: np.ndarray,
                  holdout: np.ndarray, w: np.ndarray, method: str, search_weights: bool,
-                 age_bias: bool) -> dict:
-    """Vote weights and age bias, each fitted on the ``fit`` half if asked, with their report."""
+                 age_bias: bool, teacher: teaching.Estimates | None = None) -> dict:
+    """Vote weights, the teacher's weight (given its OOF estimates) and age bias, each fitted
+    on the ``fit`` half if asked (the teacher's always), with their report."""
     member_oof = [m.oof for m in members]
+    by_method, tw = _method_vote(method), 0.0
 
-    def ens_f1(ww, rows_mask, bias=0.0):
-        p = weight_fitting.apply_age_bias(vote([o[rows_mask] for o in member_oof], ww, method), bias)
+    def ens_f1(ww, rows_mask, bias=0.0, teacher_weight=None):
+        p = vote([o[rows_mask] for o in member_oof], ww, method)
+        if teacher is not None:
+            p = teaching.with_teacher(p, teacher.rows(rows_mask),
+                                      tw if teacher_weight is None else teacher_weight, by_method)
+        p = weight_fitting.apply_age_bias(p, bias)
         return macro_f1(y[rows_mask], p.argmax(1))
 
     search = {"enabled": search_weights}
@@ -221,12 +263,23 @@ def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit:
                       fit_persons=int(len(np.unique(persons[fit]))),
                       holdout_persons=int(len(np.unique(persons[holdout]))))
         w = found
+    taught = {}
+    if teacher is not None:
+        tw = teaching.fit_teacher_weight(vote(member_oof, w, method), teacher, y, fit, by_method)
+        taught = {"enabled": True, "weight": tw,
+                  "oof_photos_with_estimate": int(teacher.has.sum()), "oof_photos": len(y),
+                  "fit_half_f1_without": ens_f1(w, fit, teacher_weight=0.0), "fit_half_f1_with": ens_f1(w, fit),
+                  "holdout_half_f1_without": ens_f1(w, holdout, teacher_weight=0.0),
+                  "holdout_half_f1_with": ens_f1(w, holdout)}
     bias, b = {"enabled": age_bias}, 0.0
     if age_bias:
-        b = weight_fitting.fit_age_bias(vote(member_oof, w, method), y, fit)
+        p = vote(member_oof, w, method)
+        if teacher is not None:
+            p = teaching.with_teacher(p, teacher, tw, by_method)
+        b = weight_fitting.fit_age_bias(p, y, fit)
         bias.update(bias=b, fit_half_f1_without=ens_f1(w, fit), fit_half_f1_with=ens_f1(w, fit, b),
                     holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
-    return {"weights": w, "bias": b, "search": search, "age_bias": bias}
+    return {"weights": w, "bias": b, "search": search, "age_bias": bias, "teacher": taught}
 
 
 def _write(lab: pd.DataFrame, y: np.ndarray, ens_oof: np.ndarray, keys: pd.Index, ens_test: np.ndarray,

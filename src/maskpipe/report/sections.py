@@ -109,16 +109,33 @@ def _weight_search(metrics: dict) -> str:
     )
 
 
+def _halves(fitted: dict) -> str:
+    """A choice fitted on half the persons: macro F1 of both halves without and with it."""
+    return table(pd.DataFrame({
+        "half": ["fit", "held out"],
+        "macro F1 without": [fitted["fit_half_f1_without"], fitted["holdout_half_f1_without"]],
+        "macro F1 with": [fitted["fit_half_f1_with"], fitted["holdout_half_f1_with"]]}))
+
+
 def _age_bias(metrics: dict) -> str:
     ab = metrics.get("age_bias")
     if not isinstance(ab, dict) or not ab.get("enabled"):
         return "<p>No age-group bias was fitted (<code>ensemble.age_bias</code> is off).</p>"
-    rows = pd.DataFrame({"half": ["fit", "held out"],
-                         "macro F1 without": [ab["fit_half_f1_without"], ab["holdout_half_f1_without"]],
-                         "macro F1 with": [ab["fit_half_f1_with"], ab["holdout_half_f1_with"]]})
     return join(f"<p>A bias of <b>{ab['bias']:+.2f}</b> (log scale) on the &ge;60 age group was fitted "
                 "on half the persons' OOF predictions and applied; the held-out half is the honest "
-                "figure.</p>", table(rows))
+                "figure.</p>", _halves(ab))
+
+
+def _teacher(metrics: dict) -> str:
+    t = metrics.get("teacher")
+    if not isinstance(t, dict) or not t.get("enabled"):
+        return "<p>No teacher voted (<code>teacher.enabled</code> is off).</p>"
+    return join(f"<p>dlib's pretrained age and gender networks voted on gender and age with weight "
+                f"<b>{t['weight']:.3f}</b>, fitted on half the persons' OOF predictions (0: it did not "
+                f"beat the models there); {t['oof_photos_with_estimate']} of {t['oof_photos']} OOF and "
+                f"{t['eval_photos_with_estimate']} of {t['eval_photos']} eval photos had an estimate, "
+                "the rest kept the models' prediction. The held-out half is the honest figure.</p>",
+                _halves(t))
 
 
 def scores(r: Run, figs: Figures) -> str:
@@ -133,6 +150,7 @@ def scores(r: Run, figs: Figures) -> str:
         "<h3>Test-time augmentation</h3>", _tta(df),
         "<h3>Ensemble weight search</h3>", _weight_search(r.metrics),
         "<h3>Age-group decision bias</h3>", _age_bias(r.metrics),
+        "<h3>Teacher</h3>", _teacher(r.metrics),
     )
 
 
@@ -158,7 +176,19 @@ def confusion(r: Run, figs: Figures) -> str:
                    figures.confusion(cm, classes.class_names(), "Ensemble OOF confusion (18 classes)"),
                    "confusion matrix"),
         figs.embed("task_confusions", figures.task_confusions(panels), "per-task confusion matrices"),
+        _age_recall(classes.decode(truth)[2], classes.decode(pred)[2]),
     )
+
+
+def _age_recall(truth: np.ndarray, pred: np.ndarray) -> str:
+    """Each age group's OOF recall: ">=60" is the group the training set barely shows (every
+    real train person in it is exactly 60), so its recall is the age task's weak point."""
+    n = np.bincount(truth, minlength=3)
+    hit = np.bincount(truth[truth == pred], minlength=3)
+    recall = pd.DataFrame({"age group": classes.AGE_NAMES, "true photos": n, "predicted right": hit,
+                           "recall": [h / k if k else np.nan for h, k in zip(hit, n, strict=True)]})
+    return join("<p>Out-of-fold recall of each age group (the <code>&gt;=60</code> row is the one "
+                "to watch):</p>", table(recall))
 
 
 def confident_mistakes(oof: pd.DataFrame, top: int = TOP_MISTAKES) -> pd.DataFrame:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from maskpipe.dag.ports import Again, Job, Step, layout_port
+from maskpipe.steps.teacher import ESTIMATES
 
 STEP = Step(
     "ensemble", "soft vote over models and folds, scored OOF", ("ensemble",),
@@ -12,7 +14,10 @@ STEP = Step(
             layout_port("test", "test_probs", every_job=True, help="every model x fold's test file"),
             layout_port("labels", "labels", help="corrected labels"),
             layout_port("persons", "persons_groups", help="eval photo groups (used where "
-                                                          "ensemble.persons enables them)")),
+                                                          "ensemble.persons enables them)"),
+            # Only with the teacher on: off, the command, the rule and the stage are as before it.
+            *(replace(p, name=f"teacher_{p.name}", when="teacher.enabled",
+                      help=f"the teacher's {p.help} (with teacher.enabled)") for p in ESTIMATES)),
     outputs=(layout_port("oof", "ensemble_oof", help="ensemble OOF probabilities"),
              layout_port("test", "ensemble_test", help="ensemble eval probabilities"),
              layout_port("scores", "ensemble_scores", help="per model x fold scores"),
@@ -32,4 +37,5 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
 
     i, o = job.inputs, job.outputs
     ensemble_folds(EnsembleJob(i["oof"], i["test"], i["labels"], o["oof"], o["test"], o["scores"],
-                               o["metrics"], i["persons"]), EnsembleConfig(**cfg["ensemble"]))
+                               o["metrics"], i["persons"], i.get("teacher_train"), i.get("teacher_eval")),
+                   EnsembleConfig(**cfg["ensemble"]))
