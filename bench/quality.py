@@ -227,7 +227,10 @@ FOLDER = {**dict.fromkeys(("manifest", "crops", "crop_index", "crop_sheet", "per
           **dict.fromkeys(("checkpoint", "train_metrics", "tensorboard", "resume"), "models"),
           **dict.fromkeys(("oof", "test_probs", "pseudo_labels", "pseudo_summary"), "row"),
           **dict.fromkeys(("ensemble_oof", "ensemble_test", "ensemble_scores", "metrics", "submission"),
-                          "ensemble")}
+                          "ensemble"),
+          # the external faces' labels (Layout.file) beside their crops, and the teacher's estimates
+          # (per photo of the set): ports the rows' steps have, switched off in every row so far
+          "file": "crops", "teacher_estimates": "crops", "teacher_cache": "cache"}
 
 
 def _run(*args: str) -> None:

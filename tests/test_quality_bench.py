@@ -91,3 +91,14 @@ def test_quality_bench_help_explains_every_option(quality, capsys):
     assert "--folds FOLDS folds of every row" in out and "(default: 2)" in out
     assert "--regime {pretrained,scratch}" in out and "(default: pretrained)" in out
     assert "--min-age MIN_AGE demo-data's youngest face" in out and "(default: None)" not in out
+
+
+def test_every_file_of_the_steps_the_bench_runs_has_a_folder(quality):
+    """A step that gains a port (a file of a new Layout kind) must not stop the bench with a
+    KeyError in the middle of a table: FOLDER places every port of every step it runs."""
+    from maskpipe.dag.table import STEPS
+
+    ran = ("validate", "crop", "persons", "labels", "folds", "train", "predict", "ensemble", "submit",
+           "pseudo", "retrain", "repredict")
+    kinds = {p.layout for s in ran for p in (*STEPS[s].inputs, *STEPS[s].outputs, *STEPS[s].options) if p.layout}
+    assert kinds <= set(quality.FOLDER), kinds - set(quality.FOLDER)
