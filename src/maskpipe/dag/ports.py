@@ -152,10 +152,10 @@ def switched_on(raw: dict, key: str) -> bool:
     [], false) in ``raw``: a port's or step's ``when``."""
     if not key:
         return True
-    node: Any = raw
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return bool(node)
+    try:
+        return bool(config_value(raw, key))
+    except (KeyError, TypeError):  # a section the config does not have: off
+        return False
 
 
 def layout_port(name: str, layout: str, *args: str, help: str, **kw: Any) -> Port:
