@@ -43,17 +43,20 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from maskpipe.classes import AGE_NAMES, decode
 from maskpipe.cli import main as cli_main
 from maskpipe.config import validate
 from maskpipe.layout import Layout
 from maskpipe.metrics import macro_f1, person_interval, task_f1
 from maskpipe.dag.jobs import resolve
-from maskpipe.dag.ports import Port
+from maskpipe.dag.ports import Job, Port, switched_on
 from maskpipe.dag.runner import run_job
 from maskpipe.dag.table import STEPS
+from maskpipe.demo.realfaces import EXTERNAL_DIR
 from maskpipe.train.weights import PACKAGED, packaged_hint
 
 REPO = Path(__file__).resolve().parents[1]
+OLD = AGE_NAMES.index(">=60")  #: the ">= 60" age group
 log = logging.getLogger("bench.quality")
 
 
@@ -79,10 +82,23 @@ ROWS = [
     Row("18-class, best config of the search", {"a": "@searched"}),
     Row("18-class, pseudo-label round 2 at threshold 0.5", {"a": {}}, {"pseudo": {"rounds": 1, "threshold": 0.5}}),
     Row("18-class, from scratch (the scratch regime's row 1)", {"a": "@scratch"}),
+    # Ages the train set never shows: the set's unused faces (demo-data's OUT/external, 514 of
+    # 2,142 aged 60 or more where every train ">= 60" person is 60-65) for the gender and age
+    # tasks only (all "not wear", they would teach the mask task nothing true), and dlib's
+    # pretrained age and gender networks as an ensemble vote. On the multitask row: an 18-class
+    # head cannot take some tasks only.
+    Row("multitask, external faces (gender, age)",
+        {"mt": {"head": "multitask", "external_tasks": ["gender", "age"]}}, {"external": {"folders": ["@external"]}}),
+    Row("multitask, teacher vote", {"mt": {"head": "multitask"}}, {"teacher": {"enabled": True}}),
+    Row("multitask, external faces + teacher vote",
+        {"mt": {"head": "multitask", "external_tasks": ["gender", "age"]}},
+        {"external": {"folders": ["@external"]}, "teacher": {"enabled": True}}),
 ]
 #: The rows a regime runs by default: the from-scratch twin (row 10) only measures the
 #: pretrained regime against its own row 1 (in the scratch regime it would be row 1 again).
-DEFAULT_ROWS = {"pretrained": range(1, len(ROWS) + 1), "scratch": range(1, len(ROWS))}
+SCRATCH_TWIN = 10
+DEFAULT_ROWS = {"pretrained": list(range(1, len(ROWS) + 1)),
+                "scratch": [n for n in range(1, len(ROWS) + 1) if n != SCRATCH_TWIN]}
 
 #: What the bench's search varies: config.yaml's ``search.space`` without image size and epochs,
 #: so every trial has the training budget of the rows (``--epochs``, ``--image-size``).
@@ -178,8 +194,11 @@ def scratch_twin(base: dict, args: argparse.Namespace) -> dict:
 
 def row_config(base: dict, row: Row, args: argparse.Namespace, searched: dict | None = None) -> dict:
     """``row``'s config: ``@arch_b`` is the second architecture, ``@searched`` the search's best
-    model, ``@scratch`` row 1's model in the scratch regime."""
+    model, ``@scratch`` row 1's model in the scratch regime, ``@external`` the set's unused faces."""
     cfg = _merge(base, row.sections)
+    external = str(Path(base["data"]["root"]) / EXTERNAL_DIR)
+    cfg["external"] = {**cfg.get("external", {}), "folders": [
+        external if f == "@external" else f for f in cfg.get("external", {}).get("folders", [])]}
     model = base["models"]["base"]
     second = {"arch": args.arch_b, **model_weights(args.arch_b, args.regime)}
     special = {"@searched": lambda: searched, "@scratch": lambda: scratch_twin(base, args)}
@@ -196,7 +215,8 @@ def search_best(runner: Runner, base: dict, args: argparse.Namespace) -> dict:
     from maskpipe.search import run_search
 
     cfg = row_config(base, ROWS[0], args)
-    C, F = runner.prepare(cfg)
+    at = runner.prepare(cfg)
+    C, F = at["crops"], at["labels"]
     folder = (args.work / "search").resolve()
     results = folder / "results"  # what the search reads, where its Layout looks for it
     for name, target in (("manifest", C.manifest("train")), ("crops", C.crops("train")),
@@ -216,21 +236,34 @@ def search_best(runner: Runner, base: dict, args: argparse.Namespace) -> dict:
     return summary.best_model
 
 
-#: The folder of each kind of file (the step table's Layout method) the rows' steps use:
-#: "crops" (shared by the rows with the same data and crop config), "labels" (and the same
-#: labels and folds config), "models" (and the same train and model config), "cache" (every
-#: row), "row" (a row's predictions and pseudo-labels), "ensemble" (one per eval variant).
+#: The folder of each kind of file (the step table's Layout method, or method:first argument
+#: where one method serves two kinds) the rows' steps use: "crops" (shared by the rows with the
+#: same data and crop config), "labels" (and the same labels and folds config), "external" (the
+#: external faces, by the same and the external config), "teacher" (the teacher's estimates, by
+#: the crops and the teacher config), "models" (and the same train and model config), "cache"
+#: (every row), "row" (a row's predictions and pseudo-labels), "ensemble" (one per eval variant).
 #: A step's log goes in the folder of its first output.
 FOLDER = {**dict.fromkeys(("manifest", "crops", "crop_index", "crop_sheet", "persons_groups"), "crops"),
-          "crop_cache": "cache",
+          "crop_cache": "cache", "file:cache": "cache", "teacher_cache": "cache",
           **dict.fromkeys(("labels", "corrections_applied", "folds"), "labels"),
+          **dict.fromkeys(("crops:external", "crop_index:external", "file:labels"), "external"),
+          "teacher_estimates": "teacher",
           **dict.fromkeys(("checkpoint", "train_metrics", "tensorboard", "resume"), "models"),
           **dict.fromkeys(("oof", "test_probs", "pseudo_labels", "pseudo_summary"), "row"),
           **dict.fromkeys(("ensemble_oof", "ensemble_test", "ensemble_scores", "metrics", "submission"),
-                          "ensemble"),
-          # the external faces' labels (Layout.file) beside their crops, and the teacher's estimates
-          # (per photo of the set): ports the rows' steps have, switched off in every row so far
-          "file": "crops", "teacher_estimates": "crops", "teacher_cache": "cache"}
+                          "ensemble")}
+
+
+#: The steps :class:`Runner` runs (each of their ports has a :data:`FOLDER` kind).
+RUNS = ("validate", "crop", "persons", "labels", "folds", "external", "teacher", "train", "predict",
+        "ensemble", "submit", "pseudo", "retrain", "repredict")
+
+
+def folder_kind(port: Port) -> str:
+    """The :data:`FOLDER` kind of ``port``: by its Layout method and first argument where FOLDER
+    names the pair (the external faces' crops are ``crops("external")``), else by the method."""
+    pair = f"{port.layout}:{port.args[0]}" if port.args else None
+    return FOLDER[pair if pair in FOLDER else port.layout]
 
 
 def _run(*args: str) -> None:
@@ -250,18 +283,28 @@ class Runner:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return str(path)
 
-    def run(self, step: str, cfg: dict, config: str, at: dict[str, Layout], **job) -> None:
-        """One job of ``step`` (``job``: its model, fold, round) as the engines would run it, from
-        the step table; its files in the folders ``at`` gives each kind of :data:`FOLDER`."""
+    @staticmethod
+    def job(step: str, cfg: dict, at: dict[str, Layout], **job) -> Job:
+        """One job of ``step`` (``job``: its model, fold, round) with its files, from the step
+        table, in the folders ``at`` gives each kind of :data:`FOLDER`."""
+        if step not in RUNS:
+            raise ValueError(f"bench/quality.py: step {step!r} is not in RUNS (give its files a FOLDER kind)")
         s = STEPS[step]
 
         def root(port: Port | None) -> str:
-            return at[FOLDER[(port or s.outputs[0]).layout]].results
+            if port is not None and not switched_on(cfg, port.when):
+                return ""  # a port the config leaves out has no path (and maybe no folder here)
+            return at[folder_kind(port or s.outputs[0])].results
 
-        run_job(resolve(s, cfg, root=root, **job), [config])
+        return resolve(s, cfg, root=root, **job)
 
-    def prepare(self, cfg: dict) -> tuple[Layout, Layout]:
-        """validate + crop (per crop config), labels + folds (per labels/folds config)."""
+    def run(self, step: str, cfg: dict, config: str, at: dict[str, Layout], **job) -> None:
+        """One job of ``step`` as the engines would run it (:meth:`job`), with ``config``."""
+        run_job(self.job(step, cfg, at, **job), [config])
+
+    def prepare(self, cfg: dict) -> dict[str, Layout]:
+        """validate + crop (per crop config), labels + folds (per labels/folds config), the
+        external faces and the teacher where the config has them; the folders by kind."""
         # The set's marker too: a set made again in the same folder (a new generator version,
         # other demo-data options) holds other photos, whose crops must not be reused.
         marker = Path(cfg["data"]["root"]) / "demo.json"
@@ -280,32 +323,41 @@ class Runner:
         if not Path(F.folds()).is_file():
             self.run("labels", cfg, c, {"crops": C, "labels": F})
             self.run("folds", cfg, c, {"labels": F})
-        return C, F
+        at["labels"] = F
+        for step, section in (("external", ("external", "crop", "labels")), ("teacher", ("teacher",))):
+            if STEPS[step].active(cfg):  # its own folder: rows without it share the crops above
+                at[step] = X = Layout(str(self.work / step / _key(crop_key, *(cfg[k] for k in section))))
+                if not all(Path(out).exists() for out in self.job(step, cfg, at).outputs.values()):
+                    self.run(step, cfg, self._config(cfg, f"{step}-{Path(X.results).name}"), at)
+        return at
 
-    def model(self, cfg: dict, m: str, C: Layout, F: Layout, folds: int) -> tuple[Layout, bool]:
+    def model(self, cfg: dict, m: str, at: dict[str, Layout], folds: int) -> tuple[Layout, bool]:
         """Train model ``m`` on every fold unless a model of the same config was: (layout, trained)."""
-        T = Layout(str(self.work / "models" / _key(str(F.folds()), cfg["train"], cfg["models"][m])))
+        # the external faces (their folder names their config) only for a model that takes them
+        external = [at["external"].results] if "external" in at else []
+        T = Layout(str(self.work / "models" / _key(str(at["labels"].folds()), cfg["train"], cfg["models"][m],
+                                                   *external)))
         c = self._config(cfg, f"train-{Path(T.results).name}")
         trained = False
         for f in range(folds):
             if Path(T.train_metrics(m, f)).is_file():
                 continue
-            self.run("train", cfg, c, {"crops": C, "labels": F, "models": T}, model=m, fold=f)
+            self.run("train", cfg, c, {**at, "models": T}, model=m, fold=f)
             trained = True
         return T, trained
 
-    def ensemble(self, cfg: dict, c: str, P: Layout, C: Layout, F: Layout, V: Layout) -> None:
+    def ensemble(self, cfg: dict, c: str, at: dict[str, Layout], P: Layout, V: Layout) -> None:
         """The ensemble of every model x fold's predictions in ``P``, and its submission, in ``V``."""
-        at = {"row": P, "crops": C, "labels": F, "ensemble": V}
+        at = {**at, "row": P, "ensemble": V}
         self.run("ensemble", cfg, c, at)
         # submit reads the config's last round (round="last"); here, the ensemble just made
         self.run("submit", {**cfg, "pseudo": {**cfg["pseudo"], "rounds": 0}}, c, at)
 
-    def next_round(self, cfg: dict, c: str, C: Layout, F: Layout, R: Layout, r: int, folds: int) -> None:
+    def next_round(self, cfg: dict, c: str, at: dict[str, Layout], R: Layout, r: int, folds: int) -> None:
         """Pseudo-label round ``r``: label the eval photos round ``r - 1``'s ensemble is sure of,
         train every model x fold again with them, predict; files under ``R.round(r)``."""
         self.run("pseudo", cfg, c, {"ensemble": R, "row": R}, round=r)
-        at = {"crops": C, "labels": F, "models": R, "row": R}  # the round's models are the row's
+        at = {**at, "models": R, "row": R}  # the round's models are the row's
         for m in cfg["models"]:
             for f in range(folds):
                 self.run("retrain", cfg, c, at, model=m, fold=f, round=r)
@@ -315,22 +367,22 @@ class Runner:
         """Every step of one row (and its pseudo-label rounds); returns the row's figures, those
         of its last round."""
         start = time.perf_counter()
-        C, F = self.prepare(cfg)
+        at = self.prepare(cfg)
         # By its config, not its name: a row run in another regime or at other sizes keeps its
         # own predictions beside this one's (for paired comparisons between runs)
         R = Layout(str(self.work / "rows" / _key(row.name, cfg)))
         c = self._config(cfg, f"row-{Path(R.results).name}")
         trained = False
         for m in cfg["models"]:
-            T, new = self.model(cfg, m, C, F, folds)
+            T, new = self.model(cfg, m, at, folds)
             trained |= new
             for f in range(folds):
-                self.run("predict", cfg, c, {"crops": C, "labels": F, "models": T, "row": R}, model=m, fold=f)
+                self.run("predict", cfg, c, {**at, "models": T, "row": R}, model=m, fold=f)
         last, extra = R, {}
         for r in range(2, cfg["pseudo"]["rounds"] + 2):
-            self.ensemble(cfg, c, last, C, F, last)  # what the round's pseudo-labels come from
+            self.ensemble(cfg, c, at, last, last)  # what the round's pseudo-labels come from
             extra[f"round {r - 1} eval F1"] = scores(last, self.data)["eval F1"]
-            self.next_round(cfg, c, C, F, R, r, folds)
+            self.next_round(cfg, c, at, R, r, folds)
             last = R.round(r)
             extra[f"round {r} pseudo-labels"] = pseudo_quality(last, self.data)
             trained = True
@@ -339,7 +391,7 @@ class Runner:
             V = last if not over else Layout(str(Path(last.results) / variant))
             cv = _merge(cfg, {"ensemble": over})
             self.ensemble(cv, self._config(cv, f"row-{Path(R.results).name}-{variant or 'base'}"),
-                          last, C, F, V)
+                          at, last, V)
             sub = pd.read_csv(V.submission(), dtype={"ImageID": str})
             figures[variant] = (scores(V, self.data), sub.set_index("ImageID")["ans"])
         seconds = time.perf_counter() - start
@@ -347,7 +399,7 @@ class Runner:
         return {"configuration": row.name, **figures[""][0],
                 "eval F1 95%": "[{:.3f}, {:.3f}]".format(*interval(truth, figures[""][1])),
                 **variant_columns(figures, truth),
-                **crop_shares(C), "wall s": round(seconds), "reused": "" if trained else "yes",
+                **crop_shares(at["crops"]), "wall s": round(seconds), "reused": "" if trained else "yes",
                 "notes": ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in extra.items()),
                 "_pred": figures[""][1]}
@@ -410,7 +462,10 @@ GAINS = [
     ("pseudo-label round 2", 7, 1),
     ("search's best config", 8, 1),
     ("pseudo-label round 2 at threshold 0.5", 9, 1),
-    ("pretrained weights (over the from-scratch twin)", 1, 10),
+    ("pretrained weights (over the from-scratch twin)", 1, SCRATCH_TWIN),
+    ("external faces (gender, age)", 11, 3),
+    ("teacher vote", 12, 3),
+    ("external faces + teacher vote", 13, 3),
 ]
 
 
@@ -427,14 +482,17 @@ def gains(rows: dict[int, dict], truth: pd.DataFrame) -> pd.DataFrame:
 
 
 def scores(R: Layout, data: Path) -> dict:
-    """OOF macro F1 (ensemble metrics), eval macro F1 and per-task F1 against demo_truth.csv."""
+    """OOF macro F1 (ensemble metrics), eval macro F1, per-task F1 and the ">= 60" age group's
+    recall (the group the train set barely shows) against demo_truth.csv."""
     metrics = json.loads(Path(R.metrics()).read_text())
     sub = pd.read_csv(R.submission(), dtype={"ImageID": str})
     truth = pd.read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
     y, p = truth.loc[sub["ImageID"], "ans"].to_numpy(int), sub["ans"].to_numpy(int)
     tasks = task_f1(y, p)
+    old = decode(y)[2] == OLD
     return {"OOF F1": metrics["oof_macro_f1"], "eval F1": macro_f1(y, p),
-            **{f"eval {t}": v for t, v in tasks.items()}}
+            **{f"eval {t}": v for t, v in tasks.items()},
+            "eval >=60 recall": float((decode(p)[2][old] == OLD).mean()) if old.any() else float("nan")}
 
 
 def pseudo_quality(N: Layout, data: Path) -> str:

@@ -31,17 +31,20 @@ def faces(tmp_path_factory) -> Path:
 
 
 def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monkeypatch, capsys):
-    """Five rows (TTA on, off, a pseudo-label round, the search's best, the from-scratch twin) on
-    4 + 2 persons, from the packaged pretrained weights (the default regime): one table, scores in 0..1 with intervals
-    around them, crop shares that add up, the second row trains nothing (the same model config
-    is reused), the pseudo row scores both rounds, the search ran its trials on every fold, and
-    the paired gains of the rows that ran are printed."""
+    """Nine rows (TTA on, off, multitask, a pseudo-label round, the search's best, the
+    from-scratch twin, multitask with the external faces, the teacher, both) on 4 + 2 persons,
+    from the packaged pretrained weights (the default regime): one table, scores in 0..1 with
+    intervals around them, crop shares that add up, the rows with the same model config train
+    nothing (no TTA; the teacher only votes), the pseudo row scores both rounds, the search ran
+    its trials on every fold, the external faces were cropped once and trained only the models
+    that take them, and the paired gains of the rows that ran are printed."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     table = quality.main(["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4",
                           "--eval-persons", "2", "--folds", "2", "--epochs", "1", "--image-size", "32",
-                          "--rows", "1,2,7,8,10", "--search-trials", "2", "--min-age", "17"])
-    assert list(table["configuration"]) == [quality.ROWS[i].name for i in (0, 1, 6, 7, 9)]
-    assert list(table["#"]) == [1, 2, 7, 8, 10]  # the row numbers --rows takes
+                          "--rows", "1,2,3,7,8,10,11,12,13", "--search-trials", "2", "--min-age", "17"])
+    numbers = [1, 2, 3, 7, 8, 10, 11, 12, 13]
+    assert list(table["configuration"]) == [quality.ROWS[i - 1].name for i in numbers]
+    assert list(table["#"]) == numbers  # the row numbers --rows takes
     marker = json.loads(next((tmp_path / "q").glob("data-*-min17/demo.json")).read_text())
     assert marker["priors"]["min_age"] == 17  # passed on to demo-data
     for cell in table["eval F1 95%"]:
@@ -49,16 +52,32 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
         assert 0 <= lo <= hi <= 1, cell
     for col in ("OOF F1", "eval F1", "eval mask", "eval gender", "eval age"):
         assert table[col].between(0, 1).all(), col
+    assert (table["eval >=60 recall"].between(0, 1) | table["eval >=60 recall"].isna()).all()
     for col in ("train det/grp/fix", "eval det/grp/fix"):
         for shares in table[col]:
             assert 99 <= sum(map(int, shares.split("/"))) <= 101
-    assert list(table["reused"]) == ["", "yes", "", "", ""]
+    assert list(table["reused"]) == ["", "yes", "", "", "", "", "", "yes", "yes"]
+    # the external faces: cropped once (rows 11 and 13), every unused face of the set, and in
+    # the training rows of the models that take them only
+    q = tmp_path / "q"
+    external, = q.glob("external/*/crops/external.csv")
+    data, = q.glob("data-*-min17")
+    assert len(external.read_text().splitlines()) == len((data / "external" / "labels.csv").read_text().splitlines())
+    n_external = {}  # external_tasks of each multitask model trained -> its folds' external rows
+    for metrics in q.glob("models/*/models/mt/fold*/metrics.json"):
+        cfg = yaml.safe_load((q / "configs" / f"train-{metrics.parents[3].name}.yaml").read_text())
+        tasks = tuple(cfg["models"]["mt"]["external_tasks"] or ())
+        n_external.setdefault(tasks, set()).add(json.loads(metrics.read_text())["n_external"])
+    assert n_external == {(): {0}, ("gender", "age"): {len(external.read_text().splitlines()) - 1}}, n_external
+    teacher, = q.glob("teacher/*/teacher/eval.csv")
+    estimates = pd.read_csv(teacher)
+    assert len(estimates) == 2 * 7 and set(estimates["source"]) <= {"own", "person", "none"}
     # row 10 trained the scratch regime's model, not the pretrained one at the scratch sizes
-    twin = [yaml.safe_load(p.read_text())["models"]["a"] for p in (tmp_path / "q" / "configs").glob("row-*.yaml")
-            if yaml.safe_load(p.read_text())["models"]["a"]["arch"] == "resnet10t"]
+    models = [yaml.safe_load(p.read_text())["models"] for p in (tmp_path / "q" / "configs").glob("row-*.yaml")]
+    twin = [m["a"] for m in models if "a" in m and m["a"]["arch"] == "resnet10t"]
     assert twin and all(m["image_size"] == [48, 48] and not m["pretrained"] and m["epochs"] == 6 for m in twin)
     # round 1 of the pseudo row is the first row's model and ensemble; round 2 trained again
-    notes = table["notes"].iloc[2]
+    notes = table["notes"].iloc[numbers.index(7)]
     assert f"round 1 eval F1 {table['eval F1'].iloc[0]:.3f}" in notes, notes
     assert re.search(r"round 2 pseudo-labels \d+ \(\d+% right\)", notes), notes
     trials = pd.read_csv(tmp_path / "q" / "search" / "trials.csv")
@@ -79,6 +98,9 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
     assert re.search(r"\| TTA \(hflip\) +\| 1 vs 2 +\| +[+-]\d\.\d{3} \| \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \| (yes|no) ", out), out
     assert "| search's best config" in out and "| pseudo-label round 2 " in out
     assert "| pretrained weights (over the from-scratch twin) | 1 vs 10 " in out
+    for gain in ("external faces (gender, age)      | 11 vs 3", "teacher vote                       | 12 vs 3",
+                 "external faces + teacher vote     | 13 vs 3"):
+        assert re.search(re.escape(gain.split("|")[0].strip()) + r" +\| " + gain.split("|")[1].strip(), out), gain
     assert re.search(r"\|\s+2 \| 18-class model, no TTA", out), out
     # the eval set is made of persons: 7 photos each, all cropped
     assert len((tmp_path / "q").glob("crops/*/crops/eval.csv").__next__().read_text().splitlines()) == 1 + 2 * 7
@@ -98,7 +120,7 @@ def test_every_file_of_the_steps_the_bench_runs_has_a_folder(quality):
     KeyError in the middle of a table: FOLDER places every port of every step it runs."""
     from maskpipe.dag.table import STEPS
 
-    ran = ("validate", "crop", "persons", "labels", "folds", "train", "predict", "ensemble", "submit",
-           "pseudo", "retrain", "repredict")
-    kinds = {p.layout for s in ran for p in (*STEPS[s].inputs, *STEPS[s].outputs, *STEPS[s].options) if p.layout}
-    assert kinds <= set(quality.FOLDER), kinds - set(quality.FOLDER)
+    ports = [p for s in quality.RUNS for p in (*STEPS[s].inputs, *STEPS[s].outputs, *STEPS[s].options) if p.layout]
+    assert ports
+    for port in ports:
+        assert quality.folder_kind(port) in set(quality.FOLDER.values()), port
