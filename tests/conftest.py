@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -218,29 +219,48 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
     return proc
 
 
-def scheduled(project: Path) -> set[tuple[str, str]]:
-    """(rule, wildcards) of every job `snakemake -n submission` would run."""
-    out = sh(["snakemake", "submission", "-n", "--cores", "2"], project).stdout
-    jobs, rule = set(), None
-    for line in out.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):", line)
-        if m:
-            if rule:
-                jobs.add((rule, ""))
-            rule = m.group(1)
-            continue
-        m = re.match(r"^\s+wildcards: (.*)$", line)
-        if m and rule:
-            jobs.add((rule, m.group(1)))
-            rule = None
-    if rule:
-        jobs.add((rule, ""))
-    return jobs
+#: One planner process per workflow folder (tests/engine_planner.py), kept for the session.
+_PLANNERS: dict[Path, subprocess.Popen] = {}
+
+
+def _close_planners() -> None:
+    for proc in _PLANNERS.values():
+        if proc.poll() is None:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+
+
+atexit.register(_close_planners)
+
+
+def scheduled(project: Path, target: str = "submission") -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job `snakemake TARGET -n` would run in ``project``: asked of
+    a planner process that runs the project's sources as the engines do and imports Snakemake
+    once (a `snakemake -n` subprocess spends most of its seconds importing)."""
+    project = Path(project).resolve()
+    proc = _PLANNERS.get(project)
+    if proc is None or proc.poll() is not None:
+        proc = _PLANNERS[project] = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "engine_planner.py")], cwd=project, env=engine_env(project),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc.stdin.write(json.dumps({"target": target}) + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(f"the Snakemake planner of {project} stopped (exit status {proc.wait()})")
+    answer = json.loads(line)
+    if "error" in answer:
+        raise AssertionError(f"snakemake {target} -n failed in {project}:\n{answer['error'][-6000:]}")
+    return {(rule, wildcards) for rule, wildcards in answer["jobs"]}
 
 
 def dvc_changed(project: Path) -> set[str]:
-    """The stages `dvc status` lists as changed."""
-    return set(json.loads(sh(["dvc", "status", "--json"], project).stdout or "{}"))
+    """The stages `dvc status` lists as changed (its Python API, in this process: the command
+    line spends most of its time starting)."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(project), Repo(".") as repo:  # stage names are relative to the cwd
+        return set(repo.status())
 
 
 def dvc_init(project: Path) -> None:
