@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 pytest.importorskip("dlib", reason="the teacher needs dlib-bin (make install)")
@@ -111,7 +112,14 @@ def _photos(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def _teach(paths: dict[str, Path], settings: TeacherSettings = TeacherSettings(enabled=True)) -> dict:
+def teacher_settings(**over) -> TeacherSettings:
+    """The shipped config's teacher section, switched on, with ``over``."""
+    shipped = yaml.safe_load((REPO / "config.yaml").read_text())["teacher"]
+    return TeacherSettings(**{**shipped, "enabled": True, **over})
+
+
+def _teach(paths: dict[str, Path], settings: TeacherSettings | None = None) -> dict:
+    settings = settings or teacher_settings()
     return teach_splits(paths["train"], paths["eval"], paths["groups"], paths["root"], paths["cache"],
                         settings, paths["out_train"], paths["out_eval"])
 
@@ -142,12 +150,12 @@ def test_estimates_are_shared_within_persons_cached_and_counted(tmp_path, monkey
     assert {s: paths[f"out_{s}"].read_bytes() for s in ("train", "eval")} == first
     # Other detector settings are another cache: they estimate again.
     with pytest.raises(AssertionError, match="every photo is cached"):
-        _teach(paths, TeacherSettings(enabled=True, upsample=1))
+        _teach(paths, teacher_settings(upsample=1))
 
 
 def test_without_pooling_each_photo_keeps_its_own_and_no_groups_are_read(tmp_path):
     paths = {**_photos(tmp_path), "groups": None}
-    _teach(paths, TeacherSettings(enabled=True, pool=False))
+    _teach(paths, teacher_settings(pool=False))
     assert list(pd.read_csv(paths["out_eval"])["source"]) == ["own", "none", "none"]
     with pytest.raises(MaskpipeError, match=r"^teacher.pool: .* needs the persons step's groups"):
         _teach(paths)

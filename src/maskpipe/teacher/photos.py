@@ -43,13 +43,13 @@ _CACHE_COLUMNS = ["sha256", "aligned", "score", *VALUE_COLUMNS]
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    """The ``teacher`` config section's keys (the defaults are the schema's)."""
+    """The ``teacher`` config section's keys (their defaults and meaning: the schema's)."""
 
-    enabled: bool = False
-    upsample: int = 0
-    max_side: int = 640
-    min_score: float = 0.0
-    pool: bool = True
+    enabled: bool
+    upsample: int
+    max_side: int
+    min_score: float
+    pool: bool
 
     def cache_key(self) -> str:
         """What decides a photo's estimate: the detector settings, this package's estimator
