@@ -232,7 +232,7 @@ def test_report_has_every_section_in_order(report):
     _, _, text = report
     headings = re.findall(r"<h2>(.*?)</h2>", text)
     assert headings == ["Summary", "Data", "Label corrections", "Face crops", "Folds", "Training", "Scores",
-                        "Per-class F1", "Confusion matrix", "Confident mistakes", "Suspected mislabels",
+                        "Per-class F1", "Confusion matrix", "Scored on eval", "Confident mistakes", "Suspected mislabels",
                         "Eval persons", "Pseudo-label rounds", "Submission"]
 
 
@@ -503,3 +503,46 @@ def test_age_recall_per_group_is_under_the_confusions(tmp_path):
     rows = re.findall(r"<tr><td>(.*?)</td><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td>"
                       r"<td class=\"num\">(.*?)</td></tr>", section)
     assert rows == [("&lt;30", "1", "1", "1.000"), ("30-59", "0", "0", "–"), ("&gt;=60", "4", "2", "0.500")]
+
+
+def _with_truth(tmp_path: Path, flip: int) -> tuple[ReportInputs, pd.DataFrame]:
+    """A run whose eval truth is its submission with the first ``flip`` answers moved to the
+    ">=60" class of the same mask and gender (the age the models miss)."""
+    inputs = write_run(tmp_path)
+    sub = pd.read_csv(inputs.submission, dtype={"ImageID": str})
+    truth = sub.copy()
+    mask, gender, _ = classes.decode(truth["ans"].to_numpy()[:flip])
+    truth.loc[: flip - 1, "ans"] = classes.encode(mask, gender, 2)
+    truth = truth.iloc[::-1]  # any order: matched by ImageID
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    return dataclasses.replace(inputs, eval_truth=tmp_path / "truth.csv"), truth.set_index("ImageID")
+
+
+def test_eval_truth_scores_the_submission_per_task_and_age_group(tmp_path):
+    inputs, truth = _with_truth(tmp_path, flip=3)
+    run = load(inputs)
+    sub = run.submission
+    y, p = truth.loc[sub["ImageID"], "ans"].to_numpy(), sub["ans"].to_numpy()
+    section = sections.eval_scores(run, Figures())
+    assert f"macro F1 <b>{f1_score(y, p, labels=range(18), average='macro', zero_division=0):.3f}</b>" in section
+    assert section.count("<img") == 1  # the per-task confusions on eval
+    rows = dict((name, (int(n), int(hit))) for name, n, hit in re.findall(
+        r"<tr><td>(.*?)</td><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td>", section))
+    old = classes.decode(y)[2] == 2
+    assert rows["&gt;=60"] == (int(old.sum()), int((classes.decode(p)[2][old] == 2).sum()))
+    assert "Eval recall of each age group" in section
+    (tmp_path / "none").mkdir()
+    without = load(write_run(tmp_path / "none"))
+    assert "No eval truth" in sections.eval_scores(without, Figures())
+
+
+def test_eval_truth_must_cover_the_submission_and_hold_classes(tmp_path):
+    inputs, truth = _with_truth(tmp_path, flip=1)
+    truth.iloc[1:].reset_index().to_csv(inputs.eval_truth, index=False)
+    with pytest.raises(MaskpipeError, match=r"truth\.csv: no row for eval photo .* \(1 missing\)"):
+        load(inputs)
+    bad = truth.reset_index()
+    bad.loc[2, "ans"] = 18
+    bad.to_csv(inputs.eval_truth, index=False)
+    with pytest.raises(MaskpipeError, match=r"truth\.csv: line 4: ans 18 is not a class 0\.\.17"):
+        load(inputs)

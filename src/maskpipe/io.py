@@ -167,6 +167,24 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> bool:
     return write_bytes_if_changed(path, df.to_csv(index=False, lineterminator="\n").encode())
 
 
+class HashCache:
+    """Rows by a photo's content hash (column ``sha256``), one CSV, kept between runs: what a step
+    computed for a photo (its face box, its teacher estimate) is not computed again for the same
+    bytes, whatever their path, run or config. The CSV's name carries the settings that decide the
+    rows (another setting, another file). Not a declared output, so no engine deletes it."""
+
+    def __init__(self, path: str | os.PathLike, columns: list[str]):
+        self.path, self.columns = Path(path), list(columns)
+        self.rows: dict[str, dict] = {}
+        if self.path.is_file():
+            table = read_csv(self.path, required=self.columns)[self.columns]
+            self.rows = {r["sha256"]: r for r in table.to_dict("records")}
+
+    def save(self) -> None:
+        """Write every row, by hash (atomically; untouched when nothing changed)."""
+        write_csv(pd.DataFrame([self.rows[h] for h in sorted(self.rows)], columns=self.columns), self.path)
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> bool:
     """Write JSON with sorted keys (atomically, only if its content changed)."""
     text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"

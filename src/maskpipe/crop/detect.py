@@ -10,10 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from maskpipe.io import write_csv
+from maskpipe.io import HashCache
 
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 
@@ -101,20 +100,17 @@ def detect_boxes(images: list[Image.Image], detector, scale: float) -> list[tupl
 
 
 class BoxCache:
-    """Detections per image content hash, one CSV per detector setting, kept between runs."""
+    """Detections per image content hash (:class:`maskpipe.io.HashCache`), one CSV per detector
+    setting: ``boxes`` maps a hash to (box or None, probability)."""
 
     def __init__(self, folder: Path, settings: DetectorSettings):
-        self.path = Path(folder) / f"{settings.key()}.csv"
-        self.boxes: dict[str, tuple[np.ndarray | None, float]] = {}
-        if self.path.is_file():
-            df = pd.read_csv(self.path)
-            for row in df.itertuples(index=False):
-                box = None if np.isnan(row.x1) else np.array([row.x1, row.y1, row.x2, row.y2])
-                self.boxes[row.sha256] = (box, row.prob)
+        self._table = HashCache(Path(folder) / f"{settings.key()}.csv", ["sha256", *BOX_COLUMNS, "prob"])
+        self.path = self._table.path
+        self.boxes: dict[str, tuple[np.ndarray | None, float]] = {
+            h: (None if np.isnan(r["x1"]) else np.array([r[c] for c in BOX_COLUMNS]), r["prob"])
+            for h, r in self._table.rows.items()}
 
     def save(self) -> None:
-        rows = [
-            {"sha256": h, **dict(zip(BOX_COLUMNS, b if b is not None else [np.nan] * 4)), "prob": p}
-            for h, (b, p) in sorted(self.boxes.items())
-        ]
-        write_csv(pd.DataFrame(rows, columns=["sha256", *BOX_COLUMNS, "prob"]), self.path)
+        self._table.rows = {h: {"sha256": h, **dict(zip(BOX_COLUMNS, b if b is not None else [np.nan] * 4)),
+                                "prob": p} for h, (b, p) in self.boxes.items()}
+        self._table.save()

@@ -214,6 +214,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[Run, Figures], str]], ...] = (
     ("scores", "Scores", sections.scores),
     ("per-class", "Per-class F1", sections.per_class),
     ("confusion", "Confusion matrix", sections.confusion),
+    ("eval", "Scored on eval", sections.eval_scores),
     ("mistakes", "Confident mistakes", sections.mistakes),
     ("mislabels", "Suspected mislabels", mislabels.section),
     ("persons", "Eval persons", persons_section),

@@ -64,6 +64,7 @@ class ReportInputs:
     round_metrics: tuple[Path, ...] = ()
     round_tests: tuple[Path, ...] = ()
     pseudo_summaries: tuple[Path, ...] = ()
+    eval_truth: Path | None = None  #: the eval photos' true classes (``ImageID, ans``), when known
 
     def __post_init__(self) -> None:
         # Accept str and lists from a CLI; store Paths and a tuple so the object stays hashable.
@@ -103,7 +104,23 @@ class Run:
     persons: pd.DataFrame | None = None
     #: The pseudo-label rounds compared (maskpipe.report.rounds), when there are any.
     rounds: Rounds | None = None
+    #: Each eval photo's true class (``ans``, by ``ImageID``), when given.
+    eval_truth: pd.Series | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+def _read_truth(path: Path) -> pd.Series:
+    """``report.eval_truth``: each eval photo's true class by ImageID."""
+    truth = read_csv(path, ["ImageID", "ans"], dtype={"ImageID": str})
+    bad = ~truth["ans"].isin(range(classes.NUM_CLASSES))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise MaskpipeError(f"{path}: line {row + 2}: ans {truth['ans'].iloc[row]} is not a class 0..17")
+    twice = truth["ImageID"].duplicated()
+    if twice.any():
+        raise MaskpipeError(f"{path}: line {int(np.flatnonzero(twice)[0]) + 2}: ImageID "
+                            f"{truth['ImageID'][twice].iloc[0]!r} appears twice")
+    return truth.set_index("ImageID")["ans"].astype(int)
 
 
 def _read_png(path: Path) -> bytes:
@@ -235,6 +252,7 @@ def load(inputs: ReportInputs) -> Run:
         persons=None if i.persons is None else read_csv(i.persons, ["key", "group", "size", "confidence"],
                                                         dtype={"key": str}),
         rounds=read_rounds(i.round_metrics, i.round_tests, i.pseudo_summaries),
+        eval_truth=None if i.eval_truth is None else _read_truth(i.eval_truth),
     )
     unknown = ~run.crops_train["key"].isin(run.manifest["key"])
     if unknown.any():
@@ -262,6 +280,12 @@ def load(inputs: ReportInputs) -> Run:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise MaskpipeError(f"{path}: line {row + 2}: {col} {df[col].iloc[row]} is not a class 0..17")
+    if run.eval_truth is not None:
+        missing = ~run.submission["ImageID"].isin(run.eval_truth.index)
+        if missing.any():
+            raise MaskpipeError(f"{i.eval_truth}: no row for eval photo {run.submission['ImageID'][missing].iloc[0]!r} "
+                                f"of {i.submission} ({int(missing.sum())} missing): report.eval_truth must "
+                                "name the truth of this eval set")
     recomputed = macro_f1(run.oof["label"].to_numpy(), run.oof["pred"].to_numpy())
     if abs(recomputed - run.metrics["oof_macro_f1"]) > 5e-4:
         run.warnings.append(f"{i.metrics.name} says OOF macro F1 {run.metrics['oof_macro_f1']:.4f}, "

@@ -11,6 +11,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from maskpipe import classes
+from maskpipe.metrics import macro_f1, task_f1
 from maskpipe.report import figures
 from maskpipe.report.inputs import PROB_COLUMNS, Run
 from maskpipe.report.markup import Figures, card, counts, esc, f3, fixed, join, signed, table
@@ -164,11 +165,7 @@ def per_class(r: Run, figs: Figures) -> str:
 def confusion(r: Run, figs: Figures) -> str:
     truth, pred = r.oof["label"].to_numpy(), r.oof["pred"].to_numpy()
     cm = confusion_matrix(truth, pred, labels=range(classes.NUM_CLASSES))
-    panels = []
-    tasks = zip(classes.TASK_CLASS_NAMES.items(), classes.decode(truth), classes.decode(pred), strict=True)
-    for (task, names), t, p in tasks:
-        f1 = r.metrics["tasks"].get(task, np.nan)
-        panels.append((f"{task} (F1 {f3(f1)})", confusion_matrix(t, p, labels=range(len(names))), names))
+    panels = _task_panels(truth, pred)
     return join(
         "<p>Ensemble out-of-fold predictions: rows are the true class, columns the prediction; cells show "
         "counts, colour the share of the true class's row.</p>",
@@ -176,19 +173,45 @@ def confusion(r: Run, figs: Figures) -> str:
                    figures.confusion(cm, classes.class_names(), "Ensemble OOF confusion (18 classes)"),
                    "confusion matrix"),
         figs.embed("task_confusions", figures.task_confusions(panels), "per-task confusion matrices"),
-        _age_recall(classes.decode(truth)[2], classes.decode(pred)[2]),
+        _age_recall(classes.decode(truth)[2], classes.decode(pred)[2], "Out-of-fold"),
     )
 
 
-def _age_recall(truth: np.ndarray, pred: np.ndarray) -> str:
-    """Each age group's OOF recall: ">=60" is the group the training set barely shows (every
-    real train person in it is exactly 60), so its recall is the age task's weak point."""
+def _task_panels(truth: np.ndarray, pred: np.ndarray) -> list[tuple[str, np.ndarray, tuple[str, ...]]]:
+    """One confusion panel per task, titled with the task's macro F1."""
+    f1 = task_f1(truth, pred)
+    tasks = zip(classes.TASK_CLASS_NAMES.items(), classes.decode(truth), classes.decode(pred), strict=True)
+    return [(f"{task} (F1 {f3(f1[task])})", confusion_matrix(t, p, labels=range(len(names))), names)
+            for (task, names), t, p in tasks]
+
+
+def _age_recall(truth: np.ndarray, pred: np.ndarray, what: str) -> str:
+    """Each age group's recall: ">=60" is the group the training set barely shows (every real
+    train person in it is exactly 60), so its recall is the age task's weak point."""
     n = np.bincount(truth, minlength=3)
     hit = np.bincount(truth[truth == pred], minlength=3)
     recall = pd.DataFrame({"age group": classes.AGE_NAMES, "true photos": n, "predicted right": hit,
                            "recall": [h / k if k else np.nan for h, k in zip(hit, n, strict=True)]})
-    return join("<p>Out-of-fold recall of each age group (the <code>&gt;=60</code> row is the one "
+    return join(f"<p>{what} recall of each age group (the <code>&gt;=60</code> row is the one "
                 "to watch):</p>", table(recall))
+
+
+def eval_scores(r: Run, figs: Figures) -> str:
+    """The submission scored against ``report.eval_truth``, where the truth is known (a generated
+    set's demo_truth.csv): what a leaderboard would say, per task, with the age groups' recall."""
+    if r.eval_truth is None:
+        return ("<p>No eval truth (<code>report.eval_truth: null</code>): the competition's eval "
+                "answers are unknown. A generated set's <code>demo_truth.csv</code> scores it here.</p>")
+    truth = r.eval_truth.loc[r.submission["ImageID"]].to_numpy()
+    pred = r.submission["ans"].to_numpy()
+    f1 = macro_f1(truth, pred)
+    return join(
+        f"<p>The submission against the eval truth: macro F1 <b>{f3(f1)}</b> over "
+        f"{len(pred):,} eval photos (out of fold: {f3(r.metrics['oof_macro_f1'])}).</p>",
+        figs.embed("eval_task_confusions", figures.task_confusions(_task_panels(truth, pred)),
+                   "per-task confusion matrices on eval"),
+        _age_recall(classes.decode(truth)[2], classes.decode(pred)[2], "Eval"),
+    )
 
 
 def confident_mistakes(oof: pd.DataFrame, top: int = TOP_MISTAKES) -> pd.DataFrame:

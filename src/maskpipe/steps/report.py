@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from maskpipe.dag.ports import Job, Step, layout_port
+from maskpipe.dag.ports import Job, Port, Step, layout_port
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ STEP = Step(
             layout_port("round_tests", "ensemble_test", round="rounds",
                         help="every round's ensemble eval probabilities (pseudo-label rounds only)"),
             layout_port("pseudo_summaries", "pseudo_summary", round="extra",
-                        help="every pseudo-label round's summary")),
+                        help="every pseudo-label round's summary"),
+            Port("eval_truth", "the eval photos' true classes (report.eval_truth; none: not scored on eval)",
+                 config="report.eval_truth", when="report.eval_truth")),
     outputs=(layout_port("report", "report", help="the report (.html)"),
              layout_port("figures", "report_figures", folder=True, help="its figures as PNG files"),
              layout_port("history", "report_history", dvc="plots",

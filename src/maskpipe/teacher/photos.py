@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from maskpipe.classes import TASK_COLUMNS
 from maskpipe.images import read_rgb
-from maskpipe.io import MaskpipeError, read_csv, write_csv
+from maskpipe.io import HashCache, MaskpipeError, read_csv, write_csv
 from maskpipe.teacher.estimator import Estimate, Estimator, model_version
 
 log = logging.getLogger(__name__)
@@ -73,19 +73,9 @@ def _fingerprint() -> str:
     return hashlib.sha256((code + " ".join(libs) + cv2.__version__).encode()).hexdigest()
 
 
-class EstimateCache:
+def estimate_cache(folder: Path, settings: TeacherSettings) -> HashCache:
     """Estimates per photo content hash, one CSV per :meth:`TeacherSettings.cache_key`."""
-
-    def __init__(self, folder: Path, settings: TeacherSettings):
-        self.path = Path(folder) / f"{settings.cache_key()}.csv"
-        self.rows: dict[str, dict] = {}
-        if self.path.is_file():
-            table = read_csv(self.path, required=_CACHE_COLUMNS)
-            self.rows = {r["sha256"]: r for r in table.to_dict("records")}
-
-    def save(self) -> None:
-        rows = [self.rows[h] for h in sorted(self.rows)]
-        write_csv(pd.DataFrame(rows, columns=_CACHE_COLUMNS), self.path)
+    return HashCache(Path(folder) / f"{settings.cache_key()}.csv", _CACHE_COLUMNS)
 
 
 def _row(sha: str, found: Estimate | None) -> dict:
@@ -96,7 +86,7 @@ def _row(sha: str, found: Estimate | None) -> dict:
             **{c: round(float(v), 6) for c, v in zip(VALUE_COLUMNS, values, strict=True)}}
 
 
-def estimate_photos(manifest: pd.DataFrame, root: Path, cache: EstimateCache,
+def estimate_photos(manifest: pd.DataFrame, root: Path, cache: HashCache,
                     estimator: Callable[[], Estimator], desc: str) -> pd.DataFrame:
     """Each manifest photo's own estimate (``sha256, aligned, score`` and the values), in manifest
     order; photos already in ``cache`` are not read again and ``estimator`` (a factory: loading
@@ -151,7 +141,7 @@ def teach_splits(train_manifest: Path, eval_manifest: Path, groups: Path | None,
     if settings.pool and groups is None:
         raise MaskpipeError("teacher.pool: sharing estimates within persons needs the persons step's "
                             "groups (--persons)")
-    cache = EstimateCache(cache_dir, settings)
+    cache = estimate_cache(cache_dir, settings)
     model = functools.cache(lambda: Estimator(settings.upsample, settings.max_side))
     train = read_csv(train_manifest, required=["key", "person", "path", "sha256"], dtype={"key": str})
     evals = read_csv(eval_manifest, required=["key", "path", "sha256"], dtype={"key": str})
