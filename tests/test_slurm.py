@@ -14,7 +14,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from conftest import REPO, make_project, sh, shrink
+from conftest import REPO, dvc_changed, make_project, sh, shrink
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +55,19 @@ OVERRIDES = ["--default-resources", "slurm_partition=debug", "mem_mb=500", "runt
              "--slurm-init-seconds-before-status-checks", "1"]
 
 
-def test_snakemake_on_slurm_makes_a_valid_submission(slurm, tmp_path, shipped_config, demo_root):
+@pytest.fixture(scope="module")
+def slurm_run(slurm, tmp_path_factory, shipped_config, demo_root):
+    """The tiny pipeline (one model) run by Snakemake's Slurm executor: (project, its output)."""
     config = shrink(shipped_config, demo_root, results="results/tiny")
     config["models"] = {"a": config["models"]["a"]}
-    project = make_project(tmp_path / "project", config)
+    project = make_project(tmp_path_factory.mktemp("slurmrun") / "project", config)
     proc = sh(["snakemake", "submission", "--workflow-profile", "workflow/profiles/slurm", *OVERRIDES],
               project)
+    return project, proc
+
+
+def test_snakemake_on_slurm_makes_a_valid_submission(slurm_run, demo_root):
+    project, proc = slurm_run
     sub = pd.read_csv(project / "results" / "tiny" / "submission.csv")
     assert list(sub["ImageID"]) == list(pd.read_csv(demo_root / "eval" / "info.csv")["ImageID"])
     # the GPU steps went through Slurm; the cheap steps are localrules and ran here
@@ -69,18 +76,30 @@ def test_snakemake_on_slurm_makes_a_valid_submission(slurm, tmp_path, shipped_co
     assert sorted(set(submitted)) == ["crop", "predict", "train"]
 
 
-def test_dvc_repro_inside_a_slurm_job(slurm, tmp_path, shipped_config, demo_root):
-    config = shrink(shipped_config, demo_root, results="results/tiny")
-    config["models"] = {"a": config["models"]["a"]}
-    project = make_project(tmp_path / "dvcproject", config)
+def test_dvc_repro_inside_a_slurm_job(slurm_run, tmp_path):
+    """`dvc repro` as a Slurm job (`sbatch --wait`), on a copy of the run above recorded by `dvc
+    commit`: after an ensemble edit the job reruns the ensemble and what follows (not the
+    training: the edit does not reach it), writes the submission, and leaves DVC clean."""
+    project = tmp_path / "dvcproject"
+    shutil.copytree(slurm_run[0], project, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
     (project / ".gitignore").write_text("/results/\n/.snakemake/\n")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["maskpipe", "dvc-yaml"]):
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["maskpipe", "dvc-yaml"],
+                ["dvc", "commit", "--force", "-q"]):
         sh(cmd, project)
+    (project / "results" / "tiny" / "submission.csv").unlink()
+    config = project / "config.yaml"
+    config.write_text(config.read_text().replace("method: soft", "method: hard", 1))
+    assert "method: hard" in config.read_text()
+    # the edited stage; the deleted submission's writer and its reader
+    assert dvc_changed(project) == {"ensemble", "submit", "report"}
     out = sh(["sbatch", "--parsable", "--wait", "-o", "dvc-job.log", "--wrap", "dvc repro"], project)
     job = out.stdout.strip().split(";")[0]
     assert job.isdigit()
-    assert (project / "results" / "tiny" / "submission.csv").is_file(), (project / "dvc-job.log").read_text()
-    assert sh(["dvc", "status", "--json"], project).stdout.strip() in ("{}", "")
+    log = (project / "dvc-job.log").read_text()
+    assert (project / "results" / "tiny" / "submission.csv").is_file(), log
+    ran = set(re.findall(r"Running stage '([^']+)'", log))
+    assert {"ensemble", "submit"} <= ran and not {s for s in ran if s.startswith(("train", "predict"))}, log
+    assert dvc_changed(project) == set()
 
 
 def test_a_required_slurm_fails_instead_of_skipping(monkeypatch):
