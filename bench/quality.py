@@ -405,7 +405,7 @@ class Runner:
                 "_pred": figures[""][1]}
 
 
-#: The eval-only ensemble options (issue "Eval photos grouped into persons") each row is also
+#: The eval-only ensemble options (docs/persons.md) each row is also
 #: scored with: the row's own ensemble ("", options off as in config.yaml), then persons grouping
 #: (pool + mask assignment), the prior correction, and both. Training and prediction are shared.
 EVAL_VARIANTS = {

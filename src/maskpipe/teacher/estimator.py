@@ -10,8 +10,8 @@ with OpenCV's DNN module and keeps the distributions. The chips are
 cut as the package's ``_faces.py`` cuts them: each size extracted on its own from the photo
 (``dlib.get_face_chip_details(shape, size, 0.2)``; its notes say dlib's batched
 ``get_face_chips`` is not pixel-equivalent), then ``(RGB - means) / 256`` as its
-``_inference.py`` prepares them. Plain square crops make the gender output swing (issue 24 saw
-1.00 -> 0.12 on one portrait), so a photo without a detected face gets no estimate rather than a
+``_inference.py`` prepares them. Plain square crops make the gender output swing (from
+1.00 to 0.12 on one portrait), so a photo without a detected face gets no estimate rather than a
 guess from a fixed crop.
 """
 
