@@ -40,8 +40,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
+from sklearn.metrics import recall_score
 
 from maskpipe.classes import AGE_NAMES, decode
 from maskpipe.cli import main as cli_main
@@ -489,10 +491,9 @@ def scores(R: Layout, data: Path) -> dict:
     truth = pd.read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
     y, p = truth.loc[sub["ImageID"], "ans"].to_numpy(int), sub["ans"].to_numpy(int)
     tasks = task_f1(y, p)
-    old = decode(y)[2] == OLD
+    old_recall = recall_score(decode(y)[2], decode(p)[2], labels=[OLD], average=None, zero_division=np.nan)
     return {"OOF F1": metrics["oof_macro_f1"], "eval F1": macro_f1(y, p),
-            **{f"eval {t}": v for t, v in tasks.items()},
-            "eval >=60 recall": float((decode(p)[2][old] == OLD).mean()) if old.any() else float("nan")}
+            **{f"eval {t}": v for t, v in tasks.items()}, "eval >=60 recall": float(old_recall[0])}
 
 
 def pseudo_quality(N: Layout, data: Path) -> str:
