@@ -4,12 +4,12 @@
 #
 # (the target first: Snakemake 9 reads every word after --resources as a resource)
 #
-# raw data -> validate -> crop -> labels -> folds -> train (model x fold) -> predict
-#          -> ensemble -> mislabels, submit -> report; with pseudo-label rounds (config `pseudo`)
-#          ensemble -> pseudo -> retrain -> repredict -> reensemble, once per round, before submit.
-# Each rule runs one `maskpipe` subcommand; what each step reads, writes and runs is one table,
-# the step table (`maskpipe steps` prints it; docs/pipeline.md), from which
-# workflow/rules/steps.smk makes every rule (docs/architecture.md).
+# raw data -> validate -> crop -> labels -> folds -> train (model x fold) -> predict -> ensemble
+#   -> mislabels, submit -> report; README.md draws it whole (the eval persons, and the optional
+#   external faces, teacher and pseudo-label rounds). Each rule runs one `maskpipe` subcommand;
+#   what each step reads, writes and runs is one table, the step table (`maskpipe steps` prints
+#   it; docs/pipeline.md), from which workflow/rules/steps.smk makes every rule
+#   (docs/architecture.md).
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -23,8 +23,8 @@ eval persons is not the whole noise: ``--data-seed`` draws other faces, ``--seed
 
 ``--regime pretrained`` (the default) starts every model from the ImageNet weights that pip
 packages ship (:data:`maskpipe.train.weights.PACKAGED`; offline), as the competition's teams
-fine-tuned pretrained backbones; ``--regime scratch`` is the earlier table's small models trained
-from scratch. Sizes (persons, folds, epochs, image size) are arguments and the same for every row;
+fine-tuned pretrained backbones; ``--regime scratch`` trains small models from scratch (resnet10t at
+48 px), the twin the pretrained weights are measured against. Sizes (persons, folds, epochs, image size) are arguments and the same for every row;
 the defaults are sized for the whole table in about 90 minutes on 2 cores (docs/quality.md
 says what was measured at which size). Seeded and repeatable on CPU.
 """
@@ -126,7 +126,7 @@ def _key(*parts) -> str:
 #: lever, 0.49 eval macro F1 at 1e-3 against 0.22 at 3e-4 and 0.35 with two frozen-backbone
 #: epochs first. Four search trials keep the table near 90 minutes on 2 quiet cores (a lite0
 #: model x fold trains at ~55 img/s there, against ~240 for resnet10t at 48 px).
-#: "scratch": the earlier table's small models trained from scratch.
+#: "scratch": small models trained from scratch, the twin that shows what pretrained weights add.
 REGIMES = {
     "pretrained": {"arch": "tf_efficientnet_lite0", "arch_b": "mobilenetv2_100", "image_size": [96, 80],
                    "epochs": 4, "search_trials": 4,
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--eval-persons", type=int, default=300, help="eval persons (7 photos each)")
     p.add_argument("--regime", choices=sorted(REGIMES), default="pretrained",
                    help="pretrained: every model starts from the ImageNet weights a pip package ships "
-                        "(offline); scratch: the earlier table's small models from scratch. Sets the "
+                        "(offline); scratch: small models trained from scratch (resnet10t, 48 px). Sets the "
                         "defaults of --arch, --arch-b, --image-size, --epochs, --search-trials and --set")
     p.add_argument("--folds", type=int, default=2, help="folds of every row (folds.k): each model is trained k times")
     p.add_argument("--epochs", type=int,

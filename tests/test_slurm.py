@@ -13,8 +13,10 @@ import subprocess
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import REPO, dvc_changed, make_project, sh, shrink
+from maskpipe.dag.table import STEPS
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +47,17 @@ def slurm(tmp_path_factory):
     os.environ.pop("SLURM_CONF", None)
 
 
+#: The steps that ask a cluster for a GPU: the step table's GPU steps that leave the submitting
+#: machine (each has its entry in the Slurm profile's set-resources).
+GPU_JOBS = [name for name, step in STEPS.items() if step.gpu and not step.local]
+PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+
 # The slurm profile asks for GPUs and a partition placeholder; this one-node test cluster has
 # neither, so the test overrides exactly those, and nothing else of the profile.
 OVERRIDES = ["--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=30",
-             "--set-resources", *[f"{r}:{k}={v}" for r in ("crop", "train", "predict")
+             "--set-resources", *[f"{r}:{k}={v}" for r in GPU_JOBS
                                   for k, v in (("gpu", 0), ("mem_mb", 1000), ("cpus_per_gpu", 0))],
-             "--set-threads", "crop=1", "train=1", "predict=1",  # the test node has 2 CPUs
+             "--set-threads", *[f"{r}=1" for r in GPU_JOBS],  # the test node has 2 CPUs
              "--slurm-status-command", "squeue", "--slurm-no-account",
              "--slurm-init-seconds-before-status-checks", "1"]
 
@@ -100,6 +107,15 @@ def test_dvc_repro_inside_a_slurm_job(slurm_run, tmp_path):
     ran = set(re.findall(r"Running stage '([^']+)'", log))
     assert {"ensemble", "submit"} <= ran and not {s for s in ran if s.startswith(("train", "predict"))}, log
     assert dvc_changed(project) == set()
+
+
+def test_the_profile_asks_a_gpu_for_every_gpu_step():
+    """A GPU step without its set-resources entry would get the cluster's defaults: no GPU."""
+    profile = yaml.safe_load(PROFILE.read_text())["set-resources"]
+    assert {"crop", "external", "train", "retrain"} <= set(GPU_JOBS)
+    missing = [name for name in GPU_JOBS if profile.get(name, {}).get("gpu") != 1]
+    assert not missing, f"{PROFILE.relative_to(REPO)}: set-resources gives no gpu: 1 to {missing}"
+    assert set(profile) <= set(STEPS), "set-resources names a step the table does not have"
 
 
 def test_a_required_slurm_fails_instead_of_skipping(monkeypatch):

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from maskpipe import config as mconfig
+from maskpipe.classes import PROB_COLUMNS, TASK_COLUMNS, TASKS
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_json
 from maskpipe.layout import Layout
 from maskpipe.dag.jobs import Job, resolve
@@ -135,7 +136,7 @@ def oof_score(oof_paths: list[Path], labels: Path, tta: dict) -> tuple[float, di
     per fold: 18-class for 18-class heads, the task's for a single-task model."""
     import pandas as pd
 
-    from maskpipe.classes import PROB_COLUMNS, TASK_COLUMNS, TASKS
+    # scikit-learn and torch (1.5 s and 5 s to import): only in the process that scores a trial
     from maskpipe.metrics import head_score
     from maskpipe.train.predict import tta_label
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +63,7 @@ class TeacherSettings:
 
 @functools.cache
 def _fingerprint() -> str:
-    from importlib.metadata import version
-
-    import maskpipe.images
-    import maskpipe.teacher.estimator
-
-    code = "".join(Path(m.__file__).read_text() for m in (maskpipe.teacher.estimator, maskpipe.images))
+    code = "".join(Path(inspect.getsourcefile(f)).read_text() for f in (Estimator, read_rgb))  # their modules
     libs = [model_version(), f"dlib-bin=={version('dlib-bin')}", f"Pillow=={version('Pillow')}"]
     import cv2
 
