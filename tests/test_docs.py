@@ -1,7 +1,7 @@
 """The docs stay readable and true: a short README, links that resolve, run commands that work.
 
 The tables and examples the pages show are kept true by the tests of what they describe
-(test_pipeline.py: the step table in docs/pipeline.md; test_config.py: the real-data config in
+(test_table.py: the step table in docs/pipeline.md; test_config.py: the real-data config in
 docs/real-data.md; test_engines.py: the rerun table in docs/engines.md).
 """
 

@@ -1,7 +1,7 @@
 """End to end: Snakemake and DVC run the tiny config; reruns schedule exactly what changed.
 
 That both engines declare the same files, params and commands as the step table is checked
-without an engine run (tests/test_pipeline.py); these tests need the engines themselves."""
+without an engine run (tests/test_table.py); these tests need the engines themselves."""
 
 from __future__ import annotations
 
@@ -280,7 +280,7 @@ def test_corrections_file_edit_reruns_labels_and_after(snakemake_project, dvc_pr
     ("data/folds.py", {("folds", "")} | DOWNSTREAM_OF_TRAIN, {"folds"}),
     ("train/optim.py", DOWNSTREAM_OF_TRAIN, {f"train@{m}-{f}" for m in "ab" for f in (0, 1)}),
     ("train/predict.py", ALL_PREDICT | TAIL, {f"predict@{m}-{f}" for m in "ab" for f in (0, 1)}),
-    ("ensemble/weights.py", TAIL, {"ensemble"}),
+    ("ensemble/fitting.py", TAIL, {"ensemble"}),
     ("submission.py", {("submit", ""), ("report", ""), ("submission", "")}, {"submit"}),
     ("mislabels/rank.py", {("mislabels", ""), ("report", ""), ("submission", "")}, {"mislabels"}),
     ("report/figures.py", {("report", ""), ("submission", "")}, {"report"}),

@@ -109,7 +109,7 @@ def test_tta_rows_are_scored_with_and_without(tmp_path):
 
 
 def test_weight_search_and_age_bias_fit_one_half_and_report_the_other():
-    from maskpipe.ensemble import weights as es
+    from maskpipe.ensemble import fitting as es
 
     rng = np.random.default_rng(0)
     n = 400

@@ -1,10 +1,9 @@
 # Config loading and the small helpers the step rules (steps.smk) use. Each rule's files,
 # params, resources and shell line come from the step table (maskpipe.dag.table); logic lives
 # in the maskpipe package.
-import maskpipe.dag.sources as mcode
 import maskpipe.config as mcfg
-import maskpipe.dag.jobs as J
-import maskpipe.dag.table as P
+from maskpipe.dag import jobs, sources
+from maskpipe.dag.table import STEPS
 from maskpipe.layout import Layout
 from snakemake.exceptions import WorkflowError
 
@@ -50,7 +49,7 @@ def _paths(step, side):
     of the job's round for the previous round's file. A port whose ``when`` key the config
     leaves empty is not there at all (the rule is what it was without the port)."""
     out = {}
-    for port in getattr(P.STEPS[step], side):
+    for port in getattr(STEPS[step], side):
         if port.round == "previous":
             out[port.name] = lambda wildcards, port=port: port.paths(
                 config, round=wildcards.round
@@ -65,13 +64,13 @@ def _paths(step, side):
 
 def step_inputs(step):
     """The step's input files, and its source files (editing one reruns it; maskpipe.dag.sources)."""
-    return {**_paths(step, "inputs"), "code": mcode.step_sources(step)}
+    return {**_paths(step, "inputs"), "code": sources.step_sources(step)}
 
 
 def step_outputs(step, **wrap):
     """The step's output files; folders marked as such; ``wrap`` may mark one for the report."""
     out = _paths(step, "outputs")
-    for port in P.STEPS[step].outputs:
+    for port in STEPS[step].outputs:
         if port.folder:
             out[port.name] = directory(out[port.name])
         if port.name in wrap:
@@ -82,20 +81,20 @@ def step_outputs(step, **wrap):
 def step_params(step):
     """The config sections a step reads (compared by Snakemake on reruns), the config files and
     the paths it is given that are neither inputs nor outputs."""
-    if not P.STEPS[step].sections:
+    if not STEPS[step].sections:
         return _paths(step, "options")
     sections = lambda wildcards: mcfg.step_params(
-        config, P.STEPS[step].sections, **dict(wildcards.items())
+        config, STEPS[step].sections, **dict(wildcards.items())
     )
     return {"sections": sections, "config": CONFIG_ARGS, **_paths(step, "options")}
 
 
 def step_log(step):
-    return J.log_path(P.STEPS[step], config)
+    return jobs.log_path(STEPS[step], config)
 
 
 def step_resources(step):
-    return {"gpu": 1} if P.STEPS[step].gpu else {}
+    return {"gpu": 1} if STEPS[step].gpu else {}
 
 
 def step_shell(step):
@@ -108,4 +107,4 @@ def step_shell(step):
             return "{log}"
         return f"{{{arg.kind}.{arg.name}}}"
 
-    return J.command(P.STEPS[step], value, config)
+    return jobs.command(STEPS[step], value, config)

@@ -47,5 +47,5 @@ def step_rule(step):
             step_shell(step.name)
 
 
-for step in P.STEPS.values():
+for step in STEPS.values():
     step_rule(step)

@@ -103,7 +103,7 @@ class Step:
     gpu: bool = False
     rounds: bool = False  #: once per pseudo-label round 2, 3, ... (its files: ``round="this"``)
     threads_option: bool = False  #: its command takes ``--threads`` (torch's CPU threads)
-    function: str = ""  #: the step whose ``run`` it runs (a round step's round-1 step)
+    base_step: str = ""  #: the step whose ``run`` it runs (a round step's round-1 step)
     #: a config key: while it is empty (null, [], false) the step has no job (no rule is asked
     #: for its outputs, no DVC stage is written)
     when: str = ""
@@ -116,7 +116,7 @@ class Step:
     def runs(self) -> str:
         """The module of :mod:`maskpipe.steps` whose ``run`` runs this step (its own name, or a
         round step's round-1 step)."""
-        return self.function or self.name.replace("-", "_")
+        return self.base_step or self.name.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def again(step: Step, spec: Again) -> Step:
     def here(p: Port) -> Port:
         return replace(p, round="this", help=p.help + _IN_ROUND)
 
-    return replace(step, name=spec.name, help=spec.help, function=step.runs, rounds=True,
+    return replace(step, name=spec.name, help=spec.help, base_step=step.runs, rounds=True,
                    inputs=tuple(here(p) if p.name in spec.moved else p for p in step.inputs) + spec.extra,
                    outputs=tuple(map(here, step.outputs)), options=tuple(map(here, step.options)))
 

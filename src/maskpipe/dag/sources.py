@@ -106,7 +106,7 @@ def closure(modules: set[str] | list[str] | tuple[str, ...], root: Path) -> set[
     return seen
 
 
-def step_modules(step: str, root: Path | None = None) -> list[str]:
+def code_modules(step: str, root: Path | None = None) -> list[str]:
     """The non-plumbing modules the step ``step`` of the table runs, sorted."""
     if step not in STEPS:
         raise KeyError(f"the pipeline has no step {step!r}")
@@ -114,11 +114,11 @@ def step_modules(step: str, root: Path | None = None) -> list[str]:
 
 
 def step_sources(step: str, start: str | os.PathLike = ".", root: Path | None = None) -> list[str]:
-    """The files of :func:`step_modules`, relative to ``start`` when inside it, else absolute."""
+    """The files of :func:`code_modules`, relative to ``start`` when inside it, else absolute."""
     root = root or package_dir()
     start = Path(start).resolve()
     out = []
-    for m in step_modules(step, root):
+    for m in code_modules(step, root):
         path = file_of(m, root)
         out.append(os.path.relpath(path, start) if path.is_relative_to(start) else str(path))
     return out

@@ -5,7 +5,7 @@ out-of-fold predictions.
 The teacher knows nothing of masks, so its vote keeps the ensemble's own mask distribution:
 its 18-class probabilities are the product of the ensemble's P(mask) and the teacher's P(gender)
 and P(age). The two then vote with weights ``1 - w`` and ``w``, ``w`` fitted like the members'
-weights (:func:`maskpipe.ensemble.weights.search_weights`, on the same half of the persons) and
+weights (:func:`maskpipe.ensemble.fitting.search_weights`, on the same half of the persons) and
 kept only where it beats ``w = 0`` there. A photo without an estimate keeps the ensemble's
 probabilities exactly.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from maskpipe.classes import TASK_COLUMNS, joint, marginals
-from maskpipe.ensemble import weights as weight_fitting
+from maskpipe.ensemble import fitting
 from maskpipe.io import MaskpipeError, read_csv
 from maskpipe.metrics import macro_f1
 
@@ -83,7 +83,7 @@ def fit_teacher_weight(p18: np.ndarray, found: Estimates, y: np.ndarray, rows: n
                        vote: Vote) -> float:
     """The teacher's weight in 0..1 with the best macro F1 on ``rows``: the members' weight
     search over (ensemble, teacher), kept only where it beats no teacher (0) there."""
-    found_w = weight_fitting.search_weights([p18, teacher_probs(p18, found)], y, rows, vote)
+    found_w = fitting.search_weights([p18, teacher_probs(p18, found)], y, rows, vote)
     weight = float(found_w[1])
 
     def f1(w: float) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from maskpipe.ensemble import teacher as teaching
-from maskpipe.ensemble import weights as weight_fitting
+from maskpipe.ensemble import fitting
 from maskpipe.classes import MASK_STATES, PROB_COLUMNS, TASK_COLUMNS, TASKS, joint
 from maskpipe.io import MaskpipeError, read_csv, write_csv, write_json
 from maskpipe.metrics import F1_DEFINITION, head_score, macro_f1, per_class_f1, task_f1
@@ -118,7 +118,7 @@ def ensemble_folds(job: EnsembleJob, cfg: EnsembleConfig) -> dict:
     probabilities, then the product of the three (see :mod:`maskpipe.train.heads`); the member
     votes with the mean weight of its models. Each model is scored with its TTA setting and,
     where the OOF file has them, without TTA. ``search_weights`` and ``age_bias`` fit on half
-    the persons and report on the other half (:mod:`maskpipe.ensemble.weights`). With the
+    the persons and report on the other half (:mod:`maskpipe.ensemble.fitting`). With the
     teacher step's estimates, the teacher votes on gender and age with a weight fitted on the
     same half (:mod:`maskpipe.ensemble.teacher`), before the age bias. ``prior_shift``
     and ``persons`` (with the ``persons`` step's groups) then adjust the eval probabilities
@@ -142,7 +142,7 @@ def ensemble_folds(job: EnsembleJob, cfg: EnsembleConfig) -> dict:
     w = np.array([m.weight for m in members])
     keys = members[0].test.index
     teacher = _read_teacher(job, lab.index, keys)
-    fit, holdout = weight_fitting.person_halves(lab["person"].to_numpy(), cfg.seed)
+    fit, holdout = fitting.person_halves(lab["person"].to_numpy(), cfg.seed)
     fitted = _fit_choices(members, y, lab["person"].to_numpy(), fit, holdout, w, method,
                           cfg.search_weights, cfg.age_bias, teacher and teacher[0])
     w = fitted["weights"]
@@ -153,8 +153,8 @@ def ensemble_folds(job: EnsembleJob, cfg: EnsembleConfig) -> dict:
         ens_oof = teaching.with_teacher(ens_oof, teacher[0], tw, by_method)
         ens_test = teaching.with_teacher(ens_test, teacher[1], tw, by_method)
     if cfg.age_bias:
-        ens_oof = weight_fitting.apply_age_bias(ens_oof, fitted["bias"])
-        ens_test = weight_fitting.apply_age_bias(ens_test, fitted["bias"])
+        ens_oof = fitting.apply_age_bias(ens_oof, fitted["bias"])
+        ens_test = fitting.apply_age_bias(ens_test, fitted["bias"])
     ens_test, eval_info = adjust_eval(ens_test, keys, y, job.persons, cfg.persons, cfg.prior_shift,
                                       oof=ens_oof)
     score = _score(y, ens_oof)
@@ -251,12 +251,12 @@ def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit:
         if teacher is not None:
             p = teaching.with_teacher(p, teacher.rows(rows_mask),
                                       tw if teacher_weight is None else teacher_weight, by_method)
-        p = weight_fitting.apply_age_bias(p, bias)
+        p = fitting.apply_age_bias(p, bias)
         return macro_f1(y[rows_mask], p.argmax(1))
 
     search = {"enabled": search_weights}
     if search_weights:
-        found = weight_fitting.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
+        found = fitting.search_weights(member_oof, y, fit, lambda ps, ww: vote(ps, ww, method))
         search.update(weights={m.name: float(x) for m, x in zip(members, found, strict=True)},
                       fit_half_f1=ens_f1(found, fit), holdout_half_f1=ens_f1(found, holdout),
                       equal_weights_holdout_f1=ens_f1(w, holdout),
@@ -276,7 +276,7 @@ def _fit_choices(members: list[Member], y: np.ndarray, persons: np.ndarray, fit:
         p = vote(member_oof, w, method)
         if teacher is not None:
             p = teaching.with_teacher(p, teacher, tw, by_method)
-        b = weight_fitting.fit_age_bias(p, y, fit)
+        b = fitting.fit_age_bias(p, y, fit)
         bias.update(bias=b, fit_half_f1_without=ens_f1(w, fit), fit_half_f1_with=ens_f1(w, fit, b),
                     holdout_half_f1_without=ens_f1(w, holdout), holdout_half_f1_with=ens_f1(w, holdout, b))
     return {"weights": w, "bias": b, "search": search, "age_bias": bias, "teacher": taught}

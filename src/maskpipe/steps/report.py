@@ -9,7 +9,7 @@ from maskpipe.dag.ports import Job, Port, Step, layout_port
 
 log = logging.getLogger(__name__)
 
-# ReportInputs' fields are these inputs, by name (tests/test_pipeline.py keeps them the same).
+# ReportInputs' fields are these inputs, by name (tests/test_table.py keeps them the same).
 STEP = Step(
     "report", "one self-contained HTML report, its figures as PNGs and the learning curves as CSV",
     ("report",),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maskpipe.dag import sources as code
+from maskpipe.dag import sources
 from maskpipe.cli import build_parser
 from maskpipe.config import Config, step_params, validate
 from maskpipe.dag.dvc import stages
@@ -98,7 +98,7 @@ def test_every_job_has_the_tables_files_params_and_command(planned):
         expected_in = {k: v for k, v in files(step, "inputs", raw, **wc).items() if v}
         got_in = {k: list(job.input[k]) if isinstance(job.input[k], list) else [job.input[k]]
                   for k in job.input.keys()}
-        assert got_in.pop("code") == code.step_sources(step.name, start=project / "src" / ".."), where
+        assert got_in.pop("code") == sources.step_sources(step.name, start=project / "src" / ".."), where
         assert got_in == expected_in, where
         got_out = {k: [job.output[k]] for k in job.output.keys()}
         assert got_out == files(step, "outputs", raw, **wc), where
@@ -212,7 +212,7 @@ def test_dvc_stages_run_the_same_commands_as_the_rules(planned):
             deps = set(st[stage]["deps"])
             inputs = {p for paths in files(step, "inputs", raw, "${item.model}", "${item.fold}",
                                            round=job.get("round", 1)).values() for p in paths}
-            assert inputs <= deps and set(code.step_sources(name)) == deps - inputs, name
+            assert inputs <= deps and set(sources.step_sources(name)) == deps - inputs, name
 
 
 def test_cli_takes_every_file_of_the_table():
@@ -231,12 +231,12 @@ def test_each_step_run_imports_only_what_its_declaration_tracks():
     must be tracked by that step (or be plumbing)."""
     import ast
 
-    root = code.package_dir()
+    root = sources.package_dir()
     for name, step in STEPS.items():
         tree = ast.parse((root / "steps" / f"{step.runs}.py").read_text())
         run = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run")
-        used = {m for m in code.imports(run, root) if not code.is_plumbing(m)}
-        assert used <= set(code.step_modules(name)), (name, used - set(code.step_modules(name)))
+        used = {m for m in sources.imports(run, root) if not sources.is_plumbing(m)}
+        assert used <= set(sources.code_modules(name)), (name, used - set(sources.code_modules(name)))
 
 
 def test_report_inputs_are_the_report_steps_inputs():
