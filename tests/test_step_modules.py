@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_project, sh, shrink
+from conftest import make_project, scheduled, sh, shrink
 from maskpipe.dag.ports import Step, layout_port
 from maskpipe.dag.table import STEPS, collect, run_order
 
@@ -53,6 +53,8 @@ def test_a_step_module_alone_is_a_snakemake_rule_that_runs(toy_project):
     assert "maskpipe toy --config config.yaml --labels results/tiny/labels/train.csv" in plan
     assert {"validate", "labels", "toy"} <= set(l.split()[0] for l in plan.split("Job stats:")[1]
                                                 .splitlines()[3:] if l.strip() and not l.startswith("total"))
+    # The documented target runs it too, as `dvc repro` does: nothing reads its output.
+    assert ("toy", "") in scheduled(toy_project, "submission")
     sh(["snakemake", "toy", "--cores", "1"], toy_project)
     counts = pd.read_csv(toy_project / "results" / "tiny" / "toy" / "counts.csv")
     assert len(counts) == 12 and (counts["photos"] == 7).all() and (counts["folds"] == 2).all()

@@ -65,6 +65,16 @@ def jobs_for(target: str, raw: dict) -> list[tuple[Step, dict[str, Any]]]:
     return [ordered[i] for i in sorted(needed)]
 
 
+def final_outputs(raw: dict) -> list[str]:
+    """Every output of a config's jobs that no job reads (the report's files, the mislabels
+    review, ...): what the engines' targets ask for, so that Snakemake runs every job `dvc repro`
+    runs, a step added at the end of the pipeline included."""
+    ordered = ordered_jobs(raw)
+    read = {p for step, job in ordered for paths in files(step, "inputs", raw, **job).values() for p in paths}
+    return list(dict.fromkeys(p for step, job in ordered for paths in files(step, "outputs", raw, **job).values()
+                              for p in paths if p not in read))
+
+
 def files(step: Step, side: str, raw: dict, model: str = MODEL, fold: str = FOLD,
           cli_only: bool = False, round: str | int = ROUND) -> dict[str, list[str]]:
     """``side`` (inputs, outputs or options) of one job by port name: each a list of paths."""
