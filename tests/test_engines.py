@@ -132,6 +132,16 @@ def test_workflow_is_formatted_and_lint_clean(snakemake_project):
     assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr
 
 
+def test_snakemake_report_holds_the_reports_figures(snakemake_project, tmp_path):
+    """The report step's figures port (``figures=True``) puts each PNG into `snakemake --report`."""
+    import zipfile
+
+    sh(["snakemake", "--report", str(tmp_path / "report.zip")], snakemake_project)
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    figures = sorted(p.name for p in (snakemake_project / RESULTS / "report" / "figures").glob("*.png"))
+    assert figures and all(any(n.endswith("/" + f) for n in names) for f in figures), (figures, names)
+
+
 def test_identical_rewrite_triggers_nothing_downstream(snakemake_project, dvc_project):
     # Rerun the folds step alone: it rewrites folds.csv with the same content.
     sh(["snakemake", "folds", "--forcerun", "folds", "--until", "folds", "--cores", "1"],

@@ -67,14 +67,26 @@ def step_inputs(step):
     return {**_paths(step, "inputs"), "code": sources.step_sources(step)}
 
 
-def step_outputs(step, **wrap):
-    """The step's output files; folders marked as such; ``wrap`` may mark one for the report."""
+def report_figures(path):
+    """The report's figures also go into `snakemake --report`, one entry per PNG."""
+    return report(
+        path,
+        patterns=["{name}.png"],
+        caption="../report/figures.rst",
+        category="maskpipe",
+        labels={"figure": "{name}"},
+    )
+
+
+def step_outputs(step):
+    """The step's output files; folders marked as such, and a folder of figures marked for
+    `snakemake --report` (report_figures)."""
     out = _paths(step, "outputs")
     for port in STEPS[step].outputs:
         if port.folder:
             out[port.name] = directory(out[port.name])
-        if port.name in wrap:
-            out[port.name] = wrap[port.name](out[port.name])
+        if port.figures:
+            out[port.name] = report_figures(out[port.name])
     return out
 
 

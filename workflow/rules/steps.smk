@@ -6,21 +6,6 @@
 # with the {round} wildcard; with `pseudo.rounds: 0` nothing asks for them.
 
 
-def report_figures(path):
-    """The report's figures also go into `snakemake --report`, one entry per PNG."""
-    return report(
-        path,
-        patterns=["{name}.png"],
-        caption="../report/figures.rst",
-        category="maskpipe",
-        labels={"figure": "{name}"},
-    )
-
-
-#: Outputs marked for Snakemake's own report, by step and port.
-REPORTED = {"report": {"figures": report_figures}}
-
-
 def step_rule(step):
     """The rule of ``step``. Made in a function so that every directive, the shell command too
     (Snakemake evaluates it again when the job runs), sees this step: a rule made directly in
@@ -32,7 +17,7 @@ def step_rule(step):
         input:
             **step_inputs(step.name),
         output:
-            **step_outputs(step.name, **REPORTED.get(step.name, {})),
+            **step_outputs(step.name),
         log:
             step_log(step.name),
         localrule: step.local

@@ -12,6 +12,8 @@ stages read that file; it is regenerated, never edited (``--check`` flags it whe
 
 from __future__ import annotations
 
+import dataclasses
+
 import yaml
 
 from maskpipe.dag.sources import step_sources
@@ -35,14 +37,6 @@ PARAMS_HEADER = """\
 
 M, F = "${item.model}", "${item.fold}"
 
-#: How ``dvc plots show`` draws a plots output, by its Layout method.
-PLOT_PROPS = {
-    # One row per model x fold x epoch: points, not a line (a line would join the runs).
-    "report_history": {"x": "epoch", "y": "val_f1", "template": "scatter",
-                       "title": "Validation macro F1 per epoch (every model x fold)"},
-}
-
-
 def _stage(step: Step, cfg: Config, config_file: str, start: str, round: int = 1) -> dict:
     raw = cfg.raw
 
@@ -64,7 +58,7 @@ def _stage(step: Step, cfg: Config, config_file: str, start: str, round: int = 1
         stage["params"] = [{config_file: [s.format(model=M) for s in step.sections]}]
     for port in step.outputs:
         path = port.paths(raw, M, F, round)[0]
-        entry = {path: PLOT_PROPS[port.layout]} if port.dvc == "plots" else path
+        entry = {path: dataclasses.asdict(port.plot)} if port.plot else path
         stage.setdefault(port.dvc, []).append(entry)
     return stage
 

@@ -25,6 +25,16 @@ ROUND = "{round}"
 
 
 @dataclass(frozen=True)
+class Plot:
+    """How ``dvc plots show`` draws a CSV output (DVC's plot properties)."""
+
+    x: str
+    y: str
+    template: str
+    title: str
+
+
+@dataclass(frozen=True)
 class Port:
     """One file (or folder) a step reads or writes, or a path option it is given.
 
@@ -43,6 +53,9 @@ class Port:
     folder: bool = False
     cli: bool = True  #: passed to the command; False: only tracked by the engines
     dvc: str = "outs"  #: for outputs: the dvc.yaml list it goes in (outs, metrics, plots)
+    plot: Plot | None = None  #: for ``dvc="plots"``: how DVC draws it
+    #: for a folder of PNG outputs: its figures go into `snakemake --report` (one entry each)
+    figures: bool = False
     round: str = ""  #: which pseudo-label round's files (:data:`maskpipe.dag.rounds.ROUND_KINDS`)
     #: for options: left out of a command, it is where this port puts it for the config (False:
     #: it stays out, e.g. train's resume file, which by hand means no resuming)

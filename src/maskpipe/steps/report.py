@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from maskpipe.dag.ports import Job, Port, Step, layout_port
+from maskpipe.dag.ports import Job, Plot, Port, Step, layout_port
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,11 @@ STEP = Step(
             Port("eval_truth", "the eval photos' true classes (report.eval_truth; none: not scored on eval)",
                  config="report.eval_truth", when="report.eval_truth")),
     outputs=(layout_port("report", "report", help="the report (.html)"),
-             layout_port("figures", "report_figures", folder=True, help="its figures as PNG files"),
-             layout_port("history", "report_history", dvc="plots",
-                         help="every model x fold x epoch's scalars (.csv)")),
+             layout_port("figures", "report_figures", folder=True, figures=True, help="its figures as PNG files"),
+             # One row per model x fold x epoch: points, not a line (a line would join the runs).
+             layout_port("history", "report_history", dvc="plots", help="every model x fold x epoch's scalars (.csv)",
+                         plot=Plot("epoch", "val_f1", "scatter",
+                                   "Validation macro F1 per epoch (every model x fold)"))),
     modules=("maskpipe.report",))
 
 
