@@ -16,7 +16,7 @@ from maskpipe.dag.jobs import argv, files, jobs, jobs_for, log_path
 from maskpipe.dag.ports import switched_on
 from maskpipe.dag.table import STEPS, local_steps
 
-from conftest import make_project, shrink, snakemake_jobs
+from conftest import REPO, make_project, shrink, snakemake_jobs
 
 
 @pytest.fixture(scope="module")
@@ -251,16 +251,31 @@ def test_report_inputs_are_the_report_steps_inputs():
 
 
 def test_the_docs_step_table_is_what_maskpipe_steps_prints(capsys):
-    """The step table in docs/pipeline.md is generated (`maskpipe steps`), so it cannot go stale."""
-    from pathlib import Path
+    """The step table in docs/pipeline.md is generated (`maskpipe steps --write`), so it cannot
+    go stale; the printed table is the same."""
+    from maskpipe.cli import main as cli_main
+    from maskpipe.dag.render import page_with_table
 
+    page = (REPO / "docs" / "pipeline.md").read_text()
+    assert page == page_with_table(page), "docs/pipeline.md is stale: run `maskpipe steps --write docs/pipeline.md`"
+    assert cli_main(["steps"]) == 0
+    assert capsys.readouterr().out.strip() in page
+
+
+def test_steps_write_replaces_only_the_table(tmp_path, capsys):
     from maskpipe.cli import main as cli_main
 
-    page = (Path(__file__).resolve().parents[1] / "docs" / "pipeline.md").read_text()
-    start = page.index("\n", page.index("<!-- `maskpipe steps` prints this table")) + 1
-    block = page[start:page.index("<!-- end of `maskpipe steps` -->")].strip()
-    assert cli_main(["steps"]) == 0
-    assert block == capsys.readouterr().out.strip()
+    page = tmp_path / "page.md"
+    page.write_text("# Steps\n\n<!-- `maskpipe steps` prints this table from the step table; kept -->\n\n"
+                    "| old |\n\n<!-- end of `maskpipe steps` -->\n\nAfter.\n")
+    assert cli_main(["steps", "--write", str(page)]) == 0
+    text = page.read_text()
+    assert "| old |" not in text and text.startswith("# Steps\n") and text.endswith("-->\n\nAfter.\n")
+    assert "| validate |" in text and "step table written" in capsys.readouterr().out
+    assert cli_main(["steps", "--write", str(page)]) == 0 and "already up to date" in capsys.readouterr().out
+    (tmp_path / "bare.md").write_text("no markers\n")
+    assert cli_main(["steps", "--write", str(tmp_path / "bare.md")]) != 0
+    assert "steps --write:" in capsys.readouterr().err and (tmp_path / "bare.md").read_text() == "no markers\n"
 
 
 def test_maskpipe_steps_lists_every_step_with_its_files(capsys):

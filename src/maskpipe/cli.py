@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "are generated from)")
     p.add_argument("--format", choices=("markdown", "tsv"), default="markdown",
                    help="a Markdown table, as in docs/pipeline.md (default), or tab-separated values")
+    p.add_argument("--write", type=Path, metavar="PAGE",
+                   help="instead of printing, put the Markdown table into PAGE between its markers "
+                        "(after adding or changing a step: maskpipe steps --write docs/pipeline.md)")
     _common(p)
 
     _search_parser(sub)

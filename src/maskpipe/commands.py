@@ -17,7 +17,7 @@ from pathlib import Path
 
 from maskpipe.config import Config
 from maskpipe.dag.dvc import render_dvc_yaml, render_params
-from maskpipe.dag.render import table
+from maskpipe.dag.render import page_with_table, table
 from maskpipe.dag.rounds import last_round
 from maskpipe.io import MaskpipeError, write_bytes_if_changed
 from maskpipe.layout import Layout
@@ -78,8 +78,16 @@ def dvc_yaml(args: argparse.Namespace, load_config: Loader) -> None:
 
 
 def step_table(args: argparse.Namespace, load_config: Loader) -> str:
-    """``maskpipe steps``: the step table of :mod:`maskpipe.dag.table` (the CLI prints it)."""
-    return table(args.format)
+    """``maskpipe steps``: the step table of :mod:`maskpipe.dag.table` (the CLI prints it), or
+    ``--write PAGE``: the page with its table replaced."""
+    if args.write is None:
+        return table(args.format)
+    try:
+        page = page_with_table(args.write.read_text(), str(args.write))
+    except (OSError, ValueError) as e:
+        raise MaskpipeError(f"steps --write: {e}") from None
+    changed = write_bytes_if_changed(args.write, page.encode())
+    return f"{args.write}: step table {'written' if changed else 'already up to date'}"
 
 
 def search(args: argparse.Namespace, load_config: Loader) -> str:

@@ -68,3 +68,17 @@ def table(fmt: str = "markdown") -> str:
         cells = [cell(c) for c in rest[:4]] + [c or "–" for c in rest[4:]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+#: The markers around the step table in a docs page (docs/pipeline.md).
+TABLE_START = "<!-- `maskpipe steps` prints this table from the step table;"
+TABLE_END = "<!-- end of `maskpipe steps` -->"
+
+
+def page_with_table(page: str, where: str = "the page") -> str:
+    """``page`` (Markdown text) with the step table between its markers replaced by today's
+    (``maskpipe steps --write PAGE``)."""
+    if TABLE_START not in page or TABLE_END not in page:
+        raise ValueError(f"{where}: no step table markers ({TABLE_START!r} ... {TABLE_END!r})")
+    start = page.index("\n", page.index(TABLE_START)) + 1
+    return page[:start] + "\n" + table() + "\n\n" + page[page.index(TABLE_END):]
