@@ -1,4 +1,4 @@
-"""The ``submission`` step: ``ImageID,ans`` in ``eval/info.csv`` order, checked before writing."""
+"""The ``submit`` step's core: ``ImageID,ans`` in ``eval/info.csv`` order, checked before writing."""
 
 from __future__ import annotations
 

@@ -151,9 +151,11 @@ def argv(step: Step, raw: dict, config_files: list[str], model: str = MODEL,
          root: Callable[[Port | None], str] | None = None) -> list[str]:
     """The resolved arguments of one job (after ``maskpipe``), as the engines would run it.
 
-    ``root`` chooses the results folder of each port (a port's ``round`` applies below it) and,
-    given None, of the log: for a job whose files live under several folders (a search trial,
-    the quality bench). Default: every file under ``raw["results"]``.
+    The engines' command line as a list: what a test compares with the rule's shell line and the
+    DVC stage's ``cmd`` (the library's own callers, the runner, a search trial and the quality
+    bench, take the resolved :class:`Job` of :func:`resolve` instead). ``root`` chooses the
+    results folder of each port (a port's ``round`` applies below it) and, given None, of the
+    log. Default: every file under ``raw["results"]``.
     """
     fold = str(fold)
     under = _results(raw, root)

@@ -36,6 +36,8 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     from maskpipe.ensemble.vote import EnsembleConfig, EnsembleJob, ensemble_folds
 
     i, o = job.inputs, job.outputs
-    ensemble_folds(EnsembleJob(i["oof"], i["test"], i["labels"], o["oof"], o["test"], o["scores"],
-                               o["metrics"], i["persons"], i.get("teacher_train"), i.get("teacher_eval")),
+    ensemble_folds(EnsembleJob(oof=i["oof"], test=i["test"], labels=i["labels"], out_oof=o["oof"],
+                               out_test=o["test"], out_scores=o["scores"], out_metrics=o["metrics"],
+                               persons=i["persons"], teacher_train=i.get("teacher_train"),
+                               teacher_eval=i.get("teacher_eval")),
                    EnsembleConfig(**cfg["ensemble"]))

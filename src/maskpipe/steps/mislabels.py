@@ -67,5 +67,7 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     if missing:
         raise MaskpipeError(f"ranking needs {', '.join(missing)} (or pass --accept to accept fixes)")
     settings, i, o = cfg["mislabels"], job.inputs, job.outputs
-    ranking.rank_mislabels(i["oof"], i["labels"], i["crops"], i["crop_index"], settings["method"], settings["top"],
-             settings["thumbnail"], o["suspects"], o["review"], o["summary"])
+    ranking.rank_mislabels(oof_path=i["oof"], labels_path=i["labels"], crops_path=i["crops"],
+                           crop_index_path=i["crop_index"], method=settings["method"], top=settings["top"],
+                           thumbnail=settings["thumbnail"], out_suspects=o["suspects"], out_review=o["review"],
+                           out_summary=o["summary"])

@@ -45,6 +45,7 @@ def run(job: Job, cfg: dict[str, Any]) -> None:
     # the external faces (config external.folders), when there are any
     external = (i["external_crops"], i["external_labels"]) if i.get("external_crops") else None
     with devices.claim_device(cfg["train"]["device"]) as device:
-        loop.train_fold(loop.TrainJob(job.model, job.fold, i["crops"], i["crop_index"], i["labels"],
-                                      i["folds"], o["checkpoint"], o["metrics"], o["tensorboard"],
-                                      device, job.options.get("resume"), pseudo, external), cfg)
+        loop.train_fold(loop.TrainJob(
+            model=job.model, fold=job.fold, crops=i["crops"], crop_index=i["crop_index"], labels=i["labels"],
+            folds=i["folds"], checkpoint=o["checkpoint"], metrics=o["metrics"], tensorboard=o["tensorboard"],
+            device=device, resume=job.options.get("resume"), pseudo=pseudo, external=external), cfg)
