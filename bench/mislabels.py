@@ -29,7 +29,7 @@ import yaml
 
 from maskpipe.demo.synthetic import PLANTED_FILE, generate_demo
 from maskpipe.layout import Layout
-from maskpipe.mislabels.planted import baseline_scores, ranking_scores
+from maskpipe.demo.truth import baseline_scores, ranking_scores
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,7 @@ from maskpipe.layout import Layout
 from maskpipe.metrics import macro_f1
 from maskpipe.persons.adjust import adjust_eval
 from maskpipe.persons.group import Grouping, group_persons
-from maskpipe.persons.score import score_groups
+from maskpipe.demo.truth import score_groups
 from maskpipe.persons.eval_photos import read_features
 from maskpipe.persons.vote import changes
 

@@ -24,7 +24,7 @@ from maskpipe.config import validate
 from maskpipe.crop import SOURCES, detector_passes
 from maskpipe.demo.realfaces import generate_realfaces
 from maskpipe.layout import Layout
-from maskpipe.persons.score import score_groups
+from maskpipe.demo.truth import score_groups
 from maskpipe.persons.vote import PATTERN
 
 #: The research-only masked photos beside the repo (bench/detect_rates.py's ``--real``).

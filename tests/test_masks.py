@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskpipe.demo.masks import STYLES, WEARS, Frame, MaskStyle, draw_mask, random_mask
+from maskpipe.faces.masks import STYLES, WEARS, Frame, MaskStyle, draw_mask, random_mask
 
 # A face about 80 px between the eyes, upright, in the middle of a grey 384x512 photo.
 POINTS = np.array([[152.0, 200.0], [232.0, 200.0], [192.0, 252.0], [160.0, 290.0], [224.0, 290.0]])

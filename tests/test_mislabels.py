@@ -16,7 +16,7 @@ from maskpipe.cli import main as cli_main
 from maskpipe.io import MaskpipeError
 from maskpipe.data.labels import apply_corrections, read_corrections
 from maskpipe.mislabels import accept
-from maskpipe.mislabels.planted import baseline_scores, ranking_scores
+from maskpipe.demo.truth import baseline_scores, ranking_scores
 from maskpipe.mislabels.rank import nearest_age, rank_suspects, task_probs
 
 from conftest import REPO

@@ -15,7 +15,7 @@ from maskpipe.io import MaskpipeError
 from maskpipe.persons import eval_photos as step
 from maskpipe.persons.group import Grouping, group_persons
 from maskpipe.persons.prior import em_priors, shift_priors, task_marginals
-from maskpipe.persons.score import score_groups
+from maskpipe.demo.truth import score_groups
 from maskpipe.persons.vote import PATTERN, apply_persons, assign_masks
 from maskpipe.report.persons import section
 

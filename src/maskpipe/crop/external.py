@@ -24,6 +24,8 @@ from maskpipe.crop.splits import crop_setup, crop_split
 from maskpipe.classes import MASK_NAMES
 from maskpipe.data.external import NOT_WEAR, external_labels
 from maskpipe.data.manifest import hash_images
+from maskpipe.faces.landmarks import POINT_COLUMNS, find_landmarks
+from maskpipe.faces.masks import WEARS, draw_mask, random_mask
 from maskpipe.io import MaskpipeError, write_csv
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def _check_sizes(faces: pd.DataFrame, min_face_size: int) -> None:
 
 def draw_masks(faces: pd.DataFrame, work: Path, landmark_cache: Path, seed: int = 0) -> pd.DataFrame:
     """Each face of ``faces`` in the three mask states, as the demo sets draw masks
-    (:mod:`maskpipe.demo.masks`, from the face's own landmarks, :mod:`maskpipe.demo.landmarks`):
+    (:mod:`maskpipe.faces.masks`, from the face's own landmarks, :mod:`maskpipe.faces.landmarks`):
     a mask worn (``wear``), the same mask worn a wrong way (``incorrect``: below the nose, on the
     chin or over the mouth only) and the photo itself (``not wear``). The drawn photos are
     written to ``work`` as PNG. A face without landmarks (MTCNN found none) keeps its one
@@ -57,9 +59,6 @@ def draw_masks(faces: pd.DataFrame, work: Path, landmark_cache: Path, seed: int 
         ``faces``' columns plus ``face`` (the face's key) and ``mask``, three rows a face (its
         worn, wrong and unmasked photo, in that order; the unmasked one keeps the face's key).
     """
-    from maskpipe.demo.landmarks import POINT_COLUMNS, find_landmarks
-    from maskpipe.demo.masks import WEARS, draw_mask, random_mask
-
     marks = pd.concat([find_landmarks(Path(folder), group["file"].tolist(), landmark_cache).set_axis(group.index)
                        for folder, group in faces.groupby("folder", sort=False)])
     rows, missed = [], 0

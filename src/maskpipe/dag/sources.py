@@ -41,14 +41,14 @@ def is_plumbing(module: str) -> bool:
 
 
 #: Modules no pipeline step runs: the demo data generators (``maskpipe demo-data``, upstream of
-#: the pipeline; with ``--faces`` the real-face modules; their mask drawing and landmarks are the
-#: external step's code too), and the scorers of benchmarks and tests (planted errors, eval
-#: person groups), and the hyperparameter search (``maskpipe search``, which runs the train and
+#: the pipeline; with ``--faces`` the real-face modules; the landmarks and mask drawing they use,
+#: :mod:`maskpipe.faces`, are the external step's code too) and the scorers of benchmarks and
+#: tests (:mod:`maskpipe.demo.truth`: planted errors, eval person groups), and the hyperparameter search (``maskpipe search``, which runs the train and
 #: predict steps' code on its own trial folders).
 OFFLINE = frozenset({
-    "maskpipe.demo.synthetic", "maskpipe.demo.realfaces", "maskpipe.demo.competition",
+    "maskpipe.demo", "maskpipe.demo.synthetic", "maskpipe.demo.realfaces", "maskpipe.demo.competition",
     "maskpipe.demo.shoot", "maskpipe.demo.dedupe",
-    "maskpipe.mislabels.planted", "maskpipe.persons.score",
+    "maskpipe.demo.truth",
     "maskpipe.search", "maskpipe.search.space", "maskpipe.search.trial", "maskpipe.search.study",
     "maskpipe.search.results", "maskpipe.search.page",
 })

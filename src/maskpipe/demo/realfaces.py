@@ -4,7 +4,7 @@
 the competition's layout and file-format quirks, an eval set, ``demo_truth.csv``, optional planted
 errors), but each person is a real face from ``DIR/labels.csv`` (``file,age,gender``) placed in a
 photo shoot of seven portraits with masks drawn from the face's own landmarks
-(:mod:`maskpipe.demo.shoot`, :mod:`maskpipe.demo.masks`). A face is used for one person only, so
+(:mod:`maskpipe.demo.shoot`, :mod:`maskpipe.faces.masks`). A face is used for one person only, so
 train and eval never share a face; copies of one photo under several names (UTKFace has them)
 are dropped first, all but one (:mod:`maskpipe.demo.dedupe`).
 
@@ -40,7 +40,7 @@ from maskpipe.classes import GENDER_NAMES, IMAGE_STEMS, MASK_BY_STEM, age_bin, e
 from maskpipe.demo.competition import TrainWriter, check_out, finish, plant_plan, save_image, write_eval_tables
 from maskpipe.demo.dedupe import HASH_SIZE, NEAR_BITS, find_duplicates
 from maskpipe.data.external import face_path
-from maskpipe.demo.landmarks import POINT_COLUMNS, face_paths, find_landmarks
+from maskpipe.faces.landmarks import POINT_COLUMNS, face_paths, find_landmarks
 from maskpipe.demo.shoot import plan_shoot, render
 from maskpipe.io import MaskpipeError, read_csv, sha256_file, write_bytes_if_changed, write_csv
 

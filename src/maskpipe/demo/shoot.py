@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from maskpipe.classes import IMAGE_STEMS, MASK_BY_STEM
 from maskpipe.demo.competition import HEIGHT, WIDTH
-from maskpipe.demo.masks import MaskStyle, draw_mask, random_mask
+from maskpipe.faces.masks import MaskStyle, draw_mask, random_mask
 
 _WRONG = ("below_nose", "chin", "mouth")
 _WEAR_STEMS = [s for s in IMAGE_STEMS if MASK_BY_STEM[s] == 0]
