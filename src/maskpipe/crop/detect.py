@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from maskpipe.images import read_rgb
 from maskpipe.io import HashCache
 
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
@@ -42,8 +39,12 @@ class DetectorSettings:
 @functools.cache
 def detector_fingerprint() -> str:
     """Hash of the code and library versions that turn an image file into a box."""
+    from importlib.metadata import version
+
+    from maskpipe import images
+
     h = hashlib.sha256()
-    for source in (Path(__file__), Path(inspect.getsourcefile(read_rgb))):  # this module, the image reading
+    for source in (Path(__file__), Path(images.__file__)):
         h.update(source.read_bytes())
     for dist in ("facenet-pytorch", "torch", "pillow"):
         h.update(f"{dist}=={version(dist)}".encode())
