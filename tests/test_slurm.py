@@ -13,7 +13,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import REPO, dvc_changed, make_project, sh, shrink
 from maskpipe.dag.table import STEPS
@@ -48,9 +47,8 @@ def slurm(tmp_path_factory):
 
 
 #: The steps that ask a cluster for a GPU: the step table's GPU steps that leave the submitting
-#: machine (each has its entry in the Slurm profile's set-resources).
+#: machine (each has its entry in the Slurm profile's set-resources: tests/test_table.py).
 GPU_JOBS = [name for name, step in STEPS.items() if step.gpu and not step.local]
-PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 
 # The slurm profile asks for GPUs and a partition placeholder; this one-node test cluster has
 # neither, so the test overrides exactly those, and nothing else of the profile.
@@ -107,15 +105,6 @@ def test_dvc_repro_inside_a_slurm_job(slurm_run, tmp_path):
     ran = set(re.findall(r"Running stage '([^']+)'", log))
     assert {"ensemble", "submit"} <= ran and not {s for s in ran if s.startswith(("train", "predict"))}, log
     assert dvc_changed(project) == set()
-
-
-def test_the_profile_asks_a_gpu_for_every_gpu_step():
-    """A GPU step without its set-resources entry would get the cluster's defaults: no GPU."""
-    profile = yaml.safe_load(PROFILE.read_text())["set-resources"]
-    assert {"crop", "external", "train", "retrain"} <= set(GPU_JOBS)
-    missing = [name for name in GPU_JOBS if profile.get(name, {}).get("gpu") != 1]
-    assert not missing, f"{PROFILE.relative_to(REPO)}: set-resources gives no gpu: 1 to {missing}"
-    assert set(profile) <= set(STEPS), "set-resources names a step the table does not have"
 
 
 def test_a_required_slurm_fails_instead_of_skipping(monkeypatch):

@@ -7,13 +7,14 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from maskpipe.dag import sources
 from maskpipe.cli import build_parser
 from maskpipe.config import Config, step_params, validate
 from maskpipe.dag.dvc import stages
-from maskpipe.dag.jobs import argv, files, jobs, jobs_for, log_path
-from maskpipe.dag.ports import switched_on
+from maskpipe.dag.jobs import argv, files, final_outputs, jobs, jobs_for, log_path, ordered_jobs
+from maskpipe.dag.ports import Plot, Port, switched_on
 from maskpipe.dag.table import STEPS, local_steps
 
 from conftest import REPO, make_project, shrink, snakemake_jobs
@@ -119,6 +120,39 @@ def rounds_raw(shipped_config) -> dict:
     cfg = shrink(shipped_config, Path("data/nowhere"), results="results/tiny")
     cfg["pseudo"] = {**cfg["pseudo"], "rounds": 2, "models": ["a"]}
     return validate(cfg)
+
+
+@pytest.mark.parametrize("pseudo_rounds", [False, True])
+def test_final_outputs_are_what_no_job_reads(shipped_config, rounds_raw, pseudo_rounds):
+    """Snakemake's targets: every output no job reads (the report's, each round's scores), and
+    only outputs some job writes."""
+    raw = rounds_raw if pseudo_rounds else validate(shrink(shipped_config, "data"))
+    written, read = set(), set()
+    for step, job in ordered_jobs(raw):
+        written |= {p for ps in files(step, "outputs", raw, **job).values() for p in ps}
+        read |= {p for ps in files(step, "inputs", raw, **job).values() for p in ps}
+    final = final_outputs(raw)
+    assert set(final) == written - read and len(final) == len(set(final))
+    assert files(STEPS["report"], "outputs", raw)["report"][0] in final
+    assert files(STEPS["submit"], "outputs", raw)["submission"][0] not in final  # the report reads it
+
+
+def test_the_slurm_profile_asks_a_gpu_for_every_gpu_step():
+    """A GPU step that leaves the submitting machine without its set-resources entry in the Slurm
+    profile would get the cluster's defaults: no GPU."""
+    gpu_jobs = [name for name, step in STEPS.items() if step.gpu and not step.local]
+    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())["set-resources"]
+    assert {"crop", "external", "train", "retrain"} <= set(gpu_jobs)
+    missing = [name for name in gpu_jobs if profile.get(name, {}).get("gpu") != 1]
+    assert not missing, f"workflow/profiles/slurm/config.yaml: set-resources gives no gpu: 1 to {missing}"
+    assert set(profile) <= set(STEPS), "set-resources names a step the table does not have"
+
+
+def test_a_port_refuses_marks_it_cannot_carry():
+    with pytest.raises(ValueError, match="plot= needs dvc='plots'"):
+        Port("h", "history", layout="report_history", plot=Plot("epoch", "f1", "scatter", "t"))
+    with pytest.raises(ValueError, match="figures=True marks a folder"):
+        Port("f", "figures", layout="report", figures=True)
 
 
 @pytest.mark.parametrize("rounds", [2, 0])
@@ -273,6 +307,8 @@ def test_steps_write_replaces_only_the_table(tmp_path, capsys):
     assert "| old |" not in text and text.startswith("# Steps\n") and text.endswith("-->\n\nAfter.\n")
     assert "| validate |" in text and "step table written" in capsys.readouterr().out
     assert cli_main(["steps", "--write", str(page)]) == 0 and "already up to date" in capsys.readouterr().out
+    assert cli_main(["steps", "--write", str(page), "--format", "tsv"]) != 0
+    assert "leave out --format" in capsys.readouterr().err
     (tmp_path / "bare.md").write_text("no markers\n")
     assert cli_main(["steps", "--write", str(tmp_path / "bare.md")]) != 0
     assert "steps --write:" in capsys.readouterr().err and (tmp_path / "bare.md").read_text() == "no markers\n"

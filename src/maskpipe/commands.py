@@ -82,11 +82,13 @@ def step_table(args: argparse.Namespace, load_config: Loader) -> str:
     ``--write PAGE``: the page with its table replaced."""
     if args.write is None:
         return table(args.format)
+    if args.format != "markdown":
+        raise MaskpipeError("steps: --write puts the Markdown table into a page; leave out --format")
     try:
-        page = page_with_table(args.write.read_text(), str(args.write))
+        page = page_with_table(args.write.read_text(encoding="utf-8"), str(args.write))
     except (OSError, ValueError) as e:
         raise MaskpipeError(f"steps --write: {e}") from None
-    changed = write_bytes_if_changed(args.write, page.encode())
+    changed = write_bytes_if_changed(args.write, page.encode("utf-8"))
     return f"{args.write}: step table {'written' if changed else 'already up to date'}"
 
 

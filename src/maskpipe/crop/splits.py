@@ -18,13 +18,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from maskpipe.config import as_hw
 from maskpipe.crop.detect import BOX_COLUMNS, BoxCache, DetectorSettings, detect_boxes, make_detector
 from maskpipe.crop.geometry import CropGeometry, cut
 from maskpipe.crop.placement import (SOURCES, Hit, Placement, group_hits, place_by_shoot, place_photo,
                                     placement, record)
 from maskpipe.crop.sheet import contact_sheet
-from maskpipe.devices import usable_cores
 from maskpipe.images import look, read_rgb
 from maskpipe.io import npy_writer, path_inside, read_csv, write_bytes_if_changed, write_csv
 
@@ -190,6 +188,8 @@ def default_workers() -> int:
     The budget is the usable cores (CPU affinity: Slurm's and taskset's binding), capped by
     ``OMP_NUM_THREADS`` where set: Snakemake sets it to the rule's ``threads`` for every job,
     locally and inside Slurm jobs (:func:`maskpipe.devices.usable_cores`)."""
+    from maskpipe.devices import usable_cores
+
     return usable_cores() + 1
 
 
@@ -280,6 +280,8 @@ def crop_split(
 def crop_setup(crop: dict, cache_dir: Path, device: str = "cpu") -> tuple[CropGeometry, list[DetectionPass]]:
     """The crop geometry and the detection passes (with their box caches under ``cache_dir``)
     of the ``crop`` config section, on ``device``: what every set of photos is cropped with."""
+    from maskpipe.config import as_hw
+
     height, width = as_hw(crop["size"])
     fb = crop["fallback"]
     geometry = CropGeometry(height, width, crop["margin"],

@@ -65,6 +65,12 @@ class Port:
     when: str = ""
     listed: bool = False  #: ``config`` holds a list of paths: one path per entry
 
+    def __post_init__(self) -> None:
+        if self.plot is not None and self.dvc != "plots":
+            raise ValueError(f"port {self.name}: plot= needs dvc='plots'")
+        if self.figures and not self.folder:
+            raise ValueError(f"port {self.name}: figures=True marks a folder of PNGs (folder=True)")
+
     @property
     def many(self) -> bool:
         """A list of paths (one per model x fold, per round or per listed entry), not one path."""

@@ -78,7 +78,10 @@ TABLE_END = "<!-- end of `maskpipe steps` -->"
 def page_with_table(page: str, where: str = "the page") -> str:
     """``page`` (Markdown text) with the step table between its markers replaced by today's
     (``maskpipe steps --write PAGE``)."""
-    if TABLE_START not in page or TABLE_END not in page:
-        raise ValueError(f"{where}: no step table markers ({TABLE_START!r} ... {TABLE_END!r})")
-    start = page.index("\n", page.index(TABLE_START)) + 1
-    return page[:start] + "\n" + table() + "\n\n" + page[page.index(TABLE_END):]
+    begin = page.find(TABLE_START)
+    start = page.find("\n", begin) + 1 if begin >= 0 else 0
+    end = page.find(TABLE_END, start) if begin >= 0 and start > 0 else -1
+    if end < 0:
+        raise ValueError(f"{where}: no step table between the markers {TABLE_START!r}... (a line of its "
+                         f"own) and {TABLE_END!r}")
+    return page[:start] + "\n" + table() + "\n\n" + page[end:]

@@ -14,7 +14,6 @@ from torch import nn
 
 from maskpipe.classes import NUM_CLASSES
 from maskpipe.io import MaskpipeError
-from maskpipe.train.heads import MultiTaskNet, head_classes
 from maskpipe.train.weights import known_weights, load_weights, packaged_hint, resolve_weights_file
 
 
@@ -32,7 +31,9 @@ def create_model(arch: str, pretrained: bool = False, pretrained_file: str | Non
         MaskpipeError: unknown architecture, missing or mismatched weights file, or pretrained
             weights that are neither cached nor downloadable (no network).
     """
-    import timm  # 5 s to import (torchvision's ops import torch._dynamo): only where a model is made
+    import timm
+
+    from maskpipe.train.heads import MultiTaskNet, head_classes
 
     if head is not None:
         num_classes = 0 if head == "multitask" else head_classes(head)

@@ -158,7 +158,7 @@ def _cosine(optimizer, epochs, steps_per_epoch, lr, *, warmup_epochs, min_lr, **
     from timm.scheduler import CosineLRScheduler
 
     # Warm-up plus decay fit in ``epochs`` (a run shorter than its warm-up skips it), and
-    # warm-up starts at lr/10: timm's default of 0 wastes a 1-epoch warm-up (no step at a useful lr).
+    # warm-up starts at lr/10 as the old loop did: timm's default of 0 wastes a 1-epoch one.
     warmup = min(warmup_epochs, epochs - 1)
     return "epoch", CosineLRScheduler(optimizer, t_initial=epochs - warmup, lr_min=min_lr,
                                       warmup_t=warmup, warmup_lr_init=lr * 0.1, warmup_prefix=True)
