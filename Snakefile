@@ -29,16 +29,13 @@ localrules:
     submission,
 
 
-# Both targets ask for the submission and every file no step reads (the report's, the mislabels
-# review, the last file of a step added at the end): the jobs `dvc repro` runs.
+# Both targets ask for TARGETS (common.smk): the submission and every file no step reads.
 rule all:
     default_target: True
     input:
-        L.submission(),
-        jobs.final_outputs(config),
+        TARGETS,
 
 
 rule submission:
     input:
-        L.submission(),
-        jobs.final_outputs(config),
+        TARGETS,

@@ -33,6 +33,9 @@ if "conda" in CONDA:
     shell.prefix(f"set -euo pipefail; export PYTHONPATH={workflow.basedir}/src; ")
 
 L = Layout(config["results"])
+# What both targets ask for: the submission and every file no step reads (the report's, the
+# mislabels review, the last file of a step added at the end): the jobs `dvc repro` runs.
+TARGETS = [L.submission(), *jobs.final_outputs(config)]
 MODELS = list(config["models"])
 FOLDS = list(range(config["folds"]["k"]))
 
