@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.metrics import recall_score
+from sklearn.metrics import confusion_matrix, recall_score
 
 from maskpipe.classes import AGE_NAMES, decode
 from maskpipe.cli import main as cli_main
@@ -483,6 +483,19 @@ def gains(rows: dict[int, dict], truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def age_errors(rows: dict[int, dict], truth: pd.DataFrame) -> pd.DataFrame:
+    """Each row's eval age errors: photos of each true age group predicted as another (the
+    off-diagonal of the 3 x 3 age confusion), where the age F1 is lost."""
+    out = []
+    for n, r in rows.items():
+        pred = r["_pred"]
+        cm = confusion_matrix(decode(truth.loc[pred.index, "ans"].to_numpy(int))[2],
+                              decode(pred.to_numpy(int))[2], labels=range(len(AGE_NAMES)))
+        out.append({"#": n, **{f"{t} as {p}": int(cm[i, j]) for i, t in enumerate(AGE_NAMES)
+                                for j, p in enumerate(AGE_NAMES) if i != j}})
+    return pd.DataFrame(out)
+
+
 def scores(R: Layout, data: Path) -> dict:
     """OOF macro F1 (ensemble metrics), eval macro F1, per-task F1 and the ">= 60" age group's
     recall (the group the train set barely shows) against demo_truth.csv."""
@@ -603,6 +616,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if len(paired):
         print("\nPaired eval macro F1 gains (95% bootstrap interval over eval persons; real where it excludes 0)")
         print(paired.to_markdown(index=False, floatfmt="+.3f"))
+    print("\nEval age errors (photos of a true age group predicted as another)")
+    print(age_errors(rows, eval_truth(data)).to_markdown(index=False))
     return table
 
 
