@@ -234,7 +234,7 @@ def search_best(runner: Runner, base: dict, args: argparse.Namespace) -> dict:
     summary = run_search([runner._config(cfg, "search")], folder=folder)
     log.warning("search: %d trials, best out-of-fold macro F1 on every fold %.4f with %s",
                 summary.completed, summary.best_score, summary.best_params)
-    print(summary.table.to_markdown(index=False, floatfmt=".3f"), flush=True)
+    print(summary.table.to_markdown(index=False, floatfmt=".3g"), flush=True)  # lr 1e-3, weight decay 1e-5
     return summary.best_model
 
 
@@ -370,9 +370,7 @@ class Runner:
         of its last round."""
         start = time.perf_counter()
         at = self.prepare(cfg)
-        # By its config, not its name: a row run in another regime or at other sizes keeps its
-        # own predictions beside this one's (for paired comparisons between runs)
-        R = Layout(str(self.work / "rows" / _key(row.name, cfg)))
+        R = row_layout(self.work, row, cfg)
         c = self._config(cfg, f"row-{Path(R.results).name}")
         trained = False
         for m in cfg["models"]:
@@ -405,6 +403,41 @@ class Runner:
                 "notes": ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in extra.items()),
                 "_pred": figures[""][1]}
+
+
+def row_layout(work: Path, row: Row, cfg: dict) -> Layout:
+    """Where ``row`` run with ``cfg`` keeps its predictions: by its config, not its name, so a row
+    run in another regime, at other sizes or with another seed keeps its own beside this one's."""
+    return Layout(str(work / "rows" / _key(row.name, cfg)))
+
+
+def final_round(R: Layout, cfg: dict) -> Layout:
+    """The row's last pseudo-label round (``R`` itself without rounds): what it submits."""
+    return R.round(cfg["pseudo"]["rounds"] + 1)
+
+
+def against_seed(rows: dict[int, dict], base: dict, args: argparse.Namespace, truth: pd.DataFrame) -> pd.DataFrame:
+    """Each row against the same row trained with seed ``--against-seed`` (its predictions in
+    ``--against-work``, found by its config): both eval macro F1 and their paired difference. The
+    search row is left out (its config is the other run's search's winner)."""
+    other = base_config(Path(base["data"]["root"]), argparse.Namespace(**{**vars(args), "seed": args.against_seed}))
+    out = []
+    for n, r in rows.items():
+        row = ROWS[n - 1]
+        if "@searched" in row.models.values():
+            continue
+        cfg = row_config(other, row, args)
+        sub = Path(final_round(row_layout(args.against_work, row, cfg), cfg).submission())
+        if not sub.is_file():
+            log.warning("row %d with seed %d: no %s", n, args.against_seed, sub)
+            continue
+        theirs = pd.read_csv(sub, dtype={"ImageID": str}).set_index("ImageID")["ans"]
+        theirs_f1 = macro_f1(truth.loc[theirs.index, "ans"].to_numpy(int), theirs.to_numpy(int))
+        lo, hi = interval(truth, r["_pred"], theirs)
+        out.append({"#": n, "configuration": r["configuration"], f"seed {args.against_seed}": f"{theirs_f1:.3f}",
+                    f"seed {args.seed}": f"{r['eval F1']:.3f}", "difference": f"{r['eval F1'] - theirs_f1:+.3f}",
+                    "95% interval": f"[{lo:+.3f}, {hi:+.3f}]", "beyond noise": "yes" if _real(lo, hi) else "no"})
+    return pd.DataFrame(out)
 
 
 #: The eval-only ensemble options (docs/persons.md) each row is also
@@ -580,6 +613,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--data-seed", type=int, help="seed of the data set: another draw of faces (default: --seed)")
     p.add_argument("--rows", help="comma-separated row numbers (the table's #, 1-based) to run (default: all; "
                         "the scratch regime leaves out row 10, its own row 1 again)")
+    p.add_argument("--against-seed", type=int,
+                   help="also print each row against the same row trained with this seed (run before, its "
+                        "predictions in --against-work): how far a second training seed moves it")
+    p.add_argument("--against-work", type=Path, help="where --against-seed's rows are (default: --work)")
     p.add_argument("--search-trials", type=int,
                    help="trials of the search whose best config is the search row (scored on every "
                         "fold; default: the regime's)")
@@ -590,6 +627,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args.set = [*REGIMES[args.regime]["set"], *(args.set or [])]  # the user's come last and win
     if args.data_seed is None:
         args.data_seed = args.seed
+    if args.against_work is None:
+        args.against_work = args.work
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not (args.faces / "labels.csv").is_file():
         raise SystemExit(f"bench/quality.py: {args.faces}/labels.csv not found (the real faces folder)")
@@ -616,6 +655,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if len(paired):
         print("\nPaired eval macro F1 gains (95% bootstrap interval over eval persons; real where it excludes 0)")
         print(paired.to_markdown(index=False, floatfmt="+.3f"))
+    if args.against_seed is not None:
+        seeds = against_seed(rows, base, args, eval_truth(data))
+        print(f"\nEval macro F1 against training seed {args.against_seed} ({args.against_work}; paired 95% "
+              "interval over eval persons of the difference)")
+        print(seeds.to_markdown(index=False, disable_numparse=True) if len(seeds) else "(none of the rows found)")
     print("\nEval age errors (photos of a true age group predicted as another)")
     print(age_errors(rows, eval_truth(data)).to_markdown(index=False))
     return table

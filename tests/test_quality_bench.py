@@ -104,6 +104,40 @@ def test_quality_bench_runs_rows_and_shares_work(tmp_path, quality, faces, monke
     assert len((tmp_path / "q").glob("crops/*/crops/eval.csv").__next__().read_text().splitlines()) == 1 + 2 * 7
 
 
+def test_quality_bench_pairs_a_second_training_seed_and_counts_age_errors(tmp_path, quality, faces,
+                                                                         monkeypatch, capsys):
+    """Row 1 with seed 0, then with seed 1 on the same faces (--data-seed 0) against it: the
+    second run finds the first's predictions by config and prints both figures and their paired
+    difference; every run prints each row's eval age errors (none only where the age F1 is 1); a
+    seed that never ran is said, not invented."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    common = ["--faces", str(faces), "--work", str(tmp_path / "q"), "--persons", "4", "--eval-persons", "2",
+              "--folds", "2", "--epochs", "1", "--image-size", "32", "--rows", "1,2", "--min-age", "17"]
+    first = quality.main(common)
+    capsys.readouterr()
+    second = quality.main([*common, "--seed", "1", "--data-seed", "0", "--against-seed", "0"])
+    out = capsys.readouterr().out
+    assert "data seed 0, training seed 1" in out
+    section = out.split("Eval macro F1 against training seed 0")[1].split("Eval age errors")[0]
+    for i, n in enumerate((1, 2)):
+        m = re.search(rf"\|\s*{n}\s+\| [^|]+\|\s*(\d\.\d{{3}})\s+\|\s*(\d\.\d{{3}})\s+\|\s*([+-]\d\.\d{{3}})\s+\| "
+                      r"\[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]\s+\| (yes|no)", section)
+        assert m, section
+        theirs, ours, diff, lo, hi = map(float, m.groups()[:5])
+        assert theirs == pytest.approx(first["eval F1"].iloc[i], abs=5e-4)
+        assert ours == pytest.approx(second["eval F1"].iloc[i], abs=5e-4)
+        assert diff == pytest.approx(ours - theirs, abs=1e-3) and lo <= hi
+    errors = out.split("Eval age errors")[1]
+    counts = [list(map(int, re.findall(r"\|\s+(\d+)", line)))
+              for line in errors.splitlines() if re.match(r"\|\s+\d", line)]
+    assert [c[0] for c in counts] == [1, 2] and all(len(c) == 7 for c in counts), errors
+    for c, age_f1 in zip(counts, second["eval age"], strict=True):
+        assert 0 <= sum(c[1:]) <= 2 * 7 and (sum(c[1:]) == 0) == (age_f1 == 1), (c, age_f1)
+    # a seed that never ran: said, not invented
+    quality.main([*common, "--rows", "1", "--seed", "1", "--data-seed", "0", "--against-seed", "5"])
+    assert "(none of the rows found)" in capsys.readouterr().out
+
+
 def test_quality_bench_help_explains_every_option(quality, capsys):
     with pytest.raises(SystemExit):
         quality.main(["--help"])
