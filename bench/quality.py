@@ -278,6 +278,7 @@ class Runner:
 
     def __init__(self, work: Path, data: Path):
         self.work, self.data = work, data
+        self.truth = eval_truth(data)  #: what every row is scored against, read once
 
     def _config(self, cfg: dict, name: str) -> str:
         path = self.work / "configs" / f"{name}.yaml"
@@ -381,10 +382,10 @@ class Runner:
         last, extra = R, {}
         for r in range(2, cfg["pseudo"]["rounds"] + 2):
             self.ensemble(cfg, c, at, last, last)  # what the round's pseudo-labels come from
-            extra[f"round {r - 1} eval F1"] = scores(last, self.data)["eval F1"]
+            extra[f"round {r - 1} eval F1"] = scores(last, submitted(last), self.truth)["eval F1"]
             self.next_round(cfg, c, at, R, r, folds)
             last = R.round(r)
-            extra[f"round {r} pseudo-labels"] = pseudo_quality(last, self.data)
+            extra[f"round {r} pseudo-labels"] = pseudo_quality(last, self.truth)
             trained = True
         figures = {}
         for variant, over in EVAL_VARIANTS.items():
@@ -392,13 +393,12 @@ class Runner:
             cv = _merge(cfg, {"ensemble": over})
             self.ensemble(cv, self._config(cv, f"row-{Path(R.results).name}-{variant or 'base'}"),
                           at, last, V)
-            sub = pd.read_csv(V.submission(), dtype={"ImageID": str})
-            figures[variant] = (scores(V, self.data), sub.set_index("ImageID")["ans"])
+            pred = submitted(V)
+            figures[variant] = (scores(V, pred, self.truth), pred)
         seconds = time.perf_counter() - start
-        truth = eval_truth(self.data)
         return {"configuration": row.name, **figures[""][0],
-                "eval F1 95%": "[{:.3f}, {:.3f}]".format(*interval(truth, figures[""][1])),
-                **variant_columns(figures, truth),
+                "eval F1 95%": "[{:.3f}, {:.3f}]".format(*interval(self.truth, figures[""][1])),
+                **variant_columns(figures, self.truth),
                 **crop_shares(at["crops"]), "wall s": round(seconds), "reused": "" if trained else "yes",
                 "notes": ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in extra.items()),
@@ -427,12 +427,12 @@ def against_seed(rows: dict[int, dict], base: dict, args: argparse.Namespace, tr
         if "@searched" in row.models.values():
             continue
         cfg = row_config(other, row, args)
-        sub = Path(final_round(row_layout(args.against_work, row, cfg), cfg).submission())
-        if not sub.is_file():
-            log.warning("row %d with seed %d: no %s", n, args.against_seed, sub)
+        sub = final_round(row_layout(args.against_work, row, cfg), cfg)
+        if not Path(sub.submission()).is_file():
+            log.warning("row %d with seed %d: no %s", n, args.against_seed, sub.submission())
             continue
-        theirs = pd.read_csv(sub, dtype={"ImageID": str}).set_index("ImageID")["ans"]
-        theirs_f1 = macro_f1(truth.loc[theirs.index, "ans"].to_numpy(int), theirs.to_numpy(int))
+        theirs = submitted(sub)
+        theirs_f1 = scores(sub, theirs, truth)["eval F1"]
         lo, hi = interval(truth, r["_pred"], theirs)
         out.append({"#": n, "configuration": r["configuration"], f"seed {args.against_seed}": f"{theirs_f1:.3f}",
                     f"seed {args.seed}": f"{r['eval F1']:.3f}", "difference": f"{r['eval F1'] - theirs_f1:+.3f}",
@@ -471,6 +471,11 @@ def variant_columns(figures: dict, truth: pd.DataFrame) -> dict:
 
 def _real(lo: float, hi: float) -> str:
     return "*" if lo > 0 or hi < 0 else ""
+
+
+def submitted(R: Layout) -> pd.Series:
+    """The classes ``R``'s submission gives, by ImageID."""
+    return pd.read_csv(R.submission(), dtype={"ImageID": str}).set_index("ImageID")["ans"]
 
 
 def eval_truth(data: Path) -> pd.DataFrame:
@@ -529,24 +534,22 @@ def age_errors(rows: dict[int, dict], truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def scores(R: Layout, data: Path) -> dict:
-    """OOF macro F1 (ensemble metrics), eval macro F1, per-task F1 and the ">= 60" age group's
-    recall (the group the train set barely shows) against demo_truth.csv."""
+def scores(R: Layout, pred: pd.Series, truth: pd.DataFrame) -> dict:
+    """OOF macro F1 (``R``'s ensemble metrics), and of ``pred`` (its submission, by ImageID) the
+    eval macro F1, per-task F1 and the ">= 60" age group's recall (the group the train set barely
+    shows) against ``truth`` (demo_truth.csv)."""
     metrics = json.loads(Path(R.metrics()).read_text())
-    sub = pd.read_csv(R.submission(), dtype={"ImageID": str})
-    truth = pd.read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
-    y, p = truth.loc[sub["ImageID"], "ans"].to_numpy(int), sub["ans"].to_numpy(int)
+    y, p = truth.loc[pred.index, "ans"].to_numpy(int), pred.to_numpy(int)
     tasks = task_f1(y, p)
     old_recall = recall_score(decode(y)[2], decode(p)[2], labels=[OLD], average=None, zero_division=np.nan)
     return {"OOF F1": metrics["oof_macro_f1"], "eval F1": macro_f1(y, p),
             **{f"eval {t}": v for t, v in tasks.items()}, "eval >=60 recall": float(old_recall[0])}
 
 
-def pseudo_quality(N: Layout, data: Path) -> str:
+def pseudo_quality(N: Layout, truth: pd.DataFrame) -> str:
     """How many eval photos round ``N`` pseudo-labelled, and the share whose label is right."""
     chosen = pd.read_csv(N.pseudo_labels(), usecols=["key", "label"], dtype={"key": str})
-    truth = pd.read_csv(data / "demo_truth.csv", dtype={"ImageID": str}).set_index("ImageID")["ans"]
-    right = (truth.loc[chosen["key"]].to_numpy() == chosen["label"].to_numpy()).mean() if len(chosen) else 0.0
+    right = (truth.loc[chosen["key"], "ans"].to_numpy() == chosen["label"].to_numpy()).mean() if len(chosen) else 0.0
     return f"{len(chosen)} ({100 * right:.0f}% right)"
 
 
@@ -651,17 +654,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
           f"data seed {args.data_seed}, training seed {args.seed}; "
           f"{time.perf_counter() - total:.0f} s in all")
     print(table.to_markdown(index=False, floatfmt=".3f"))
-    paired = gains(rows, eval_truth(data))
+    paired = gains(rows, runner.truth)
     if len(paired):
         print("\nPaired eval macro F1 gains (95% bootstrap interval over eval persons; real where it excludes 0)")
         print(paired.to_markdown(index=False, floatfmt="+.3f"))
     if args.against_seed is not None:
-        seeds = against_seed(rows, base, args, eval_truth(data))
+        seeds = against_seed(rows, base, args, runner.truth)
         print(f"\nEval macro F1 against training seed {args.against_seed} ({args.against_work}; paired 95% "
               "interval over eval persons of the difference)")
         print(seeds.to_markdown(index=False, disable_numparse=True) if len(seeds) else "(none of the rows found)")
     print("\nEval age errors (photos of a true age group predicted as another)")
-    print(age_errors(rows, eval_truth(data)).to_markdown(index=False))
+    print(age_errors(rows, runner.truth).to_markdown(index=False))
     return table
 
 
